@@ -1,0 +1,58 @@
+"""One frozen Config per process, built from flags and FAASD_* environment variables.
+
+The CLI only parses: click reads each flag or its FAASD_* variable (auto_envvar_prefix), builds
+a Config and hands it to the part that runs. Nothing else reads the environment for settings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8080"
+
+
+def default_data_dir() -> Path:
+    """~/.local/share/faasd-py, or $XDG_DATA_HOME/faasd-py."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "faasd-py"
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Largest request body the gateway accepts (413 beyond it), and largest response a handler
+    # may return.
+    max_body: int = 16 * 1024 * 1024
+    # Invocations that may wait per function when every instance is busy (429 beyond it).
+    max_queue: int = 1024
+    # An instance above the function's floor is stopped after this long without work.
+    scale_down_after: float = 60.0
+    # Time for an instance to import its handler and report ready.
+    start_timeout: float = 30.0
+    # On SIGTERM: how long in-flight invocations may take to finish before they are cut off.
+    shutdown_timeout: float = 10.0
+    # Log lines kept per function for /system/logs.
+    log_lines: int = 10_000
+    # The interpreter that runs instances.
+    python: str = sys.executable
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.data_dir / "credentials"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.data_dir / "packages"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"

@@ -1,0 +1,81 @@
+"""One small exception tree for the whole project.
+
+Each family maps to one HTTP status (the gateway answers with it) and reads as one CLI message.
+The message always says what went wrong and, where it can, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class FaasdError(Exception):
+    """Base of every error that faasd-py reports to a user."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(FaasdError):
+    """Malformed input: a spec, a JSON body, a query parameter."""
+
+    status = 400
+
+
+class SpecError(BadRequest):
+    """A function spec that does not validate; the message names the field."""
+
+    def __init__(self, field: str, expected: str) -> None:
+        super().__init__(f"{field}: {expected}")
+        self.field = field
+
+
+class NotFound(FaasdError):
+    status = 404
+
+
+class Unauthorized(FaasdError):
+    status = 401
+
+
+class PayloadTooLarge(FaasdError):
+    status = 413
+
+
+class Overloaded(FaasdError):
+    """Too many invocations queued for a function; the caller should retry later."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FunctionFailed(FaasdError):
+    """The handler raised: its type and message go back to the caller."""
+
+    status = 500
+
+
+class InstanceCrashed(FaasdError):
+    """The instance running the invocation died (exited, killed, out of memory)."""
+
+    status = 502
+
+
+class Unavailable(FaasdError):
+    """The platform cannot take the invocation now: shutting down, function being removed."""
+
+    status = 503
+
+
+class InvocationTimeout(FaasdError):
+    status = 504
+
+
+class NativeUnavailable(FaasdError):
+    """A feature needs the compiled shim, and this install runs on the Python fallback."""
+
+    status = 501

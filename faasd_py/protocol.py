@@ -1,0 +1,140 @@
+"""Messages between the worker and the runtime inside a sandbox, as msgpack frames.
+
+A frame is a 4-byte big-endian length followed by a msgpack map. `FrameDecoder` turns bytes into
+messages without touching a socket (h11's way), so every channel shares it and tests can drive it
+directly. Messages:
+
+    runtime -> worker   {"op": "ready", "pid", "load_seconds"}
+                        {"op": "load_failed", "error"}           then the runtime exits
+                        {"op": "result", "id", "status", "headers", "body", "error", "seconds"}
+    worker -> runtime   {"op": "invoke", "id", "method", "path", "query", "headers", "body",
+                         "call_id", "deadline"}
+
+`error` in a result is None on success, else "<ExceptionType>: <message>" and the status is 500.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+HEADER = struct.Struct(">I")
+# Headroom above the body limit for the rest of a frame (headers, path, query).
+FRAME_OVERHEAD = 1024 * 1024
+
+Headers = list[tuple[str, str]]
+
+
+class ProtocolError(Exception):
+    """A frame that cannot be decoded, or one larger than the channel allows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    id: int
+    call_id: str
+    method: str
+    path: str
+    query: str
+    headers: Headers
+    body: bytes
+    # Seconds the handler may run; the runtime tells the handler through its context.
+    timeout: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "op": "invoke",
+            "id": self.id,
+            "call_id": self.call_id,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "body": self.body,
+            "timeout": self.timeout,
+        }
+
+    @classmethod
+    def from_wire(cls, msg: dict[str, Any]) -> Invocation:
+        return cls(
+            id=msg["id"],
+            call_id=msg["call_id"],
+            method=msg["method"],
+            path=msg["path"],
+            query=msg["query"],
+            headers=[(k, v) for k, v in msg["headers"]],
+            body=msg["body"],
+            timeout=msg["timeout"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    id: int
+    status: int
+    headers: Headers
+    body: bytes
+    # None on success; "<ExceptionType>: <message>" when the handler failed.
+    error: str | None
+    # Time the handler ran, measured inside the sandbox.
+    seconds: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "op": "result",
+            "id": self.id,
+            "status": self.status,
+            "headers": self.headers,
+            "body": self.body,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_wire(cls, msg: dict[str, Any]) -> Result:
+        return cls(
+            id=msg["id"],
+            status=msg["status"],
+            headers=[(k, v) for k, v in msg["headers"]],
+            body=msg["body"],
+            error=msg["error"],
+            seconds=msg["seconds"],
+        )
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    payload: bytes = msgpack.packb(message, use_bin_type=True)
+    return HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Accumulates bytes and yields whole messages; rejects frames above `max_frame`."""
+
+    def __init__(self, max_frame: int) -> None:
+        self._buffer = bytearray()
+        self._max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buffer += data
+        messages: list[dict[str, Any]] = []
+        while len(self._buffer) >= HEADER.size:
+            (length,) = HEADER.unpack_from(self._buffer)
+            if length > self._max_frame:
+                raise ProtocolError(
+                    f"frame of {length} bytes exceeds the limit of {self._max_frame}"
+                )
+            end = HEADER.size + length
+            if len(self._buffer) < end:
+                break
+            try:
+                message = msgpack.unpackb(bytes(self._buffer[HEADER.size : end]), raw=False)
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise ProtocolError(f"undecodable frame: {exc}") from exc
+            del self._buffer[:end]
+            if not isinstance(message, dict) or "op" not in message:
+                raise ProtocolError("a frame must be a map with an 'op' key")
+            messages.append(message)
+        return messages

@@ -1,0 +1,409 @@
+"""Function specs: OpenFaaS stack.yml and the REST FunctionDeployment JSON, into one FunctionSpec.
+
+Both inputs validate into the same frozen `FunctionSpec`. Unknown fields are ignored (as the
+OpenFaaS gateway does, so newer clients keep working); fields of the wrong type are rejected
+with a `SpecError` that names the field and says what it expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from faasd_py.errors import SpecError
+from faasd_py.units import parse_cpu, parse_duration, parse_size
+
+DEFAULT_NAMESPACE = "openfaas-fn"
+SUPPORTED_LANGS = ("python3-http", "python3")
+
+# Labels and environment keys that tune the platform, named as OpenFaaS and of-watchdog name them.
+LABEL_SCALE_MIN = "com.openfaas.scale.min"
+LABEL_SCALE_MAX = "com.openfaas.scale.max"
+LABEL_APP = "com.faasd-py.app"
+ENV_MAX_INFLIGHT = "max_inflight"
+ENV_EXEC_TIMEOUT = "exec_timeout"
+
+DEFAULT_SCALE_MIN = 1
+DEFAULT_SCALE_MAX = 5
+DEFAULT_MAX_INFLIGHT = 1
+DEFAULT_EXEC_TIMEOUT = 30.0
+
+# OpenFaaS's rule for function names: a DNS-1123 label.
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SECRET_NAME = re.compile(r"^[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+def validate_name(name: object, field_name: str = "service") -> str:
+    """A function name: a DNS-1123 label, at most 63 characters (OpenFaaS's rule)."""
+    if not isinstance(name, str) or not name:
+        raise SpecError(
+            field_name, "a function name is required (a DNS-1123 label such as 'hello')"
+        )
+    if len(name) > 63 or not _DNS1123_LABEL.match(name):
+        raise SpecError(
+            field_name,
+            f"{name[:80]!r} is not a valid function name: use at most 63 lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit",
+        )
+    return name
+
+
+def validate_secret_name(name: object, field_name: str = "name") -> str:
+    if not isinstance(name, str) or not name:
+        raise SpecError(field_name, "a secret name is required")
+    if len(name) > 253 or not _SECRET_NAME.match(name):
+        raise SpecError(
+            field_name,
+            f"{name[:80]!r} is not a valid secret name: use letters, digits, '-', '.' and '_'",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Memory and CPU as written (Kubernetes quantities), with their parsed values."""
+
+    memory: str | None = None
+    cpu: str | None = None
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_size(self.memory)
+
+    @property
+    def cpu_cores(self) -> float | None:
+        return None if self.cpu is None else parse_cpu(self.cpu)
+
+    def to_json(self) -> dict[str, str]:
+        out = {}
+        if self.memory is not None:
+            out["memory"] = self.memory
+        if self.cpu is not None:
+            out["cpu"] = self.cpu
+        return out
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One deployed function, as the registry stores it and the worker runs it."""
+
+    service: str
+    image: str
+    namespace: str = DEFAULT_NAMESPACE
+    env_process: str = ""
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    constraints: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    limits: Resources = Resources()
+    requests: Resources = Resources()
+    read_only_root_filesystem: bool = False
+
+    @property
+    def app(self) -> str:
+        """The app this function belongs to: functions of one app share state and scheduling."""
+        return self.labels.get(LABEL_APP) or self.service
+
+    @property
+    def scale_min(self) -> int:
+        return _int_setting(self.labels, LABEL_SCALE_MIN, DEFAULT_SCALE_MIN, minimum=0)
+
+    @property
+    def scale_max(self) -> int:
+        return _int_setting(self.labels, LABEL_SCALE_MAX, DEFAULT_SCALE_MAX, minimum=1)
+
+    @property
+    def max_inflight(self) -> int:
+        return _int_setting(self.env_vars, ENV_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT, minimum=1)
+
+    @property
+    def exec_timeout(self) -> float:
+        raw = self.env_vars.get(ENV_EXEC_TIMEOUT)
+        return DEFAULT_EXEC_TIMEOUT if raw is None else parse_duration(raw)
+
+    def to_json(self) -> dict[str, Any]:
+        """The OpenFaaS FunctionDeployment JSON of this spec (what `parse_deployment` reads)."""
+        return {
+            "service": self.service,
+            "image": self.image,
+            "namespace": self.namespace,
+            "envProcess": self.env_process,
+            "envVars": dict(self.env_vars),
+            "constraints": list(self.constraints),
+            "secrets": list(self.secrets),
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "limits": self.limits.to_json(),
+            "requests": self.requests.to_json(),
+            "readOnlyRootFilesystem": self.read_only_root_filesystem,
+        }
+
+
+def _int_setting(source: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+    raw = source.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SpecError(key, f"expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SpecError(key, f"expected a whole number of at least {minimum}, got {value}")
+    return value
+
+
+# --- the FunctionDeployment JSON ---------------------------------------------------------------
+
+
+def parse_deployment(body: object) -> FunctionSpec:
+    """Validate an OpenFaaS FunctionDeployment (already decoded from JSON) into a FunctionSpec."""
+    if not isinstance(body, dict):
+        raise SpecError("body", "expected a JSON object (an OpenFaaS FunctionDeployment)")
+    image = body.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise SpecError("image", "a non-empty string is required, e.g. 'hello:latest'")
+    namespace = _optional_str(body, "namespace") or DEFAULT_NAMESPACE
+    if namespace != DEFAULT_NAMESPACE:
+        raise SpecError("namespace", f"only {DEFAULT_NAMESPACE!r} is supported, got {namespace!r}")
+    spec = FunctionSpec(
+        service=validate_name(body.get("service")),
+        image=image.strip(),
+        namespace=namespace,
+        env_process=_optional_str(body, "envProcess") or "",
+        env_vars=_str_map(body.get("envVars"), "envVars", coerce=False),
+        constraints=_str_list(body.get("constraints"), "constraints"),
+        secrets=tuple(
+            validate_secret_name(s, "secrets") for s in _str_list(body.get("secrets"), "secrets")
+        ),
+        labels=_str_map(body.get("labels"), "labels", coerce=False),
+        annotations=_str_map(body.get("annotations"), "annotations", coerce=False),
+        limits=_resources(body.get("limits"), "limits"),
+        requests=_resources(body.get("requests"), "requests"),
+        read_only_root_filesystem=_optional_bool(body, "readOnlyRootFilesystem"),
+    )
+    check_settings(spec)
+    return spec
+
+
+def check_settings(spec: FunctionSpec) -> None:
+    """Evaluate every derived setting once, so a bad label fails at deploy, not at invoke."""
+    if spec.scale_min > spec.scale_max:
+        raise SpecError(
+            LABEL_SCALE_MIN,
+            f"must not exceed {LABEL_SCALE_MAX} ({spec.scale_min} > {spec.scale_max})",
+        )
+    _ = spec.max_inflight
+    try:
+        timeout = spec.exec_timeout
+    except ValueError as exc:
+        raise SpecError(f"envVars.{ENV_EXEC_TIMEOUT}", str(exc)) from None
+    if timeout <= 0:
+        raise SpecError(f"envVars.{ENV_EXEC_TIMEOUT}", "expected a positive duration such as 30s")
+
+
+def _optional_str(body: Mapping[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise SpecError(key, f"expected a string, got {_type_name(value)}")
+
+
+def _optional_bool(body: Mapping[str, Any], key: str) -> bool:
+    value = body.get(key)
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    raise SpecError(key, f"expected true or false, got {_type_name(value)}")
+
+
+def _str_list(value: object, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(key, "expected a list of strings")
+    return tuple(value)
+
+
+def _str_map(value: object, key: str, *, coerce: bool) -> dict[str, str]:
+    """A string-to-string map; with `coerce`, YAML scalars (numbers, booleans) become strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(key, f"expected a map of strings, got {_type_name(value)}")
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise SpecError(key, f"keys must be strings, got {k!r}")
+        if isinstance(v, str):
+            out[k] = v
+        elif coerce and isinstance(v, bool):
+            out[k] = "true" if v else "false"
+        elif coerce and isinstance(v, int | float):
+            out[k] = str(v)
+        else:
+            raise SpecError(f"{key}.{k}", f"expected a string, got {_type_name(v)}")
+    return out
+
+
+def _resources(value: object, key: str) -> Resources:
+    if value is None:
+        return Resources()
+    if not isinstance(value, dict):
+        raise SpecError(key, "expected an object with 'memory' and/or 'cpu'")
+    memory, cpu = value.get("memory"), value.get("cpu")
+    if memory is not None and memory != "":
+        if not isinstance(memory, str | int) or isinstance(memory, bool):
+            raise SpecError(f"{key}.memory", "expected a quantity such as '128Mi'")
+        try:
+            if parse_size(memory) < 1024 * 1024:
+                raise SpecError(f"{key}.memory", f"{memory!r} is below the minimum of 1Mi")
+        except ValueError as exc:
+            raise SpecError(f"{key}.memory", str(exc)) from None
+    if cpu is not None and cpu != "":
+        if not isinstance(cpu, str | int | float) or isinstance(cpu, bool):
+            raise SpecError(f"{key}.cpu", "expected a quantity such as '500m' or '1'")
+        try:
+            parse_cpu(cpu)
+        except ValueError as exc:
+            raise SpecError(f"{key}.cpu", str(exc)) from None
+    return Resources(
+        memory=str(memory) if memory not in (None, "") else None,
+        cpu=str(cpu) if cpu not in (None, "") else None,
+    )
+
+
+def _type_name(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+# --- stack.yml ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StackFunction:
+    """A function of a stack.yml: its spec, plus where its handler lives and its template."""
+
+    spec: FunctionSpec
+    lang: str
+    handler: Path
+
+
+@dataclass(frozen=True)
+class Stack:
+    gateway: str | None
+    functions: tuple[StackFunction, ...]
+
+    def select(self, names: tuple[str, ...]) -> tuple[StackFunction, ...]:
+        """The named functions (all when none named); a name not in the stack is an error."""
+        if not names:
+            return self.functions
+        known = {f.spec.service: f for f in self.functions}
+        missing = [n for n in names if n not in known]
+        if missing:
+            raise SpecError("functions", f"not in the stack file: {', '.join(missing)}")
+        return tuple(known[n] for n in names)
+
+
+def load_stack(path: Path) -> Stack:
+    """Read and validate a stack.yml file; relative handler paths resolve against its folder."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), f"cannot read the stack file: {exc.strerror}") from None
+    return parse_stack(text, path.parent)
+
+
+def parse_stack(text: str, base_dir: Path) -> Stack:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError("stack.yml", f"not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SpecError("stack.yml", "expected a YAML mapping with 'provider' and 'functions'")
+    provider = doc.get("provider") or {}
+    if not isinstance(provider, dict):
+        raise SpecError("provider", "expected a mapping with 'name' and 'gateway'")
+    gateway = provider.get("gateway")
+    if gateway is not None and not isinstance(gateway, str):
+        raise SpecError("provider.gateway", "expected a URL such as http://127.0.0.1:8080")
+    functions = doc.get("functions")
+    if not isinstance(functions, dict) or not functions:
+        raise SpecError("functions", "expected a mapping of function names to their settings")
+    return Stack(
+        gateway=gateway,
+        functions=tuple(_stack_function(name, body, base_dir) for name, body in functions.items()),
+    )
+
+
+def _stack_function(name: object, body: object, base_dir: Path) -> StackFunction:
+    service = validate_name(name, "functions")
+    where = f"functions.{service}"
+    if not isinstance(body, dict):
+        raise SpecError(where, "expected a mapping with lang, handler and image")
+    lang = body.get("lang")
+    if lang not in SUPPORTED_LANGS:
+        raise SpecError(
+            f"{where}.lang", f"expected one of {', '.join(SUPPORTED_LANGS)}, got {lang!r}"
+        )
+    handler = body.get("handler")
+    if not isinstance(handler, str) or not handler:
+        raise SpecError(
+            f"{where}.handler", "expected the path of the handler's folder, e.g. ./hello"
+        )
+    image = body.get("image")
+    if not isinstance(image, str) or not image:
+        raise SpecError(f"{where}.image", "expected a package name such as hello:latest")
+
+    env: dict[str, str] = {}
+    env_files = body.get("environment_file") or []
+    if not isinstance(env_files, list):
+        raise SpecError(f"{where}.environment_file", "expected a list of YAML file paths")
+    for env_file in env_files:
+        env.update(_environment_file(base_dir, env_file, f"{where}.environment_file"))
+    env.update(_str_map(body.get("environment"), f"{where}.environment", coerce=True))
+
+    deployment = {
+        "service": service,
+        "image": image,
+        "envProcess": body.get("fprocess"),
+        "envVars": env,
+        "constraints": body.get("constraints"),
+        "secrets": body.get("secrets"),
+        "labels": _str_map(body.get("labels"), f"{where}.labels", coerce=True),
+        "annotations": _str_map(body.get("annotations"), f"{where}.annotations", coerce=True),
+        "limits": body.get("limits"),
+        "requests": body.get("requests"),
+        "readOnlyRootFilesystem": body.get("readonly_root_filesystem"),
+    }
+    try:
+        spec = parse_deployment(deployment)
+    except SpecError as exc:
+        raise SpecError(f"{where}.{exc.field}", exc.message.split(": ", 1)[-1]) from None
+    return StackFunction(spec=spec, lang=lang, handler=(base_dir / handler).resolve())
+
+
+def _environment_file(base_dir: Path, name: object, where: str) -> dict[str, str]:
+    if not isinstance(name, str):
+        raise SpecError(where, "expected a list of YAML file paths")
+    path = base_dir / name
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SpecError(where, f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(where, f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict) or "environment" not in doc:
+        raise SpecError(where, f"{path} must hold a mapping with an 'environment' key")
+    return _str_map(doc["environment"], f"{where}[{name}].environment", coerce=True)
