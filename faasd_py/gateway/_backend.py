@@ -1,0 +1,39 @@
+"""The narrow interface through which the gateway drives workers (an in-process `Worker` for
+`faasd-py up`; remote workers later)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from faasd_py.spec import FunctionSpec
+from faasd_py.worker import LogBuffer, Outcome, PoolStatistics
+
+
+class FunctionWorker(Protocol):
+    def check_deployable(self, spec: FunctionSpec) -> object:
+        """Raise BadRequest when the spec's image cannot run here (not built)."""
+        ...
+
+    def apply(self, spec: FunctionSpec, secrets: Mapping[str, bytes]) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+    def scale(self, name: str, replicas: int) -> None: ...
+
+    async def invoke(
+        self,
+        name: str,
+        call_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Outcome: ...
+
+    def statistics(self, name: str) -> PoolStatistics | None: ...
+
+    def all_statistics(self) -> dict[str, PoolStatistics]: ...
+
+    def logs(self, name: str) -> LogBuffer: ...

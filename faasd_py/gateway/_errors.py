@@ -1,0 +1,53 @@
+"""Every error leaves the gateway as JSON `{"error": message, "status": code}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from faasd_py.errors import BadRequest, FaasdError, Overloaded
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status, headers=headers)
+
+
+def faasd_error_response(exc: FaasdError, headers: Mapping[str, str] | None = None) -> web.Response:
+    extra = dict(headers or {})
+    if isinstance(exc, Overloaded):
+        extra["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.status == 401:
+        extra["WWW-Authenticate"] = 'Basic realm="faasd-py"'
+    return error_response(exc.status, exc.message, extra)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FaasdError as exc:
+        return faasd_error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason, dict(exc.headers))
+
+
+async def read_json(request: web.Request) -> object:
+    """The request body as JSON; BadRequest that says what is wrong otherwise."""
+
+    text = await request.text()
+    if not text.strip():
+        raise BadRequest("the request body is empty; expected a JSON object")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None

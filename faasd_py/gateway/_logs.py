@@ -1,0 +1,73 @@
+"""/system/logs: a function's captured output as ndjson, optionally followed live."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from aiohttp import web
+
+from faasd_py.errors import BadRequest, NotFound
+from faasd_py.gateway._keys import REGISTRY, WORKER
+from faasd_py.gateway._system import rfc3339
+from faasd_py.spec import DEFAULT_NAMESPACE
+from faasd_py.worker import LogEntry
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/system/logs")
+async def logs(request: web.Request) -> web.StreamResponse:
+    name = request.query.get("name", "")
+    if not name:
+        raise BadRequest("name: the function whose logs to read is required (?name=hello)")
+    tail = _tail(request.query.get("tail"))
+    since = _since(request.query.get("since"))
+    follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+    if await request.app[REGISTRY].get_function(name) is None:
+        raise NotFound(f"function {name!r} not found")
+    buffer = request.app[WORKER].logs(name)
+
+    followed = buffer.follow() if follow else None  # subscribe before the snapshot: no gap
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    for entry in buffer.recent(tail, since):
+        await response.write(_line(name, entry))
+    if followed is not None:
+        async for entry in followed:
+            await response.write(_line(name, entry))
+    await response.write_eof()
+    return response
+
+
+def _line(name: str, entry: LogEntry) -> bytes:
+    record = {
+        "name": name,
+        "namespace": DEFAULT_NAMESPACE,
+        "instance": entry.instance,
+        "timestamp": rfc3339(entry.timestamp),
+        "text": entry.text,
+    }
+    return json.dumps(record).encode() + b"\n"
+
+
+def _tail(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        tail = int(raw)
+    except ValueError:
+        raise BadRequest(f"tail: expected a whole number of lines, got {raw!r}") from None
+    # OpenFaaS treats a negative tail as "all".
+    return None if tail < 0 else tail
+
+
+def _since(raw: str | None) -> float | None:
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise BadRequest(
+            f"since: expected an RFC3339 time such as 2026-01-02T15:04:05Z, got {raw!r}"
+        ) from None

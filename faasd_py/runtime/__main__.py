@@ -1,0 +1,43 @@
+"""Entry point of a sandbox instance: `python -S -s -m faasd_py.runtime --fd N ...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import sys
+from pathlib import Path
+
+from faasd_py.runtime._serve import serve
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="faasd_py.runtime")
+    parser.add_argument("--fd", type=int, required=True, help="the channel's socket")
+    parser.add_argument("--function-name", required=True)
+    parser.add_argument("--function-dir", type=Path, required=True)
+    parser.add_argument("--deps-dir", type=Path)
+    parser.add_argument("--secrets-dir", type=Path, required=True)
+    parser.add_argument("--max-inflight", type=int, default=1)
+    parser.add_argument("--max-frame", type=int, required=True)
+    parser.add_argument("--max-body", type=int, required=True)
+    parser.add_argument("--memory-limit", type=int, help="bytes of address space")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.memory_limit:
+        # Before the handler is imported, so the limit covers everything it allocates. Hard and
+        # soft alike, so the handler cannot lift it. (The native sandbox moves this to cgroups.)
+        resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
+    code = asyncio.run(serve(args))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Handler threads may still be blocked; they must not keep the instance alive.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""The instances of one function: dispatch to a free slot, queue when all are busy, scale.
+
+Each instance runs up to `max_inflight` invocations at once. An invocation takes the least
+loaded ready instance; when every slot is taken it waits in a bounded FIFO queue (429 beyond
+it) while the pool starts instances, up to `com.openfaas.scale.max`. Idle instances above the
+floor (`com.openfaas.scale.min`, or the replicas asked for by scale-function) are stopped by
+`reap`. A crashed or timed-out instance is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from faasd_py.errors import FaasdError, InvocationTimeout, Overloaded, Unavailable
+from faasd_py.protocol import Result
+from faasd_py.spec import FunctionSpec
+from faasd_py.worker._instance import Instance
+from faasd_py.worker._logs import LogBuffer, LogEntry
+
+logger = logging.getLogger(__name__)
+
+Launch = Callable[[FunctionSpec, Mapping[str, bytes], LogBuffer], Awaitable[Instance]]
+
+# After this many start failures in a row the pool stops restarting instances on its own and
+# waits for the next invocation (which reports the failure) or a redeploy.
+_MAX_START_FAILURES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An invocation's result and where its time went."""
+
+    result: Result
+    instance: str
+    queue_seconds: float
+    cold_start_seconds: float
+    exec_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    replicas: int  # the floor asked for (or the instances running, if more)
+    available: int  # ready instances
+    starting: int
+    queued: int
+    inflight: int
+    invocations: int
+    cold_starts: int
+
+
+class FunctionPool:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        secrets: Mapping[str, bytes],
+        launch: Launch,
+        logs: LogBuffer,
+        max_queue: int,
+    ) -> None:
+        self.spec = spec
+        self._secrets = secrets
+        self._launch = launch
+        self._logs = logs
+        self._max_queue = max_queue
+        self._instances: list[Instance] = []
+        self._starting = 0
+        self._waiters: deque[asyncio.Future[Instance]] = deque()
+        self._floor = spec.scale_min
+        self._closed: str | None = None
+        self._invocations = 0
+        self._cold_starts = 0
+        self._start_failures = 0
+        self._last_start_error: FaasdError | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._inflight = 0
+
+    # --- invocation ----------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        call_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Outcome:
+        if self._closed is not None:
+            raise Unavailable(self._closed)
+        queued_at = time.monotonic()
+        instance = self._take_slot()
+        waited = 0.0
+        if instance is None:
+            instance = await self._wait_for_slot()
+            waited = time.monotonic() - queued_at
+        cold = waited > 0 and instance.served == 0
+        if cold:
+            self._cold_starts += 1
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            result = await instance.invoke(call_id, method, path, query, headers, body)
+        except InvocationTimeout:
+            # Out of the pool at once, so no other invocation is sent to it while it dies.
+            if instance in self._instances:
+                self._instances.remove(instance)
+            self._spawn(instance.kill("was replaced after an invocation timed out"))
+            raise
+        finally:
+            self._invocations += 1
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.set()
+            self._release(instance)
+        return Outcome(
+            result=result,
+            instance=instance.id,
+            queue_seconds=0.0 if cold else waited,
+            cold_start_seconds=waited if cold else 0.0,
+            exec_seconds=result.seconds,
+        )
+
+    def _take_slot(self) -> Instance | None:
+        best: Instance | None = None
+        for instance in self._instances:
+            free = instance.inflight < self.spec.max_inflight and instance.alive
+            if free and (best is None or instance.inflight < best.inflight):
+                best = instance
+        if best is not None:
+            best.inflight += 1
+        return best
+
+    async def _wait_for_slot(self) -> Instance:
+        if len(self._waiters) >= self._max_queue:
+            raise Overloaded(
+                f"function {self.spec.service} has {len(self._waiters)} invocations waiting; "
+                "retry later or raise com.openfaas.scale.max",
+                retry_after=1.0,
+            )
+        future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._scale_up_for_waiters()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future in self._waiters:
+                self._waiters.remove(future)
+            elif future.done() and not future.cancelled() and future.exception() is None:
+                self._release(future.result())  # a slot was granted just as we gave up
+            raise
+
+    def _release(self, instance: Instance) -> None:
+        instance.inflight -= 1
+        self._dispatch_waiters()
+
+    def _dispatch_waiters(self) -> None:
+        while self._waiters:
+            instance = self._take_slot()
+            if instance is None:
+                return
+            waiter = self._waiters.popleft()
+            if waiter.done():  # cancelled meanwhile
+                instance.inflight -= 1
+                continue
+            waiter.set_result(instance)
+
+    # --- scaling -------------------------------------------------------------------------------
+
+    def _scale_up_for_waiters(self) -> None:
+        coming = self._starting * self.spec.max_inflight
+        missing = len(self._waiters) - coming
+        wanted = math.ceil(missing / self.spec.max_inflight) if missing > 0 else 0
+        room = self.spec.scale_max - len(self._instances) - self._starting
+        for _ in range(min(wanted, room)):
+            self._start_instance()
+
+    def ensure_floor(self) -> None:
+        """Start instances until the floor is met (unless starts keep failing)."""
+        if self._closed is not None or self._start_failures >= _MAX_START_FAILURES:
+            return
+        for _ in range(self._floor - len(self._instances) - self._starting):
+            self._start_instance()
+
+    def _start_instance(self) -> None:
+        self._starting += 1
+        self._spawn(self._run_start())
+
+    async def _run_start(self) -> None:
+        try:
+            instance = await self._launch(self.spec, self._secrets, self._logs)
+        except Exception as exc:
+            self._starting -= 1
+            self._start_failed(exc)
+            return
+        self._starting -= 1
+        if self._closed is not None:
+            await instance.stop()
+            return
+        self._start_failures = 0
+        instance.on_exit(self._instance_exited)
+        self._instances.append(instance)
+        self._dispatch_waiters()
+
+    def _start_failed(self, exc: Exception) -> None:
+        error = exc if isinstance(exc, FaasdError) else FaasdError(f"cannot start: {exc}")
+        self._start_failures += 1
+        self._last_start_error = error
+        self._logs.append(LogEntry(time.time(), "worker", error.message))
+        logger.warning("%s", error.message)
+        if not self._instances and self._starting == 0:
+            # Nothing will serve the queue: tell every waiter why now, not at their timeout.
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(error)
+        else:
+            self._scale_up_for_waiters()
+
+    def _instance_exited(self, instance: Instance) -> None:
+        if instance in self._instances:
+            self._instances.remove(instance)
+        if self._closed is None:
+            self.ensure_floor()
+            self._scale_up_for_waiters()
+
+    def scale(self, replicas: int) -> None:
+        """Set the floor (clamped to scale.max) and start or stop instances to meet it now."""
+        self._floor = max(0, min(replicas, self.spec.scale_max))
+        self._start_failures = 0
+        self.ensure_floor()
+        self.reap(now=math.inf)
+
+    def reap(self, now: float, idle_after: float = 0.0) -> None:
+        """Stop instances idle since `now - idle_after` while more than the floor run."""
+        excess = len(self._instances) + self._starting - self._floor
+        for instance in sorted(self._instances, key=lambda i: i.last_used):
+            if excess <= 0:
+                break
+            if instance.inflight == 0 and now - instance.last_used >= idle_after:
+                self._instances.remove(instance)
+                self._spawn(instance.stop("was stopped after being idle"))
+                excess -= 1
+
+    # --- teardown ------------------------------------------------------------------------------
+
+    def reject_new(self, reason: str) -> None:
+        """Refuse new invocations and empty the queue with 503s; in-flight ones go on."""
+        self._closed = reason
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(Unavailable(reason))
+
+    async def close(self, reason: str, drain_timeout: float) -> None:
+        """Reject new work, let in-flight invocations finish (up to the timeout), stop all."""
+        self.reject_new(reason)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout):
+                await self._idle.wait()
+        instances, self._instances = self._instances, []
+        await asyncio.gather(*(i.stop("was stopped") for i in instances))
+        for task in list(self._background):
+            with contextlib.suppress(Exception):
+                await task
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def statistics(self) -> PoolStatistics:
+        available = sum(1 for i in self._instances if i.alive)
+        return PoolStatistics(
+            replicas=max(self._floor, available + self._starting),
+            available=available,
+            starting=self._starting,
+            queued=len(self._waiters),
+            inflight=self._inflight,
+            invocations=self._invocations,
+            cold_starts=self._cold_starts,
+        )

@@ -1,0 +1,166 @@
+"""The worker: the function pools of one host, the package lookup, and the idle reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgpack
+
+import faasd_py
+from faasd_py.config import Config
+from faasd_py.errors import BadRequest, NotFound
+from faasd_py.packages import PackageStore
+from faasd_py.spec import FunctionSpec
+from faasd_py.worker._instance import FunctionPackage, Instance, LaunchSettings
+from faasd_py.worker._logs import LogBuffer
+from faasd_py.worker._pool import FunctionPool, Outcome, PoolStatistics
+
+logger = logging.getLogger(__name__)
+
+_REAP_INTERVAL = 1.0
+
+
+class Worker:
+    """Runs the deployed functions of this host. `start` before use, `close` at the end."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._packages = PackageStore(config.packages_dir)
+        self._pools: dict[str, FunctionPool] = {}
+        self._logs: dict[str, LogBuffer] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._settings = LaunchSettings(
+            python=config.python,
+            run_dir=config.run_dir,
+            runtime_path=config.run_dir / "lib",
+            max_body=config.max_body,
+            start_timeout=config.start_timeout,
+        )
+
+    async def start(self) -> None:
+        shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
+        _link_runtime(self._settings.runtime_path)
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    # --- deployment ----------------------------------------------------------------------------
+
+    def check_deployable(self, spec: FunctionSpec) -> FunctionPackage:
+        package = self._packages.get(spec.image)
+        if package is None:
+            raise BadRequest(
+                f"image {spec.image!r} is not in the package store; build it first with "
+                "`faasd-py build -f stack.yml`"
+            )
+        return FunctionPackage(function_dir=package.function_dir, deps_dir=package.deps_dir)
+
+    def apply(self, spec: FunctionSpec, secrets: Mapping[str, bytes]) -> None:
+        """Deploy or update a function: a new pool serves new invocations at once; an old
+        pool finishes its in-flight work in the background."""
+        package = self.check_deployable(spec)
+        logs = self._logs.setdefault(spec.service, LogBuffer(self._config.log_lines))
+
+        async def launch(
+            spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
+        ) -> Instance:
+            return await Instance.launch(spec, package, secrets, self._settings, logs)
+
+        pool = FunctionPool(spec, dict(secrets), launch, logs, self._config.max_queue)
+        old = self._pools.get(spec.service)
+        self._pools[spec.service] = pool
+        if old is not None:
+            self._retire(old, f"function {spec.service} was updated; retry")
+        pool.ensure_floor()
+
+    def remove(self, name: str) -> None:
+        pool = self._pools.pop(name, None)
+        if pool is None:
+            raise NotFound(f"function {name!r} not found")
+        self._retire(pool, f"function {name} was removed")
+        logs = self._logs.pop(name, None)
+        if logs is not None:
+            logs.close()
+
+    def _retire(self, pool: FunctionPool, reason: str) -> None:
+        task = asyncio.create_task(pool.close(reason, pool.spec.exec_timeout))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def scale(self, name: str, replicas: int) -> None:
+        self._pool(name).scale(replicas)
+
+    # --- invocation and status -----------------------------------------------------------------
+
+    async def invoke(
+        self,
+        name: str,
+        call_id: str,
+        method: str,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> Outcome:
+        return await self._pool(name).invoke(call_id, method, path, query, headers, body)
+
+    def statistics(self, name: str) -> PoolStatistics | None:
+        pool = self._pools.get(name)
+        return None if pool is None else pool.statistics()
+
+    def all_statistics(self) -> dict[str, PoolStatistics]:
+        return {name: pool.statistics() for name, pool in self._pools.items()}
+
+    def logs(self, name: str) -> LogBuffer:
+        if name not in self._logs:
+            raise NotFound(f"function {name!r} not found")
+        return self._logs[name]
+
+    def _pool(self, name: str) -> FunctionPool:
+        pool = self._pools.get(name)
+        if pool is None:
+            raise NotFound(f"function {name!r} not found; deploy it with `faasd-py deploy`")
+        return pool
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL)
+            now = time.monotonic()
+            for pool in self._pools.values():
+                pool.reap(now, self._config.scale_down_after)
+
+    def reject_new(self, reason: str) -> None:
+        """First step of shutdown: queued and new invocations get 503, in-flight ones go on."""
+        for pool in self._pools.values():
+            pool.reject_new(reason)
+
+    async def close(self, drain_timeout: float) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        pools, self._pools = list(self._pools.values()), {}
+        reason = "faasd-py is shutting down"
+        await asyncio.gather(*(p.close(reason, drain_timeout) for p in pools))
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        for logs in self._logs.values():
+            logs.close()
+
+
+def _link_runtime(path: Path) -> None:
+    """A folder that holds only what the sandbox runtime imports: faasd_py and msgpack."""
+    path.mkdir(parents=True, exist_ok=True)
+    for module in (faasd_py, msgpack):
+        assert module.__file__ is not None
+        link = path / module.__name__
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+        os.symlink(Path(module.__file__).parent, link)
