@@ -1,0 +1,323 @@
+"""Commands on deployed functions: deploy, list, describe, remove, invoke, logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from faasd_py.cli._app import cli, err, fail, new_table, out, print_table
+from faasd_py.cli._client import Gateway, GatewayOptions, gateway_command
+from faasd_py.cli._options import STACK_FILE, parse_pairs, since_to_rfc3339, stack_file_option
+from faasd_py.errors import FaasdError, NotFound, Unauthorized, Unavailable
+from faasd_py.spec import FunctionSpec, load_stack, parse_deployment
+
+# --- deploy ------------------------------------------------------------------------------------
+
+
+def _deploy_one(client: Gateway, spec: FunctionSpec) -> int:
+    """PUT the deployment (an update), POST it when the function is new: what faas-cli does."""
+    try:
+        return client.send("PUT", "/system/functions", json_body=spec.to_json()).status
+    except NotFound:
+        return client.send("POST", "/system/functions", json_body=spec.to_json()).status
+
+
+def _spec_from_flags(
+    name: str,
+    image: str,
+    env: tuple[str, ...],
+    label: tuple[str, ...],
+    annotation: tuple[str, ...],
+    secret: tuple[str, ...],
+    memory: str | None,
+    cpu: str | None,
+) -> FunctionSpec:
+    limits = {k: v for k, v in (("memory", memory), ("cpu", cpu)) if v is not None}
+    return parse_deployment(
+        {
+            "service": name,
+            "image": image,
+            "envVars": dict(parse_pairs(env, "--env")),
+            "labels": dict(parse_pairs(label, "--label")),
+            "annotations": dict(parse_pairs(annotation, "--annotation")),
+            "secrets": list(secret),
+            "limits": limits or None,
+        }
+    )
+
+
+@cli.command()
+@stack_file_option
+@click.argument("names", nargs=-1)
+@click.option("--name", default=None, help="Deploy one function by name (with --image).")
+@click.option("--image", default=None, help="The package to run, as built by `faasd-py build`.")
+@click.option("--env", "-e", multiple=True, metavar="K=V", help="Environment variable.")
+@click.option("--label", "-l", multiple=True, metavar="K=V", help="Label.")
+@click.option("--annotation", multiple=True, metavar="K=V", help="Annotation.")
+@click.option("--secret", multiple=True, metavar="NAME", help="Secret to mount.")
+@click.option("--memory", default=None, help="Memory limit: 128Mi, 1Gi...")
+@click.option("--cpu", default=None, help="CPU limit: 500m, 1, 2...")
+@gateway_command
+def deploy(
+    target: GatewayOptions,
+    stack_file: Path | None,
+    names: tuple[str, ...],
+    name: str | None,
+    image: str | None,
+    env: tuple[str, ...],
+    label: tuple[str, ...],
+    annotation: tuple[str, ...],
+    secret: tuple[str, ...],
+    memory: str | None,
+    cpu: str | None,
+) -> None:
+    """Deploy the functions of a stack file (all, or NAMES), or one given by --name and --image.
+
+    Build the functions first: the gateway runs packages from the local package store.
+
+    \b
+    Examples:
+      faasd-py deploy -f stack.yml
+      faasd-py deploy --name hello --image hello:latest --env greeting=hi --memory 128Mi
+    """
+    if name is not None or image is not None:
+        if name is None or image is None:
+            raise click.UsageError("--name and --image go together")
+        if stack_file is not None or names:
+            raise click.UsageError("deploy either a stack file's functions or --name/--image")
+        flags = (env, label, annotation, secret, memory, cpu)
+        specs: Sequence[FunctionSpec] = [_spec_from_flags(name, image, *flags)]
+        client = target.client()
+    else:
+        stack = load_stack(stack_file or Path(STACK_FILE))
+        specs = [fn.spec for fn in stack.select(names)]
+        client = target.client(stack.gateway)
+    failed = 0
+    for spec in specs:
+        try:
+            status = _deploy_one(client, spec)
+        except (Unavailable, Unauthorized):
+            raise  # the same for every function: stop at the first
+        except FaasdError as exc:
+            err.print(f"[red]cannot deploy {spec.service}:[/] {exc.message}")
+            failed += 1
+            continue
+        out.print(f"Deployed [bold]{spec.service}[/] ({spec.image}): HTTP {status}")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+# --- list, describe, remove --------------------------------------------------------------------
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the gateway's JSON.")
+@gateway_command
+def list_functions(target: GatewayOptions, as_json: bool) -> None:
+    """List the deployed functions with their invocation counts and replicas.
+
+    \b
+    Example:
+      faasd-py list --gateway http://127.0.0.1:8080
+    """
+    functions = target.client().send("GET", "/system/functions").json()
+    if as_json:
+        click.echo(json.dumps(functions, indent=2))
+        return
+    table = new_table("NAME", "IMAGE", "INVOCATIONS", "REPLICAS", "AVAILABLE")
+    for fn in sorted(functions, key=lambda f: str(f.get("name"))):
+        table.add_row(
+            *(str(fn.get(k, "")) for k in ("name", "image", "invocationCount", "replicas")),
+            str(fn.get("availableReplicas", "")),
+        )
+    print_table(table)
+
+
+_FIELD_LABELS = {
+    "name": "Name",
+    "image": "Image",
+    "namespace": "Namespace",
+    "envProcess": "Process",
+    "envVars": "Environment",
+    "constraints": "Constraints",
+    "secrets": "Secrets",
+    "labels": "Labels",
+    "annotations": "Annotations",
+    "limits": "Limits",
+    "requests": "Requests",
+    "readOnlyRootFilesystem": "Read-only root",
+    "invocationCount": "Invocations",
+    "replicas": "Replicas",
+    "availableReplicas": "Available replicas",
+    "createdAt": "Created",
+}
+
+
+def describe_lines(status: dict[str, Any]) -> list[str]:
+    """A FunctionStatus as 'Label: value' lines: known fields first, any others after."""
+    keys = [k for k in _FIELD_LABELS if k in status] + [k for k in status if k not in _FIELD_LABELS]
+    width = max(len(_FIELD_LABELS.get(k, k)) for k in keys) + 1 if keys else 0
+    return [f"{(_FIELD_LABELS.get(k, k) + ':').ljust(width)} {_readable(status[k])}" for k in keys]
+
+
+def _readable(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None or value == "" else str(value)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the gateway's JSON.")
+@gateway_command
+def describe(target: GatewayOptions, name: str, as_json: bool) -> None:
+    """Show everything the gateway knows about one function.
+
+    \b
+    Example:
+      faasd-py describe hello
+    """
+    status = target.client().send("GET", f"/system/function/{_quote(name)}").json()
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    for line in describe_lines(status):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@gateway_command
+def remove(target: GatewayOptions, names: tuple[str, ...]) -> None:
+    """Remove deployed functions (their packages stay in the store).
+
+    \b
+    Example:
+      faasd-py remove hello
+    """
+    client = target.client()
+    for name in names:
+        client.send("DELETE", "/system/functions", json_body={"functionName": name})
+        out.print(f"Removed [bold]{name}[/]")
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+# --- invoke and logs ---------------------------------------------------------------------------
+
+_BODYLESS = ("GET", "HEAD", "DELETE", "OPTIONS")
+
+
+def _read_body(method: str, stdin: IO[bytes]) -> bytes:
+    if stdin.isatty():
+        if method in _BODYLESS:
+            return b""
+        err.print("Reading the request body from stdin: end it with Ctrl-D.", style="dim")
+    return stdin.read()
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--method", "-m", default="POST", show_default=True, help="HTTP method.")
+@click.option("--header", "-H", multiple=True, metavar="K=V", help="Request header.")
+@click.option("--query", "-q", multiple=True, metavar="K=V", help="Query string parameter.")
+@click.option(
+    "--content-type", default="text/plain", show_default=True, help="The body's Content-Type."
+)
+@click.option("--path", "subpath", default="", help="Path after /function/NAME, e.g. /items/1.")
+@click.option("--verbose", "-v", is_flag=True, help="Show status, X-Call-Id and timings on stderr.")
+@gateway_command
+def invoke(
+    target: GatewayOptions,
+    name: str,
+    method: str,
+    header: tuple[str, ...],
+    query: tuple[str, ...],
+    content_type: str,
+    subpath: str,
+    verbose: bool,
+) -> None:
+    """Call a function with the body read from stdin; print its response body as it is.
+
+    Exits 1 (with the error on stderr) when the function answers with a non-2xx status.
+
+    \b
+    Examples:
+      echo Ada | faasd-py invoke hello
+      faasd-py invoke hello -m GET -q name=Ada -H X-Trace=1 -v </dev/null
+    """
+    method = method.upper()
+    headers = [("Content-Type", content_type), *parse_pairs(header, "--header")]
+    path = f"/function/{_quote(name)}"
+    if subpath:
+        path += "/" + subpath.lstrip("/")
+    body = _read_body(method, sys.stdin.buffer)
+    reply = target.client().send(
+        method,
+        path,
+        body=body if body or method not in _BODYLESS else None,
+        query=parse_pairs(query, "--query"),
+        headers=headers,
+        check=False,
+    )
+    if verbose:
+        err.print(f"HTTP {reply.status}", style="bold")
+        for key in ("X-Call-Id", "X-Duration-Seconds", "Server-Timing"):
+            if key in reply.headers:
+                err.print(f"{key}: {reply.headers[key]}")
+    if not reply.ok:
+        fail(f"invoking {name} failed with HTTP {reply.status}: {reply.error_text()}")
+    stdout = sys.stdout.buffer
+    stdout.write(reply.body)
+    stdout.flush()
+
+
+def format_log_line(raw: bytes) -> str:
+    """One ndjson log record as 'timestamp instance text' (a line that is not JSON as it is)."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace").rstrip("\n")
+    if not isinstance(record, dict):
+        return raw.decode(errors="replace").rstrip("\n")
+    text = str(record.get("text", "")).rstrip("\n")
+    return f"{record.get('timestamp', '-')} {record.get('instance', '-')} {text}"
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--tail", "-n", type=click.IntRange(min=0), default=None, help="Last N lines only.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option("--since", default=None, help="Only newer lines: a duration (5m) or RFC3339 time.")
+@gateway_command
+def logs(
+    target: GatewayOptions, name: str, tail: int | None, follow: bool, since: str | None
+) -> None:
+    """Print a function's log lines (what it wrote to stdout and stderr).
+
+    \b
+    Examples:
+      faasd-py logs hello --tail 20
+      faasd-py logs hello --since 5m --follow
+    """
+    query = [("name", name), ("follow", "true" if follow else "false")]
+    if tail is not None:
+        query.append(("tail", str(tail)))
+    if since is not None:
+        query.append(("since", since_to_rfc3339(since, time.time())))
+    for raw in target.client().stream("GET", "/system/logs", query=query):
+        if raw.strip():
+            click.echo(format_log_line(raw))

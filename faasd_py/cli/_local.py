@@ -1,0 +1,271 @@
+"""Commands that work on this machine: `up` runs the platform, `new` scaffolds, `build` packages."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import logging
+import re
+import time
+from pathlib import Path
+
+import click
+import yaml
+
+from faasd_py.cli._app import cli, err, fail, new_table, out, print_table
+from faasd_py.cli._options import (
+    STACK_FILE,
+    data_dir_option,
+    parsed_by,
+    python_option,
+    shared_option,
+    stack_file_option,
+)
+from faasd_py.config import DEFAULT_GATEWAY, Config
+from faasd_py.errors import SpecError
+from faasd_py.packages import PackageStore
+from faasd_py.spec import load_stack, validate_name
+from faasd_py.units import parse_duration, parse_size
+
+
+@cli.command()
+@shared_option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@shared_option("--port", "-p", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@data_dir_option
+@shared_option(
+    "--max-body",
+    default="16Mi",
+    show_default=True,
+    callback=parsed_by(parse_size),
+    help="Largest request or response body (413 beyond it): 16Mi, 1G, 65536...",
+)
+@shared_option(
+    "--max-queue",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Invocations that may wait per function when all instances are busy (429 beyond).",
+)
+@shared_option(
+    "--scale-down-after",
+    default="60s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="Stop an instance above the function's floor after this long idle: 30s, 5m, 1h...",
+)
+@shared_option(
+    "--start-timeout",
+    default="30s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="Time an instance has to import its handler.",
+)
+@shared_option(
+    "--shutdown-timeout",
+    default="10s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="On SIGTERM, how long running invocations may take to finish.",
+)
+@shared_option(
+    "--deploy",
+    "-d",
+    "stacks",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Build and deploy this stack.yml at start (repeatable).",
+)
+@python_option
+@shared_option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+)
+def up(
+    host: str,
+    port: int,
+    data_dir: Path,
+    max_body: int,
+    max_queue: int,
+    scale_down_after: float,
+    start_timeout: float,
+    shutdown_timeout: float,
+    stacks: tuple[Path, ...],
+    python: str,
+    log_level: str,
+) -> None:
+    """Run the platform: gateway and worker in one process, state in --data-dir.
+
+    Runs until Ctrl-C or SIGTERM, then lets running invocations finish. On first start it
+    creates the gateway's credentials under DATA_DIR/credentials/ (mode 0600); the other
+    commands read them from there.
+
+    \b
+    Example:
+      faasd-py up --port 8080 --deploy stack.yml
+    """
+    _configure_logging(log_level)
+    config = Config(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        max_body=max_body,
+        max_queue=max_queue,
+        scale_down_after=scale_down_after,
+        start_timeout=start_timeout,
+        shutdown_timeout=shutdown_timeout,
+        python=python,
+    )
+    # Imported here: the client commands should not pay for loading the whole server.
+    server = importlib.import_module("faasd_py.server")
+    server.run(config, deploy=stacks)
+
+
+def _configure_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=level.upper(), format="%(name)s: %(message)s", handlers=[handler])
+
+
+# --- new ---------------------------------------------------------------------------------------
+
+
+def _template_langs() -> list[str]:
+    root = importlib.resources.files("faasd_py") / "templates"
+    return sorted(entry.name for entry in root.iterdir() if entry.is_dir())
+
+
+_FUNCTIONS_LINE = re.compile(r"^functions:[ \t]*(#.*)?$")
+_NEW_STACK = (
+    f"version: 1.0\nprovider:\n  name: openfaas\n  gateway: {DEFAULT_GATEWAY}\nfunctions:\n"
+)
+
+
+def add_function_to_stack(text: str, name: str, entry: dict[str, str]) -> str:
+    """stack.yml text with `functions.<name>` added, keeping the rest (and its comments)."""
+    doc = yaml.safe_load(text) if text.strip() else {}
+    if not isinstance(doc, dict):
+        raise SpecError(STACK_FILE, "expected a YAML mapping with 'provider' and 'functions'")
+    functions = doc.get("functions") or {}
+    if not isinstance(functions, dict):
+        raise SpecError("functions", "expected a mapping of function names to their settings")
+    if name in functions:
+        raise SpecError(f"functions.{name}", f"{name!r} is already in the stack file")
+    edited = _insert_into_functions_block(text, name, entry)
+    if edited is not None:
+        after = yaml.safe_load(edited)
+        if after.get("functions") == {**functions, name: entry}:
+            return edited
+    # No block to add to (or a layout we do not follow): write the document out again.
+    return yaml.safe_dump({**doc, "functions": {**functions, name: entry}}, sort_keys=False)
+
+
+def _insert_into_functions_block(text: str, name: str, entry: dict[str, str]) -> str | None:
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if _FUNCTIONS_LINE.match(line)), None)
+    if start is None:
+        return None
+    end, indent = start + 1, None
+    for i in range(start + 1, len(lines)):
+        line = lines[i]
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace():
+            break
+        indent = indent or line[: len(line) - len(line.lstrip())]
+        end = i + 1
+    step = indent or "  "
+    block = [f"{step}{name}:\n", *(f"{step * 2}{k}: {v}\n" for k, v in entry.items())]
+    if end > 0 and not lines[end - 1].endswith("\n"):
+        lines[end - 1] += "\n"
+    return "".join(lines[:end] + block + lines[end:])
+
+
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--lang",
+    type=click.Choice(_template_langs()),
+    default="python3-http",
+    show_default=True,
+    help="The template to start from.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to create NAME/ and stack.yml.",
+)
+def new(name: str, lang: str, directory: Path) -> None:
+    """Create a function: NAME/handler.py, NAME/requirements.txt and its entry in stack.yml.
+
+    stack.yml is created when missing; its other functions and comments are kept.
+
+    \b
+    Example:
+      faasd-py new hello && faasd-py build && faasd-py deploy
+    """
+    validate_name(name, "NAME")
+    stack_path, target = directory / STACK_FILE, directory / name
+    entry = {"lang": lang, "handler": f"./{name}", "image": f"{name}:latest"}
+    try:
+        text = stack_path.read_text() if stack_path.exists() else _NEW_STACK
+        stack_text = add_function_to_stack(text, name, entry)
+        if target.exists():
+            fail(f"{target} exists already: choose another name, or remove it first")
+        _copy_template(lang, target)
+        stack_path.write_text(stack_text)
+    except OSError as exc:
+        fail(f"cannot write the new function: {exc}")
+    out.print(f"Created {target}/ and added [bold]{name}[/] to {stack_path}")
+    out.print(f"Next: faasd-py build -f {stack_path} && faasd-py deploy -f {stack_path}")
+
+
+def _copy_template(lang: str, target: Path) -> None:
+    source = importlib.resources.files("faasd_py") / "templates" / lang
+    target.mkdir(parents=True)
+    for item in source.iterdir():
+        if item.is_file() and not item.name.endswith(".pyc"):
+            (target / item.name).write_bytes(item.read_bytes())
+
+
+# --- build -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@stack_file_option
+@click.argument("names", nargs=-1)
+@data_dir_option
+@python_option
+def build(stack_file: Path | None, names: tuple[str, ...], data_dir: Path, python: str) -> None:
+    """Build the functions of a stack file (all, or those NAMES) into local packages.
+
+    Each function's handler folder is copied and its requirements.txt installed with pip into
+    the package named by its `image`. Unchanged requirements come from a cache.
+
+    \b
+    Example:
+      faasd-py build -f stack.yml hello
+    """
+    functions = load_stack(stack_file or Path(STACK_FILE)).select(names)
+    store = PackageStore(Config(data_dir=data_dir).packages_dir)
+    summary = new_table("FUNCTION", "IMAGE", "REQUIREMENTS", "SECONDS")
+    for fn in functions:
+        name = fn.spec.service
+        started = time.monotonic()
+        with err.status(f"building {name}") as status:
+
+            def show(step: str, name: str = name) -> None:
+                status.update(f"building {name}: {step}")
+                err.print(f"  {name}: {step}", style="dim")
+
+            package = store.build(fn, progress=show, python=python)
+        seconds = time.monotonic() - started
+        sha = package.requirements_sha256
+        summary.add_row(name, package.image, sha[:12] if sha else "-", f"{seconds:.1f}")
+    print_table(summary)
+    out.print(f"Built {len(functions)} function(s) into {store.root}")

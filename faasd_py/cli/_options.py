@@ -1,0 +1,95 @@
+"""Option values: parsers that click calls, and the options several commands share."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from faasd_py.config import default_data_dir
+from faasd_py.units import parse_duration
+
+STACK_FILE = "stack.yml"
+DATA_DIR_HELP = "~/.local/share/faasd-py"
+
+
+def parsed_by(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback that parses with a faasd_py.units parser; its message lists the forms."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return callback
+
+
+def parse_pairs(values: Sequence[str], what: str) -> list[tuple[str, str]]:
+    """KEY=VALUE arguments as pairs, in order (repeated keys kept)."""
+    pairs = []
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint=what)
+        pairs.append((key.strip(), rest))
+    return pairs
+
+
+def since_to_rfc3339(text: str, now: float) -> str:
+    """--since as the gateway wants it: a duration back from `now` ("5m"), or an RFC3339 time."""
+    try:
+        moment = datetime.fromtimestamp(now - parse_duration(text), UTC)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(
+                f"expected a duration such as 5m or 1h30m, or an RFC3339 time such as "
+                f"2026-01-02T15:04:05Z, got {text!r}",
+                param_hint="--since",
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _envvar(option: str) -> str:
+    return "FAASD_" + option.upper().replace("-", "_")
+
+
+def shared_option(*decls: str, **attrs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """An option shared by commands: it reads FAASD_<OPTION>, whichever command it is given to."""
+    name = next(d for d in decls if d.startswith("--"))[2:]
+    return click.option(*decls, envvar=_envvar(name), show_envvar=True, **attrs)
+
+
+data_dir_option = shared_option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_data_dir,
+    show_default=DATA_DIR_HELP,
+    help="Where faasd-py keeps its state, packages and credentials.",
+)
+python_option = shared_option(
+    "--python",
+    default=sys.executable,
+    show_default="this interpreter",
+    help="The Python that runs functions (their requirements are installed for it).",
+)
+
+
+stack_file_option = click.option(
+    "-f",
+    "--file",
+    "stack_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"The stack file [default: {STACK_FILE}].",
+)
