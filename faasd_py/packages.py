@@ -50,9 +50,7 @@ _PIP_TAIL_LINES = 20
 # A container-image-like reference: path components of letters, digits, '.', '_', '-' (each
 # starting with a letter or digit), an optional registry port, then an optional tag.
 _COMPONENT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-_IMAGE = re.compile(
-    rf"{_COMPONENT}(?::[0-9]+)?(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9._-]*)?"
-)
+_IMAGE = re.compile(rf"{_COMPONENT}(?::[0-9]+)?(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9._-]*)?")
 _MAX_IMAGE = 255
 
 Progress = Callable[[str], None]
@@ -166,7 +164,7 @@ class PackageStore:
             sha = requirements_hash(fn.handler / "requirements.txt")
             self._add_deps(staging / DEPS_DIR, fn.handler, sha, progress, python)
             _write_json(staging / METADATA, _metadata(fn, image, sha, python))
-            progress("installing package")
+            progress("moving the package into place")
             target = self.path_of(image)
             _replace_dir(staging, target)
         except OSError as exc:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
@@ -35,9 +35,25 @@ def run(config: Config, deploy: Sequence[Path] = ()) -> None:
         runner.run(serve(config, deploy))
 
 
-async def serve(
-    config: Config, deploy: Sequence[Path] = (), console: Console | None = None
-) -> None:
+@dataclass
+class Platform:
+    """A started gateway and worker; `stop` it."""
+
+    config: Config
+    credentials: Credentials
+    credentials_created: bool
+    registry: Registry
+    worker: Worker
+    runner: web.AppRunner
+
+    @property
+    def url(self) -> str:
+        host, port = self.runner.addresses[0][:2]
+        return f"http://{host}:{port}"
+
+
+async def start(config: Config, console: Console | None = None) -> Platform:
+    """Open the registry, start the worker, restore deployed functions, listen."""
     console = console or Console(stderr=True)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     credentials, created = load_or_create_credentials(config.credentials_dir)
@@ -45,41 +61,51 @@ async def serve(
     worker = Worker(config)
     await worker.start()
     await _restore(registry, worker, console)
-
     app = make_app(config, registry, worker, credentials)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    platform = Platform(config, credentials, created, registry, worker, runner)
     try:
-        await site.start()
+        await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
     except OSError as exc:
-        await runner.cleanup()
-        await worker.close(0)
-        await registry.close()
+        await stop(platform)
         raise FaasdError(
             f"cannot listen on {config.host}:{config.port}: {exc.strerror}; "
             "is another gateway running? choose one with --port"
         ) from None
+    return platform
 
-    stop = asyncio.Event()
+
+async def stop(platform: Platform) -> None:
+    """Queued and new invocations get 503; stop listening; in-flight ones finish (up to
+    shutdown_timeout); then every instance stops and the registry closes."""
+    platform.worker.reject_new("faasd-py is shutting down; retry later")
+    await platform.runner.cleanup()
+    await platform.worker.close(platform.config.shutdown_timeout)
+    await platform.registry.close()
+
+
+async def serve(
+    config: Config, deploy: Sequence[Path] = (), console: Console | None = None
+) -> None:
+    console = console or Console(stderr=True)
+    platform = await start(config, console)
+    stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop_requested.set)
     try:
-        _banner(console, config, credentials, created)
+        _banner(console, platform)
         for stack in deploy:
-            await _deploy_stack(stack, config, registry, worker, console)
-        await stop.wait()
+            await _deploy_stack(stack, platform, console)
+        await stop_requested.wait()
         console.print("[bold]shutting down[/]: finishing in-flight invocations")
-        worker.reject_new("faasd-py is shutting down; retry against another gateway")
-        await runner.cleanup()
-        await worker.close(config.shutdown_timeout)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await registry.close()
+        await stop(platform)
     console.print("stopped")
 
 
@@ -93,21 +119,20 @@ async def _restore(registry: Registry, worker: Worker, console: Console) -> None
             console.print(f"[yellow]cannot restore {spec.service}[/]: {exc.message}")
 
 
-async def _deploy_stack(
-    path: Path, config: Config, registry: Registry, worker: Worker, console: Console
-) -> None:
+async def _deploy_stack(path: Path, platform: Platform, console: Console) -> None:
     """Build and deploy a stack file's functions, then invoke each once to show it works."""
     stack = load_stack(path)
-    store = PackageStore(config.packages_dir)
+    store = PackageStore(platform.config.packages_dir)
+    registry, worker = platform.registry, platform.worker
     for function in stack.functions:
         name = function.spec.service
         try:
             with console.status(f"building {name} ({function.spec.image})") as status:
-                await asyncio.to_thread(
-                    store.build,
-                    function,
-                    lambda step, label=name: status.update(f"{label}: {step}"),
-                )
+
+                def progress(step: str, label: str = name) -> None:
+                    status.update(f"{label}: {step}")
+
+                await asyncio.to_thread(store.build, function, progress)
             await registry.put_function(function.spec)
             worker.apply(function.spec, await fetch_secrets(registry, function.spec.secrets))
             outcome = await worker.invoke(name, "up", "POST", "/", "", [], b"faasd-py")
@@ -119,23 +144,18 @@ async def _deploy_stack(
             f"deployed [bold]{name}[/]; its first invocation answered {outcome.result.status} "
             f"after a {outcome.cold_start_seconds * 1e3:.0f} ms cold start: {reply!r}"
         )
-        url = f"http://{config.host}:{config.port}/function/{name}"
+        url = f"{platform.url}/function/{name}"
         console.print(f"  try: curl -d 'hi' {url}")
 
 
-def _banner(console: Console, config: Config, credentials: Credentials, created: bool) -> None:
-    url = f"http://{config.host}:{config.port}"
-    console.print(f"[bold green]faasd-py[/] gateway listening on [bold]{url}[/]")
+def _banner(console: Console, platform: Platform) -> None:
+    config, user = platform.config, platform.credentials.user
+    created = "created now" if platform.credentials_created else "existing"
+    console.print(f"[bold green]faasd-py[/] gateway listening on [bold]{platform.url}[/]")
     console.print(f"  data dir:     {config.data_dir}")
-    where = config.credentials_dir
     console.print(
-        f"  credentials:  {where}/basic-auth-password "
-        f"({'created now' if created else 'existing'}; user {credentials.user!r}, mode 0600)"
+        f"  credentials:  {config.credentials_dir}/basic-auth-password "
+        f"({created}; user {user!r}, mode 0600)"
     )
     console.print("  channel:      socket (Unix socketpair, msgpack frames; no native shim yet)")
     console.print("  stop with Ctrl-C or SIGTERM")
-
-
-if __name__ == "__main__":  # pragma: no cover - `faasd-py up` is the entry point
-    run(Config())
-    sys.exit(0)

@@ -13,8 +13,8 @@ from rich.table import Table
 from faasd_py import __version__
 from faasd_py.errors import FaasdError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 # Tables are as wide as their content when piped, instead of being cut at 80 columns.
 PIPE_WIDTH = 1000
 

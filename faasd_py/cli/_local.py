@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.resources
 import logging
 import re
@@ -118,8 +117,9 @@ def up(
         python=python,
     )
     # Imported here: the client commands should not pay for loading the whole server.
-    server = importlib.import_module("faasd_py.server")
-    server.run(config, deploy=stacks)
+    from faasd_py.server import run
+
+    run(config, deploy=stacks)
 
 
 def _configure_logging(level: str) -> None:

@@ -9,7 +9,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from faasd_py.errors import FaasdError, PayloadTooLarge
-from faasd_py.gateway._errors import faasd_error_response
+from faasd_py.gateway._errors import error_response, faasd_error_response
 from faasd_py.gateway._keys import CONFIG, METRICS, WORKER
 
 routes = web.RouteTableDef()
@@ -58,12 +58,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         f"total;dur={elapsed * 1e3:.3f}"
     )
     if result.error is not None:
-        headers["Content-Type"] = "application/json"
-        return web.json_response(
-            {"error": f"function {name} failed: {result.error}", "status": result.status},
-            status=result.status,
-            headers=headers,
-        )
+        return error_response(result.status, f"function {name} failed: {result.error}", headers)
     return web.Response(status=result.status, body=result.body, headers=headers)
 
 

@@ -30,7 +30,7 @@ def metric_name(function: str) -> str:
 class GatewayMetrics:
     def __init__(self, pools: Callable[[], dict[str, PoolStatistics]]) -> None:
         # OpenFaaS exposes no *_created series; neither do we.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self._invocations = Counter(
             "gateway_function_invocation",

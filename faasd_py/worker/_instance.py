@@ -214,6 +214,7 @@ class Instance:
                         future.set_result(Result.from_wire(message))
         except (ChannelClosed, ProtocolError, ConnectionError) as exc:
             logger.debug("channel of %s closed: %s", self.id, exc)
+        self._channel.close()
         code = await self._process.wait()
         self._exit_reason = self._exit_reason or _describe_exit(code)
         self._exited.set()
