@@ -1,0 +1,366 @@
+"""Warm invocations: faasd-py's `/function/hello` against a bare aiohttp server, under wrk.
+
+    python bench/warm.py                     # or: make bench-warm
+    python bench/warm.py --duration 5 --runs 1 --connections 1,16
+
+What it does, all in one run:
+
+1. installs wrk from Debian packages if it is missing;
+2. builds a one-function stack (`hello`, python3-http, answers "hello") in a temporary data
+   directory, starts `faasd-py up --deploy` on a free port and waits for the function to answer;
+3. starts the baseline, a bare aiohttp server on uvloop answering the same body;
+4. drives both with `wrk --latency` at each connection count (threads = min(connections, 2)),
+   a short unrecorded warm-up first, then the runs, alternating between the two servers so
+   that drift on the machine hits both alike;
+5. writes bench/results/warm.json (the machine, every run, medians over runs, faasd-py / bare),
+   warm.md (the tables) and warm.png (throughput and p99 against connections).
+
+Both servers are stopped at the end, also on Ctrl-C, SIGTERM or an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import _report
+from _procs import Server, ServerError, free_port, start_server, wait_until_ok
+from _wrk import WrkError, ensure_wrk, run_wrk, write_script, wrk_version
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SUBJECT = "faasd-py"
+BASELINE = "bare"
+BODY = b"hello"
+
+STACK_YML = """\
+version: 1.0
+provider:
+  name: openfaas
+functions:
+  hello:
+    lang: python3-http
+    handler: ./hello
+    image: bench-hello:latest
+"""
+
+HANDLER_PY = """\
+def handle(event, context):
+    return {"statusCode": 200, "body": "hello"}
+"""
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why and what to look at."""
+
+
+@dataclass(frozen=True)
+class Target:
+    variant: str
+    url: str
+    server: Server
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Warm-invocation benchmark: faasd-py against a bare aiohttp server (wrk).",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (10)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per variant and count (3)")
+    parser.add_argument(
+        "--connections",
+        type=_int_list,
+        default=[1, 16, 64],
+        help="comma-separated connection counts (1,16,64)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="unrecorded seconds before each count (2)"
+    )
+    parser.add_argument(
+        "--variants",
+        type=_variant_list,
+        default=[SUBJECT, BASELINE],
+        help=f"which servers to drive: {SUBJECT},{BASELINE} (both)",
+    )
+    parser.add_argument(
+        "--stack",
+        type=Path,
+        help="deploy this stack file instead of the built-in one (the body is not checked)",
+    )
+    parser.add_argument("--function", default="hello", help="function to invoke (hello)")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="report folder (bench/results)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (logs, data dir)"
+    )
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.runs < 1:
+        parser.error("--duration must be at least 1 second and --runs at least 1")
+    return args
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers such as 1,16,64, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def _variant_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [v for v in values if v not in (SUBJECT, BASELINE)]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {SUBJECT} and {BASELINE}, got {text!r}")
+    return values
+
+
+def faasd_command() -> list[str]:
+    """The `faasd-py` of this interpreter's environment, or `python -m faasd_py`."""
+    script = shutil.which("faasd-py", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "faasd_py"]
+
+
+def write_stack(folder: Path) -> Path:
+    (folder / "hello").mkdir(parents=True)
+    (folder / "hello" / "handler.py").write_text(HANDLER_PY)
+    stack = folder / "stack.yml"
+    stack.write_text(STACK_YML)
+    return stack
+
+
+def start_faasd(tmp: Path, args: argparse.Namespace, console: Console, stack: ExitStack) -> Target:
+    cmd = faasd_command()
+    data_dir = tmp / "data"
+    stack_file = args.stack.resolve() if args.stack else write_stack(tmp / "functions")
+    build = [*cmd, "build", "-f", str(stack_file), "--data-dir", str(data_dir)]
+    console.print(f"[bold]{SUBJECT}[/]: building: {' '.join(build)}")
+    server = start_server(f"{SUBJECT} build", build, tmp / "build.log", cwd=REPO)
+    try:
+        code = server.process.wait(600)
+    except BaseException:
+        server.stop(2)
+        raise
+    if code != 0:
+        raise BenchError(
+            f"`faasd-py build` exited {code}; the end of its output:\n{server.log_tail()}"
+        )
+
+    port = free_port()
+    up = [*cmd, "up", "--port", str(port), "--data-dir", str(data_dir)]
+    up += ["--deploy", str(stack_file)]
+    console.print(f"[bold]{SUBJECT}[/]: starting: {' '.join(up)}")
+    server = start_server(SUBJECT, up, tmp / "up.log", cwd=REPO)
+    # SIGTERM first: `up` finishes in-flight work and stops its instances itself.
+    stack.callback(_stop, console, server, 25.0)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_ok(server, f"{base}/healthz", timeout=60, expect_body=None)
+    url = f"{base}/function/{args.function}"
+    wait_until_ok(server, url, timeout=180, expect_body=None if args.stack else BODY)
+    console.print(f"[bold]{SUBJECT}[/]: {url} answers 200")
+    return Target(SUBJECT, url, server)
+
+
+def start_bare(tmp: Path, args: argparse.Namespace, console: Console, stack: ExitStack) -> Target:
+    port = free_port()
+    argv = [sys.executable, str(HERE / "_bare_server.py"), "--port", str(port)]
+    console.print(f"[bold]{BASELINE}[/]: starting: {' '.join(argv)}")
+    server = start_server(BASELINE, argv, tmp / "bare.log")
+    stack.callback(_stop, console, server, 5.0)
+    url = f"http://127.0.0.1:{port}/function/{args.function}"
+    wait_until_ok(server, url, timeout=30, expect_body=BODY)
+    console.print(f"[bold]{BASELINE}[/]: {url} answers 200")
+    return Target(BASELINE, url, server)
+
+
+def _stop(console: Console, server: Server, grace: float) -> None:
+    was_alive = server.alive
+    code = server.stop(grace)
+    if was_alive:
+        console.print(f"stopped {server.name} (exit status {code})")
+
+
+def channel_of(server: Server) -> str | None:
+    """The channel `up` says it uses, from the banner in its log."""
+    for line in server.log_tail(200).splitlines():
+        if "channel:" in line:
+            return line.split("channel:", 1)[1].strip()
+    return None
+
+
+def measure(
+    targets: Sequence[Target], args: argparse.Namespace, wrk: str, script: Path, console: Console
+) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for connections in args.connections:
+        threads = min(connections, 2)
+        if args.warmup > 0:
+            for target in targets:
+                with console.status(f"{target.variant}: warming up at {connections} connections"):
+                    run_wrk(
+                        wrk,
+                        target.url,
+                        connections=connections,
+                        threads=threads,
+                        seconds=args.warmup,
+                        script=script,
+                    )
+        for k in range(1, args.runs + 1):
+            for target in targets:
+                if not target.server.alive:
+                    raise ServerError(
+                        f"{target.server.name} exited with status "
+                        f"{target.server.process.returncode} during the benchmark; the end of "
+                        f"its log:\n{target.server.log_tail()}"
+                    )
+                label = f"{target.variant:>8}  {connections:>3} connections  run {k}/{args.runs}"
+                with console.status(f"{label}  ({args.duration:.0f} s)"):
+                    result = run_wrk(
+                        wrk,
+                        target.url,
+                        connections=connections,
+                        threads=threads,
+                        seconds=args.duration,
+                        script=script,
+                    )
+                warn = f"  [red]{result.errors} errors[/]" if result.errors else ""
+                console.print(
+                    f"{label}: {result.rps:>9,.0f} req/s  p50 {result.p50_ms:7.3f} ms  "
+                    f"p99 {result.p99_ms:7.3f} ms{warn}"
+                )
+                runs.append(
+                    {
+                        "variant": target.variant,
+                        "connections": connections,
+                        "threads": threads,
+                        "run": k,
+                        **result.to_json(),
+                    }
+                )
+    return runs
+
+
+def write_reports(
+    out: Path,
+    runs: list[dict[str, Any]],
+    settings: dict[str, Any],
+    tools: dict[str, Any],
+    notes: list[str],
+    console: Console,
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    machine = _report.machine_info(REPO)
+    cells = _report.summarize(runs)
+    ratio_rows = _report.ratios(cells, SUBJECT, BASELINE)
+    report = {
+        "benchmark": "warm",
+        "machine": machine,
+        "settings": settings,
+        "tools": tools,
+        "summary": [cell.to_json() for cell in cells],
+        f"ratio_{SUBJECT}_over_{BASELINE}": ratio_rows,
+        "notes": notes,
+        "runs": runs,
+    }
+    (out / "warm.json").write_text(json.dumps(report, indent=2) + "\n")
+    title = f"Warm invocations: {SUBJECT} vs a bare aiohttp server"
+    text = _report.markdown(title, machine, settings, cells, ratio_rows, SUBJECT, BASELINE, notes)
+    (out / "warm.md").write_text(text)
+    console.print(f"wrote {out / 'warm.json'} and {out / 'warm.md'}")
+    if _report.plot(cells, title, out / "warm.png"):
+        console.print(f"wrote {out / 'warm.png'}")
+    else:
+        console.print(
+            "[yellow]no plot[/]: matplotlib is not installed; "
+            f"`{sys.executable} -m pip install matplotlib` and run again for warm.png"
+        )
+    console.print()
+    console.print(text)
+
+
+def run(args: argparse.Namespace, console: Console) -> None:
+    wrk = ensure_wrk(console)
+    tmp = Path(tempfile.mkdtemp(prefix="faasd-bench-warm-"))
+    try:
+        with ExitStack() as stack:
+            targets = []
+            if SUBJECT in args.variants:
+                targets.append(start_faasd(tmp, args, console, stack))
+            if BASELINE in args.variants:
+                targets.append(start_bare(tmp, args, console, stack))
+            script = write_script(tmp)
+            runs = measure(targets, args, wrk, script, console)
+            faasd = next((t for t in targets if t.variant == SUBJECT), None)
+            channel = channel_of(faasd.server) if faasd else None
+        settings = {
+            "duration_s": args.duration,
+            "runs": args.runs,
+            "connections": args.connections,
+            "threads": "min(connections, 2)",
+            "warmup_s": args.warmup,
+            "function": args.function,
+            "stack": str(args.stack) if args.stack else "built-in: hello, python3-http",
+        }
+        tools = {"wrk": wrk_version(wrk), "faasd_py_channel": channel}
+        notes = [
+            "wrk and the servers under test share the same machine and cores"
+            + (" (and so do faasd-py's sandbox processes)." if faasd else ".")
+        ]
+        if faasd:
+            notes.append(
+                f"{SUBJECT}: `faasd-py up` (gateway and worker in one process) with the "
+                "function's default settings (scale.min 1, scale.max 5, max_inflight 1)"
+                + (f"; channel: {channel}" if channel else "")
+                + "."
+            )
+        if BASELINE in args.variants:
+            notes.append(
+                f"{BASELINE}: one aiohttp process on uvloop answering the same body "
+                "(bench/_bare_server.py)."
+            )
+        write_reports(args.out, runs, settings, tools, notes, console)
+    finally:
+        if args.keep:
+            console.print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # soft_wrap: a narrow or piped terminal must not break the markdown table's lines.
+    console = Console(soft_wrap=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run(args, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: servers stopped, no report written")
+        return 130
+    except (BenchError, ServerError, WrkError) as exc:
+        console.print(f"[red]benchmark failed[/]: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
