@@ -13,6 +13,9 @@ from faasd_py.errors import BadRequest, FaasdError, Overloaded
 
 logger = logging.getLogger(__name__)
 
+# aiohttp's own HTTP errors carry these for their text bodies; ours is JSON.
+_FRAMING = frozenset({"content-type", "content-length"})
+
 
 def error_response(
     status: int, message: str, headers: Mapping[str, str] | None = None
@@ -38,7 +41,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason, dict(exc.headers))
+        kept = {k: v for k, v in exc.headers.items() if k.lower() not in _FRAMING}
+        return error_response(exc.status, exc.reason, kept)
 
 
 async def read_json(request: web.Request) -> object:
