@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 
 from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
 
@@ -226,7 +227,7 @@ async def test_unknown_function_is_404_json(platform: Platform) -> None:
     }
 
 
-async def test_oversized_body_is_413(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_oversized_body_is_413(tmp_path: Path) -> None:
     platform = await start_platform(tmp_path, max_body=1024)
     try:
         await platform.deploy(
@@ -248,7 +249,7 @@ def handle(event, context):
 """
 
 
-async def test_full_queue_answers_429_with_retry_after(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
     platform = await start_platform(tmp_path, max_queue=2)
     try:
         await platform.deploy("sleepy", SLEEPY, labels={"com.openfaas.scale.max": "1"})
@@ -263,7 +264,7 @@ async def test_full_queue_answers_429_with_retry_after(tmp_path) -> None:  # typ
         await stop_platform(platform)
 
 
-async def test_scales_up_under_load_and_down_when_idle(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_scales_up_under_load_and_down_when_idle(tmp_path: Path) -> None:
     platform = await start_platform(tmp_path, scale_down_after=0.5)
     try:
         await platform.deploy("sleepy", SLEEPY, labels={"com.openfaas.scale.max": "3"})
@@ -326,7 +327,7 @@ async def test_delete_with_invocations_in_flight_lets_them_finish(platform: Plat
     assert (await in_flight)[:2] == (200, b"slept")
 
 
-async def test_functions_come_back_after_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_functions_come_back_after_a_restart(tmp_path: Path) -> None:
     first = await start_platform(tmp_path)
     try:
         await first.deploy("hello", HELLO, env={"A": "1"})
