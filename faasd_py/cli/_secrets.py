@@ -29,14 +29,18 @@ def _secret_body(name: str, literal: str | None, file: Path | None) -> dict[str,
         raise click.UsageError("give either --from-literal or --from-file")
     if literal is not None:
         return {"name": name, "value": literal}
-    if file is not None:
-        data = file.read_bytes()
-    elif not sys.stdin.isatty():
-        data = sys.stdin.buffer.read()
-    else:
+    data = file.read_bytes() if file is not None else _piped_stdin()
+    if data is None:
         raise click.UsageError("give the value with --from-literal, --from-file or on stdin")
     # rawValue carries any bytes, as the OpenFaaS API defines it.
     return {"name": name, "rawValue": base64.b64encode(data).decode()}
+
+
+def _piped_stdin() -> bytes | None:
+    """What was piped in; None when nothing was (a terminal, or an empty pipe)."""
+    if sys.stdin.isatty():
+        return None
+    return sys.stdin.buffer.read() or None
 
 
 def _secret_command(verb: str, method: str, done: str) -> None:
