@@ -62,6 +62,28 @@ class Server:
             return None
 
 
+def kill_strays(marker: str) -> list[int]:
+    """SIGKILL every process whose command line holds `marker`, a folder unique to this run.
+
+    What a server under test left behind (sandboxes run in sessions of their own, so killing
+    the server's group misses them); the pids, so that the caller can say so.
+    """
+    needle = marker.encode()
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
+
+
 def start_server(name: str, argv: Sequence[str], log_path: Path, cwd: Path | None = None) -> Server:
     log = log_path.open("wb")
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 MARKER = "WRK_RESULT"
 
@@ -138,7 +139,7 @@ def ensure_wrk(console: Console) -> str:
     if done.returncode != 0 or found is None:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-10:])
         raise WrkError(f"could not install wrk (apt-get exited {done.returncode}):\n{tail}")
-    console.print(f"installed {wrk_version(found)}")
+    console.print(f"installed {escape(wrk_version(found))}")
     return found
 
 

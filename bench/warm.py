@@ -34,9 +34,10 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import _report
-from _procs import Server, ServerError, free_port, start_server, wait_until_ok
+from _procs import Server, ServerError, free_port, kill_strays, start_server, wait_until_ok
 from _wrk import WrkError, ensure_wrk, run_wrk, write_script, wrk_version
 from rich.console import Console
+from rich.markup import escape
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -150,7 +151,7 @@ def start_faasd(tmp: Path, args: argparse.Namespace, console: Console, stack: Ex
     data_dir = tmp / "data"
     stack_file = args.stack.resolve() if args.stack else write_stack(tmp / "functions")
     build = [*cmd, "build", "-f", str(stack_file), "--data-dir", str(data_dir)]
-    console.print(f"[bold]{SUBJECT}[/]: building: {' '.join(build)}")
+    console.print(f"[bold]{SUBJECT}[/]: building: {escape(' '.join(build))}")
     server = start_server(f"{SUBJECT} build", build, tmp / "build.log", cwd=REPO)
     try:
         code = server.process.wait(600)
@@ -165,10 +166,10 @@ def start_faasd(tmp: Path, args: argparse.Namespace, console: Console, stack: Ex
     port = free_port()
     up = [*cmd, "up", "--port", str(port), "--data-dir", str(data_dir)]
     up += ["--deploy", str(stack_file)]
-    console.print(f"[bold]{SUBJECT}[/]: starting: {' '.join(up)}")
+    console.print(f"[bold]{SUBJECT}[/]: starting: {escape(' '.join(up))}")
     server = start_server(SUBJECT, up, tmp / "up.log", cwd=REPO)
     # SIGTERM first: `up` finishes in-flight work and stops its instances itself.
-    stack.callback(_stop, console, server, 25.0)
+    stack.callback(_stop, console, server, 25.0, str(tmp))
     base = f"http://127.0.0.1:{port}"
     wait_until_ok(server, f"{base}/healthz", timeout=60, expect_body=None)
     url = f"{base}/function/{args.function}"
@@ -180,7 +181,7 @@ def start_faasd(tmp: Path, args: argparse.Namespace, console: Console, stack: Ex
 def start_bare(tmp: Path, args: argparse.Namespace, console: Console, stack: ExitStack) -> Target:
     port = free_port()
     argv = [sys.executable, str(HERE / "_bare_server.py"), "--port", str(port)]
-    console.print(f"[bold]{BASELINE}[/]: starting: {' '.join(argv)}")
+    console.print(f"[bold]{BASELINE}[/]: starting: {escape(' '.join(argv))}")
     server = start_server(BASELINE, argv, tmp / "bare.log")
     stack.callback(_stop, console, server, 5.0)
     url = f"http://127.0.0.1:{port}/function/{args.function}"
@@ -189,11 +190,18 @@ def start_bare(tmp: Path, args: argparse.Namespace, console: Console, stack: Exi
     return Target(BASELINE, url, server)
 
 
-def _stop(console: Console, server: Server, grace: float) -> None:
+def _stop(console: Console, server: Server, grace: float, strays_under: str | None = None) -> None:
     was_alive = server.alive
     code = server.stop(grace)
     if was_alive:
         console.print(f"stopped {server.name} (exit status {code})")
+    if strays_under:
+        left = kill_strays(strays_under)
+        if left:
+            console.print(
+                f"[yellow]{server.name} left {len(left)} process(es) running after it exited; "
+                f"killed them[/]: {', '.join(map(str, left))}"
+            )
 
 
 def channel_of(server: Server) -> str | None:
@@ -291,7 +299,7 @@ def write_reports(
             f"`{sys.executable} -m pip install matplotlib` and run again for warm.png"
         )
     console.print()
-    console.print(text)
+    console.print(text, markup=False, highlight=False)
 
 
 def run(args: argparse.Namespace, console: Console) -> None:
@@ -357,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]interrupted[/]: servers stopped, no report written")
         return 130
     except (BenchError, ServerError, WrkError) as exc:
-        console.print(f"[red]benchmark failed[/]: {exc}")
+        console.print(f"[red]benchmark failed[/]: {escape(str(exc))}")
         return 1
     return 0
 
