@@ -124,6 +124,10 @@ def _ms(value: float) -> str:
     return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.0f}"
 
 
+def _loads(values: Sequence[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
 def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
@@ -145,6 +149,15 @@ def markdown(
         f"Linux {machine['kernel']} · Python {machine['python']}"
         + (f" · commit {machine['commit']}" if machine.get("commit") else ""),
         "",
+    ]
+    load = machine.get("load_average_1_5_15_min")
+    if load:
+        lines += [
+            f"Load average (1, 5, 15 min) before the runs: {_loads(load['before'])}; "
+            f"after: {_loads(load['after'])}.",
+            "",
+        ]
+    lines += [
         ", ".join(f"{k}: {v}" for k, v in settings.items()),
         "",
         "Medians over runs; (min..max) over runs in parentheses.",

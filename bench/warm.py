@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -269,11 +270,12 @@ def write_reports(
     runs: list[dict[str, Any]],
     settings: dict[str, Any],
     tools: dict[str, Any],
+    load: dict[str, list[float]],
     notes: list[str],
     console: Console,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    machine = _report.machine_info(REPO)
+    machine = {**_report.machine_info(REPO), "load_average_1_5_15_min": load}
     cells = _report.summarize(runs)
     ratio_rows = _report.ratios(cells, SUBJECT, BASELINE)
     report = {
@@ -313,7 +315,9 @@ def run(args: argparse.Namespace, console: Console) -> None:
             if BASELINE in args.variants:
                 targets.append(start_bare(tmp, args, console, stack))
             script = write_script(tmp)
+            load_before = os.getloadavg()
             runs = measure(targets, args, wrk, script, console)
+            load_after = os.getloadavg()
             faasd = next((t for t in targets if t.variant == SUBJECT), None)
             channel = channel_of(faasd.server) if faasd else None
         settings = {
@@ -326,6 +330,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
             "stack": str(args.stack) if args.stack else "built-in: hello, python3-http",
         }
         tools = {"wrk": wrk_version(wrk), "faasd_py_channel": channel}
+        # Other work on the machine skews the figures: say how busy it was.
+        load = {"before": _rounded(load_before), "after": _rounded(load_after)}
         notes = [
             "wrk and the servers under test share the same machine and cores"
             + (" (and so do faasd-py's sandbox processes)." if faasd else ".")
@@ -342,12 +348,16 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 f"{BASELINE}: one aiohttp process on uvloop answering the same body "
                 "(bench/_bare_server.py)."
             )
-        write_reports(args.out, runs, settings, tools, notes, console)
+        write_reports(args.out, runs, settings, tools, load, notes, console)
     finally:
         if args.keep:
             console.print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rounded(values: Sequence[float]) -> list[float]:
+    return [round(v, 2) for v in values]
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
