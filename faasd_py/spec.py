@@ -34,8 +34,8 @@ DEFAULT_MAX_INFLIGHT = 1
 DEFAULT_EXEC_TIMEOUT = 30.0
 
 # OpenFaaS's rule for function names: a DNS-1123 label.
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SECRET_NAME = re.compile(r"^[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?$")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SECRET_NAME = re.compile(r"[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?")
 
 
 def validate_name(name: object, field_name: str = "service") -> str:
@@ -44,7 +44,7 @@ def validate_name(name: object, field_name: str = "service") -> str:
         raise SpecError(
             field_name, "a function name is required (a DNS-1123 label such as 'hello')"
         )
-    if len(name) > 63 or not _DNS1123_LABEL.match(name):
+    if len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
         raise SpecError(
             field_name,
             f"{name[:80]!r} is not a valid function name: use at most 63 lower-case letters, "
@@ -56,7 +56,7 @@ def validate_name(name: object, field_name: str = "service") -> str:
 def validate_secret_name(name: object, field_name: str = "name") -> str:
     if not isinstance(name, str) or not name:
         raise SpecError(field_name, "a secret name is required")
-    if len(name) > 253 or not _SECRET_NAME.match(name):
+    if len(name) > 253 or not _SECRET_NAME.fullmatch(name):
         raise SpecError(
             field_name,
             f"{name[:80]!r} is not a valid secret name: use letters, digits, '-', '.' and '_'",

@@ -7,7 +7,9 @@ message that shows the accepted forms.
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 
 _SIZE_SUFFIXES = {
     "": 1,
@@ -47,7 +49,8 @@ def parse_size(text: str | int) -> int:
     factor = _SIZE_SUFFIXES.get(suffix, _SIZE_SUFFIXES.get(suffix.lower()))
     if factor is None:
         raise ValueError(f"unknown size suffix {suffix!r} in {text!r}; use Ki, Mi, Gi, K, M or G")
-    return int(float(number) * factor)
+    # Fractions exactly, so large whole quantities do not lose bytes through a float.
+    return int(Fraction(number) * factor)
 
 
 def parse_cpu(text: str | int | float) -> float:
@@ -57,6 +60,8 @@ def parse_cpu(text: str | int | float) -> float:
         cores = float(raw[:-1]) / 1000 if raw.endswith("m") else float(raw)
     except ValueError:
         raise ValueError(f"expected a CPU quantity such as 500m, 0.5 or 2, got {text!r}") from None
+    if not math.isfinite(cores):
+        raise ValueError(f"expected a finite CPU quantity such as 500m or 2, got {text!r}")
     if cores <= 0:
         raise ValueError(f"CPU quantity must be positive, got {text!r}")
     return cores
@@ -77,6 +82,8 @@ def parse_duration(text: str | int | float) -> float:
                     f"expected a duration such as 30s, 250ms or 1m30s, got {text!r}"
                 ) from None
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration such as 30s, got {text!r}")
     if seconds < 0:
         raise ValueError(f"duration must not be negative, got {text!r}")
     return seconds

@@ -266,11 +266,6 @@ def test_an_accepted_name_is_safe_in_a_path_and_a_url(name: str) -> None:
     assert not name.endswith("-")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec._DNS1123_LABEL and _SECRET_NAME end in '$', which also matches before a "
-    "trailing newline: 'hello\\n' is accepted as a function (and secret) name",
-)
 @pytest.mark.parametrize("name", ["hello\n", "a" * 62 + "\n"])
 def test_a_trailing_newline_is_not_part_of_a_valid_name(name: str) -> None:
     with pytest.raises(SpecError):
