@@ -8,7 +8,9 @@ from typing import Any, NoReturn
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from faasd_py import __version__
 from faasd_py.errors import FaasdError
@@ -62,11 +64,21 @@ def print_table(table: Table) -> None:
     out.print(table, width=None if out.is_terminal else PIPE_WIDTH)
 
 
+def add_row(table: Table, *cells: object) -> None:
+    """A row of plain text: names and messages from elsewhere are never read as rich markup."""
+    table.add_row(*(Text(str(cell)) for cell in cells))
+
+
 def new_table(*columns: str) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in columns:
         table.add_column(column, no_wrap=True)
     return table
+
+
+def bold(text: object) -> str:
+    """`text` in bold, escaped so that rich prints it as it is."""
+    return f"[bold]{escape(str(text))}[/]"
 
 
 def fail(message: str) -> NoReturn:

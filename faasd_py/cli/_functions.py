@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from rich.markup import escape
 
-from faasd_py.cli._app import cli, err, fail, new_table, out, print_table
+from faasd_py.cli._app import add_row, bold, cli, err, fail, new_table, out, print_table
 from faasd_py.cli._client import Gateway, GatewayOptions, gateway_command
 from faasd_py.cli._options import STACK_FILE, parse_pairs, since_to_rfc3339, stack_file_option
 from faasd_py.errors import FaasdError, NotFound, Unauthorized, Unavailable
@@ -87,15 +88,20 @@ def deploy(
       faasd-py deploy -f stack.yml
       faasd-py deploy --name hello --image hello:latest --env greeting=hi --memory 128Mi
     """
+    flags = (env, label, annotation, secret, memory, cpu)
     if name is not None or image is not None:
         if name is None or image is None:
             raise click.UsageError("--name and --image go together")
         if stack_file is not None or names:
             raise click.UsageError("deploy either a stack file's functions or --name/--image")
-        flags = (env, label, annotation, secret, memory, cpu)
         specs: Sequence[FunctionSpec] = [_spec_from_flags(name, image, *flags)]
         client = target.client()
     else:
+        if any(flags):
+            raise click.UsageError(
+                "--env, --label, --annotation, --secret, --memory and --cpu go with --name "
+                "and --image; for a stack file, set them in the file"
+            )
         stack = load_stack(stack_file or Path(STACK_FILE))
         specs = [fn.spec for fn in stack.select(names)]
         client = target.client(stack.gateway)
@@ -106,15 +112,25 @@ def deploy(
         except (Unavailable, Unauthorized):
             raise  # the same for every function: stop at the first
         except FaasdError as exc:
-            err.print(f"[red]cannot deploy {spec.service}:[/] {exc.message}")
+            err.print(f"[red]cannot deploy {escape(spec.service)}:[/] {escape(exc.message)}")
             failed += 1
             continue
-        out.print(f"Deployed [bold]{spec.service}[/] ({spec.image}): HTTP {status}")
+        out.print(f"Deployed {bold(spec.service)} ({escape(spec.image)}): HTTP {status}")
     if failed:
         raise click.exceptions.Exit(1)
 
 
 # --- list, describe, remove --------------------------------------------------------------------
+
+
+# FunctionStatus fields shown by `list`, with their column titles.
+_LIST_COLUMNS = {
+    "name": "NAME",
+    "image": "IMAGE",
+    "invocationCount": "INVOCATIONS",
+    "replicas": "REPLICAS",
+    "availableReplicas": "AVAILABLE",
+}
 
 
 @cli.command("list")
@@ -131,12 +147,9 @@ def list_functions(target: GatewayOptions, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(functions, indent=2))
         return
-    table = new_table("NAME", "IMAGE", "INVOCATIONS", "REPLICAS", "AVAILABLE")
+    table = new_table(*_LIST_COLUMNS.values())
     for fn in sorted(functions, key=lambda f: str(f.get("name"))):
-        table.add_row(
-            *(str(fn.get(k, "")) for k in ("name", "image", "invocationCount", "replicas")),
-            str(fn.get("availableReplicas", "")),
-        )
+        add_row(table, *(fn.get(k, "") for k in _LIST_COLUMNS))
     print_table(table)
 
 
@@ -209,7 +222,7 @@ def remove(target: GatewayOptions, names: tuple[str, ...]) -> None:
     client = target.client()
     for name in names:
         client.send("DELETE", "/system/functions", json_body={"functionName": name})
-        out.print(f"Removed [bold]{name}[/]")
+        out.print(f"Removed {bold(name)}")
 
 
 def _quote(segment: str) -> str:
@@ -277,7 +290,7 @@ def invoke(
         err.print(f"HTTP {reply.status}", style="bold")
         for key in ("X-Call-Id", "X-Duration-Seconds", "Server-Timing"):
             if key in reply.headers:
-                err.print(f"{key}: {reply.headers[key]}")
+                err.print(f"{key}: {reply.headers[key]}", markup=False)
     if not reply.ok:
         fail(f"invoking {name} failed with HTTP {reply.status}: {reply.error_text()}")
     stdout = sys.stdout.buffer
@@ -290,7 +303,7 @@ def format_log_line(raw: bytes) -> str:
     try:
         record = json.loads(raw)
     except ValueError:
-        return raw.decode(errors="replace").rstrip("\n")
+        record = None
     if not isinstance(record, dict):
         return raw.decode(errors="replace").rstrip("\n")
     text = str(record.get("text", "")).rstrip("\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import yaml
 
-from faasd_py.cli._app import cli, err, fail, new_table, out, print_table
+from faasd_py.cli._app import add_row, cli, err, fail, new_table, out, print_table
 from faasd_py.cli._options import (
     STACK_FILE,
     data_dir_option,
@@ -221,8 +221,10 @@ def new(name: str, lang: str, directory: Path) -> None:
         stack_path.write_text(stack_text)
     except OSError as exc:
         fail(f"cannot write the new function: {exc}")
-    out.print(f"Created {target}/ and added [bold]{name}[/] to {stack_path}")
-    out.print(f"Next: faasd-py build -f {stack_path} && faasd-py deploy -f {stack_path}")
+    out.print(f"Created {target}/ and added {name} to {stack_path}", markup=False)
+    out.print(
+        f"Next: faasd-py build -f {stack_path} && faasd-py deploy -f {stack_path}", markup=False
+    )
 
 
 def _copy_template(lang: str, target: Path) -> None:
@@ -261,11 +263,11 @@ def build(stack_file: Path | None, names: tuple[str, ...], data_dir: Path, pytho
 
             def show(step: str, name: str = name) -> None:
                 status.update(f"building {name}: {step}")
-                err.print(f"  {name}: {step}", style="dim")
+                err.print(f"  {name}: {step}", style="dim", markup=False)
 
             package = store.build(fn, progress=show, python=python)
         seconds = time.monotonic() - started
         sha = package.requirements_sha256
-        summary.add_row(name, package.image, sha[:12] if sha else "-", f"{seconds:.1f}")
+        add_row(summary, name, package.image, sha[:12] if sha else "-", f"{seconds:.1f}")
     print_table(summary)
-    out.print(f"Built {len(functions)} function(s) into {store.root}")
+    out.print(f"Built {len(functions)} function(s) into {store.root}", markup=False)

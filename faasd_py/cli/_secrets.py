@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from faasd_py.cli._app import cli, new_table, out, print_table
+from faasd_py.cli._app import add_row, bold, cli, new_table, out, print_table
 from faasd_py.cli._client import GatewayOptions, gateway_command
 from faasd_py.spec import validate_secret_name
 
@@ -59,7 +59,7 @@ def _secret_command(verb: str, method: str, done: str) -> None:
     def command(target: GatewayOptions, name: str, literal: str | None, file: Path | None) -> None:
         body = _secret_body(name, literal, file)
         target.client().send(method, "/system/secrets", json_body=body)
-        out.print(f"{done} secret [bold]{name}[/]")
+        out.print(f"{done} secret {bold(name)}")
 
     command.help = (
         f"{verb.capitalize()} a secret from --from-literal, --from-file, or stdin.\n\n"
@@ -83,7 +83,7 @@ def secret_list(target: GatewayOptions) -> None:
     secrets = target.client().send("GET", "/system/secrets").json()
     table = new_table("NAME")
     for item in sorted(secrets, key=lambda s: str(s.get("name"))):
-        table.add_row(str(item.get("name", "")))
+        add_row(table, item.get("name", ""))
     print_table(table)
 
 
@@ -98,4 +98,4 @@ def secret_remove(target: GatewayOptions, name: str) -> None:
       faasd-py secret remove api-key
     """
     target.client().send("DELETE", "/system/secrets", json_body={"name": name})
-    out.print(f"Removed secret [bold]{name}[/]")
+    out.print(f"Removed secret {bold(name)}")

@@ -174,3 +174,19 @@ def test_describe_shows_known_fields_readably_then_unknown_ones() -> None:
     assert lines[1].endswith("a=1, b=2")
     assert lines[2].endswith("-")
     assert lines[3].endswith("no")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--name", "x"], "--name and --image go together"),
+        (["--name", "x", "--image", "x", "-f", "stack.yml"], "either a stack file"),
+        (["--env", "a=b"], "go with --name and --image"),
+        (["--name", "x", "--image", "x", "--env", "novalue"], "KEY=VALUE"),
+    ],
+)
+def test_deploy_rejects_mixed_or_malformed_flags(args: list[str], message: str) -> None:
+    # Usage errors are found before any request: no gateway is needed.
+    result = run("deploy", *args, "--gateway", f"http://127.0.0.1:{closed_port()}")
+    assert result.exit_code == 2
+    assert message in result.stderr
