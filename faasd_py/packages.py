@@ -168,7 +168,7 @@ class PackageStore:
             target = self.path_of(image)
             _replace_dir(staging, target)
         except OSError as exc:
-            raise BuildFailed(f"cannot write the package store at {self.root}: {exc}") from exc
+            raise BuildFailed(f"cannot build {image} into {self.root}: {exc}") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         package = Package.at(target)

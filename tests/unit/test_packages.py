@@ -222,3 +222,11 @@ def test_remove(tmp_path: Path, store: PackageStore) -> None:
     assert store.get("hello:1") is None
     assert store.remove("hello:1") is False
     assert temp_leftovers(store.root) == []
+
+
+def test_requirements_that_install_nothing_still_build(tmp_path: Path, store: PackageStore) -> None:
+    # Options only: pip runs (offline, no index) and installs nothing; the package is still whole.
+    fn = make_function(tmp_path, requirements="--no-index\n")
+    package = store.build(fn)
+    assert package.requirements_sha256 is not None
+    assert package.deps_dir.is_dir() and not any(package.deps_dir.iterdir())
