@@ -33,6 +33,18 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Request:
+    """An HTTP request to a function, as the gateway hands it to a worker."""
+
+    call_id: str
+    method: str
+    path: str
+    query: str
+    headers: Headers
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Invocation:
     id: int
     call_id: str

@@ -22,6 +22,7 @@ from faasd_py.config import Config
 from faasd_py.errors import FaasdError
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.packages import PackageStore
+from faasd_py.protocol import Request
 from faasd_py.spec import load_stack
 from faasd_py.store import Registry, SqliteRegistry, fetch_secrets
 from faasd_py.worker import Worker
@@ -135,7 +136,7 @@ async def _deploy_stack(path: Path, platform: Platform, console: Console) -> Non
                 await asyncio.to_thread(store.build, function, progress)
             await registry.put_function(function.spec)
             worker.apply(function.spec, await fetch_secrets(registry, function.spec.secrets))
-            outcome = await worker.invoke(name, "up", "POST", "/", "", [], b"faasd-py")
+            outcome = await worker.invoke(name, Request("up", "POST", "/", "", [], b"faasd-py"))
         except FaasdError as exc:
             console.print(f"[red]cannot deploy {name}[/]: {exc.message}")
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from faasd_py.protocol import Request
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker import LogBuffer, Outcome, PoolStatistics
 
@@ -24,12 +25,7 @@ class FunctionWorker(Protocol):
     async def invoke(
         self,
         name: str,
-        call_id: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
+        request: Request,
     ) -> Outcome: ...
 
     def statistics(self, name: str) -> PoolStatistics | None: ...

@@ -11,6 +11,7 @@ from multidict import CIMultiDict
 from faasd_py.errors import FaasdError, PayloadTooLarge
 from faasd_py.gateway._errors import error_response, faasd_error_response
 from faasd_py.gateway._keys import CONFIG, METRICS, WORKER
+from faasd_py.protocol import Request
 
 routes = web.RouteTableDef()
 
@@ -30,8 +31,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     try:
         body = await _read_body(request)
-        outcome = await request.app[WORKER].invoke(
-            name,
+        call = Request(
             call_id,
             request.method,
             "/" + request.match_info.get("path", ""),
@@ -39,6 +39,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             list(request.headers.items()),
             body,
         )
+        outcome = await request.app[WORKER].invoke(name, call)
     except FaasdError as exc:
         elapsed = time.perf_counter() - started
         metrics.observe(name, exc.status, elapsed)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from faasd_py.channel import ChannelClosed, SocketChannel
 from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, InvocationTimeout
-from faasd_py.protocol import FRAME_OVERHEAD, Invocation, ProtocolError, Result
+from faasd_py.protocol import FRAME_OVERHEAD, Invocation, ProtocolError, Request, Result
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._logs import LineSplitter, LogBuffer, LogEntry
 
@@ -173,17 +173,19 @@ class Instance:
 
     async def invoke(
         self,
-        call_id: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
+        request: Request,
     ) -> Result:
         """Run one invocation; InvocationTimeout after the function's exec_timeout."""
         timeout = self.spec.exec_timeout
         invocation = Invocation(
-            next(self._ids), call_id, method, path, query, headers, body, timeout
+            next(self._ids),
+            request.call_id,
+            request.method,
+            request.path,
+            request.query,
+            request.headers,
+            request.body,
+            timeout,
         )
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[invocation.id] = future

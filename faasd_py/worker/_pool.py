@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from faasd_py.errors import FaasdError, InvocationTimeout, Overloaded, Unavailable
-from faasd_py.protocol import Result
+from faasd_py.protocol import Request, Result
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._instance import Instance
 from faasd_py.worker._logs import LogBuffer, LogEntry
@@ -87,12 +87,7 @@ class FunctionPool:
 
     async def invoke(
         self,
-        call_id: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
+        request: Request,
     ) -> Outcome:
         if self._closed is not None:
             raise Unavailable(self._closed)
@@ -108,7 +103,7 @@ class FunctionPool:
         self._inflight += 1
         self._idle.clear()
         try:
-            result = await instance.invoke(call_id, method, path, query, headers, body)
+            result = await instance.invoke(request)
         except InvocationTimeout:
             # Out of the pool at once, so no other invocation is sent to it while it dies.
             if instance in self._instances:

@@ -17,6 +17,7 @@ import faasd_py
 from faasd_py.config import Config
 from faasd_py.errors import BadRequest, NotFound
 from faasd_py.packages import PackageStore
+from faasd_py.protocol import Request
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._instance import FunctionPackage, Instance, LaunchSettings
 from faasd_py.worker._logs import LogBuffer
@@ -101,14 +102,9 @@ class Worker:
     async def invoke(
         self,
         name: str,
-        call_id: str,
-        method: str,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
+        request: Request,
     ) -> Outcome:
-        return await self._pool(name).invoke(call_id, method, path, query, headers, body)
+        return await self._pool(name).invoke(request)
 
     def statistics(self, name: str) -> PoolStatistics | None:
         pool = self._pools.get(name)
