@@ -218,7 +218,9 @@ def plot(cells: Sequence[Cell], title: str, path: Path) -> bool:
     variants = list(dict.fromkeys(c.variant for c in cells))
     counts = sorted({c.connections for c in cells})
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
-    for variant in variants:
+    for index, variant in enumerate(variants):
+        # Labels of the first variant above its points, of the others below, so they don't clash.
+        offset = (0, 7) if index == 0 else (0, -13)
         mine = sorted((c for c in cells if c.variant == variant), key=lambda c: c.connections)
         xs = [c.connections for c in mine]
         for axis, figure, fmt in ((left, "rps", "{:,.0f}"), (right, "p99_ms", "{:.2f}")):
@@ -229,7 +231,7 @@ def plot(cells: Sequence[Cell], title: str, path: Path) -> bool:
                     fmt.format(y),
                     (x, y),
                     textcoords="offset points",
-                    xytext=(0, 7),
+                    xytext=offset,
                     ha="center",
                     fontsize=8,
                     color=line.get_color(),

@@ -107,6 +107,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (logs, data dir)"
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="WARM_JSON",
+        help="measure nothing: write the markdown and the plot again from this warm.json",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.runs < 1:
         parser.error("--duration must be at least 1 second and --runs at least 1")
@@ -267,15 +273,14 @@ def measure(
 
 def write_reports(
     out: Path,
+    machine: dict[str, Any],
     runs: list[dict[str, Any]],
     settings: dict[str, Any],
     tools: dict[str, Any],
-    load: dict[str, list[float]],
     notes: list[str],
     console: Console,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    machine = {**_report.machine_info(REPO), "load_average_1_5_15_min": load}
     cells = _report.summarize(runs)
     ratio_rows = _report.ratios(cells, SUBJECT, BASELINE)
     report = {
@@ -302,6 +307,16 @@ def write_reports(
         )
     console.print()
     console.print(text, markup=False, highlight=False)
+
+
+def rewrite_reports(source: Path, out: Path, console: Console) -> None:
+    """Write warm.md and warm.png again from a warm.json, without measuring anything."""
+    try:
+        report = json.loads(source.read_text())
+        parts = (report["machine"], report["runs"], report["settings"], report["tools"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise BenchError(f"cannot read a warm report from {source}: {exc}") from None
+    write_reports(out, *parts, report.get("notes", []), console)
 
 
 def run(args: argparse.Namespace, console: Console) -> None:
@@ -348,7 +363,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 f"{BASELINE}: one aiohttp process on uvloop answering the same body "
                 "(bench/_bare_server.py)."
             )
-        write_reports(args.out, runs, settings, tools, load, notes, console)
+        machine = {**_report.machine_info(REPO), "load_average_1_5_15_min": load}
+        write_reports(args.out, machine, runs, settings, tools, notes, console)
     finally:
         if args.keep:
             console.print(f"kept {tmp}")
@@ -370,7 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(soft_wrap=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run(args, console)
+        if args.from_json:
+            rewrite_reports(args.from_json, args.out, console)
+        else:
+            run(args, console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: servers stopped, no report written")
         return 130
