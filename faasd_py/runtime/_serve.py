@@ -53,7 +53,10 @@ class _Runner:
         self._channel = channel
         self._handle = handle
         self._is_async = is_async
-        # Sync handlers run in threads, as many at once as the instance's concurrency limit.
+        # With one invocation at a time a sync handler runs on the loop's thread: no thread hop
+        # on the hot path, and nothing else needs the loop meanwhile (a hung handler is killed
+        # by the worker). With more, sync handlers run in as many threads.
+        self._inline = args.max_inflight == 1
         self._executor = ThreadPoolExecutor(max_workers=args.max_inflight, thread_name_prefix="fn")
 
     async def run(self, invocation: Invocation) -> None:
@@ -74,6 +77,8 @@ class _Runner:
         try:
             if self._is_async:
                 value = await self._handle(event, context)
+            elif self._inline:
+                value = self._handle(event, context)
             else:
                 loop = asyncio.get_running_loop()
                 value = await loop.run_in_executor(self._executor, self._handle, event, context)

@@ -227,6 +227,11 @@ class FunctionPool:
             self.ensure_floor()
             self._scale_up_for_waiters()
 
+    def carry_over(self, previous: FunctionPool) -> None:
+        """Keep counting from a pool this one replaces (an update), as OpenFaaS does."""
+        self._invocations += previous._invocations
+        self._cold_starts += previous._cold_starts
+
     def scale(self, replicas: int) -> None:
         """Set the floor (clamped to scale.max) and start or stop instances to meet it now."""
         self._floor = max(0, min(replicas, self.spec.scale_max))

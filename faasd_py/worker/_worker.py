@@ -77,6 +77,7 @@ class Worker:
         old = self._pools.get(spec.service)
         self._pools[spec.service] = pool
         if old is not None:
+            pool.carry_over(old)
             self._retire(old, f"function {spec.service} was updated; retry")
         pool.ensure_floor()
 

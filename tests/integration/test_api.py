@@ -62,6 +62,9 @@ async def test_deploy_lifecycle_as_the_openfaas_cli_does_it(platform: Platform) 
     _, described = await platform.system("GET", "/system/function/hello")
     assert described["invocationCount"] == 1
     assert described["availableReplicas"] == 1
+    assert (await platform.system("PUT", "/system/functions", spec.to_json()))[0] == 200
+    _, described = await platform.system("GET", "/system/function/hello")
+    assert described["invocationCount"] == 1  # an update keeps counting
 
     remove = {"functionName": "hello"}
     assert (await platform.system("DELETE", "/system/functions", remove))[0] == 200
