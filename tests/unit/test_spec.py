@@ -384,6 +384,20 @@ def test_bad_exec_timeout_is_rejected_at_deploy(value: str, phrase: str) -> None
     assert phrase in error.message
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "1e999"])
+def test_a_non_finite_exec_timeout_is_rejected_at_deploy(value: str) -> None:
+    error = spec_error(deployment(envVars={"exec_timeout": value}))
+    assert error.field == "envVars.exec_timeout"
+    assert "expected a finite duration" in error.message
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "infm"])
+def test_a_non_finite_cpu_limit_is_rejected_at_deploy(value: str) -> None:
+    error = spec_error(deployment(limits={"cpu": value}))
+    assert error.field == "limits.cpu"
+    assert "expected a finite CPU quantity" in error.message
+
+
 def test_app_label_groups_functions_into_an_app() -> None:
     a = parse_deployment(deployment(service="cart", labels={"com.faasd-py.app": "shop"}))
     b = parse_deployment(deployment(service="pay", labels={"com.faasd-py.app": "shop"}))
