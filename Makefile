@@ -31,6 +31,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 bench-warm: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/warm.py
 
 clean:

@@ -303,7 +303,7 @@ def write_reports(
     else:
         console.print(
             "[yellow]no plot[/]: matplotlib is not installed; "
-            f"`{sys.executable} -m pip install matplotlib` and run again for warm.png"
+            "`make bench-warm` installs it (the bench extra), or `pip install -e .[bench]`"
         )
     console.print()
     console.print(text, markup=False, highlight=False)

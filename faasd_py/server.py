@@ -55,7 +55,7 @@ class Platform:
 
 async def start(config: Config, console: Console | None = None) -> Platform:
     """Open the registry, start the worker, restore deployed functions, listen."""
-    console = console or Console(stderr=True)
+    console = console or _stderr_console()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     credentials, created = load_or_create_credentials(config.credentials_dir)
     registry = SqliteRegistry(config.registry_path)
@@ -91,7 +91,7 @@ async def stop(platform: Platform) -> None:
 async def serve(
     config: Config, deploy: Sequence[Path] = (), console: Console | None = None
 ) -> None:
-    console = console or Console(stderr=True)
+    console = console or _stderr_console()
     platform = await start(config, console)
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,6 +147,11 @@ async def _deploy_stack(path: Path, platform: Platform, console: Console) -> Non
         )
         url = f"{platform.url}/function/{name}"
         console.print(f"  try: curl -d 'hi' {url}")
+
+
+def _stderr_console() -> Console:
+    # Soft wrap: a path or URL stays on one line when the output goes to a log file.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _banner(console: Console, platform: Platform) -> None:

@@ -112,15 +112,17 @@ class FunctionSpec:
 
     @property
     def scale_min(self) -> int:
-        return _int_setting(self.labels, LABEL_SCALE_MIN, DEFAULT_SCALE_MIN, minimum=0)
+        return _int_setting(self.labels, "labels", LABEL_SCALE_MIN, DEFAULT_SCALE_MIN, minimum=0)
 
     @property
     def scale_max(self) -> int:
-        return _int_setting(self.labels, LABEL_SCALE_MAX, DEFAULT_SCALE_MAX, minimum=1)
+        return _int_setting(self.labels, "labels", LABEL_SCALE_MAX, DEFAULT_SCALE_MAX, minimum=1)
 
     @property
     def max_inflight(self) -> int:
-        return _int_setting(self.env_vars, ENV_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT, minimum=1)
+        return _int_setting(
+            self.env_vars, "envVars", ENV_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT, minimum=1
+        )
 
     @property
     def exec_timeout(self) -> float:
@@ -145,16 +147,19 @@ class FunctionSpec:
         }
 
 
-def _int_setting(source: Mapping[str, str], key: str, default: int, minimum: int) -> int:
+def _int_setting(
+    source: Mapping[str, str], where: str, key: str, default: int, minimum: int
+) -> int:
     raw = source.get(key)
     if raw is None or raw == "":
         return default
+    field = f"{where}.{key}"
     try:
         value = int(raw)
     except ValueError:
-        raise SpecError(key, f"expected a whole number, got {raw!r}") from None
+        raise SpecError(field, f"expected a whole number, got {raw!r}") from None
     if value < minimum:
-        raise SpecError(key, f"expected a whole number of at least {minimum}, got {value}")
+        raise SpecError(field, f"expected a whole number of at least {minimum}, got {value}")
     return value
 
 
@@ -195,7 +200,7 @@ def check_settings(spec: FunctionSpec) -> None:
     """Evaluate every derived setting once, so a bad label fails at deploy, not at invoke."""
     if spec.scale_min > spec.scale_max:
         raise SpecError(
-            LABEL_SCALE_MIN,
+            f"labels.{LABEL_SCALE_MIN}",
             f"must not exceed {LABEL_SCALE_MAX} ({spec.scale_min} > {spec.scale_max})",
         )
     _ = spec.max_inflight
@@ -355,7 +360,9 @@ def _stack_function(name: object, body: object, base_dir: Path) -> StackFunction
     lang = body.get("lang")
     if lang not in SUPPORTED_LANGS:
         raise SpecError(
-            f"{where}.lang", f"expected one of {', '.join(SUPPORTED_LANGS)}, got {lang!r}"
+            f"{where}.lang",
+            f"expected one of {', '.join(SUPPORTED_LANGS)}, "
+            + ("but it is missing" if lang is None else f"got {lang!r}"),
         )
     handler = body.get("handler")
     if not isinstance(handler, str) or not handler:
@@ -390,7 +397,9 @@ def _stack_function(name: object, body: object, base_dir: Path) -> StackFunction
     try:
         spec = parse_deployment(deployment)
     except SpecError as exc:
-        raise SpecError(f"{where}.{exc.field}", exc.message.split(": ", 1)[-1]) from None
+        # Name the field as the stack file spells it.
+        field = exc.field.replace("envVars", "environment", 1)
+        raise SpecError(f"{where}.{field}", exc.message.split(": ", 1)[-1]) from None
     return StackFunction(spec=spec, lang=lang, handler=(base_dir / handler).resolve())
 
 

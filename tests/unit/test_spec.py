@@ -604,7 +604,7 @@ def test_an_unsupported_lang_is_rejected_naming_the_supported_ones(
 def test_a_missing_lang_is_rejected(tmp_path: Path) -> None:
     error = stack_error(one_function("handler: ./hello\nimage: x"), tmp_path)
     assert error.field == "functions.hello.lang"
-    assert "got None" in error.message
+    assert "missing" in error.message
 
 
 @pytest.mark.parametrize("handler", [None, "''", "[a]"])
