@@ -13,8 +13,8 @@ timeline of one histogram per second of a run stays small, and histograms merge 
 (across seconds, and across the processes of one run after a JSON round trip).
 
 Percentiles follow HdrHistogram: the bucket holding the nearest-rank value reports its highest
-equivalent value, then clamped into [min, max], so p0 is the exact minimum and p100 the exact
-maximum.
+equivalent value, clamped into [min, max]; the first rank (p0) is the exact minimum and the last
+(p100) the exact maximum.
 """
 
 from __future__ import annotations
@@ -180,7 +180,8 @@ class Histogram:
         """The value at percentile ``p`` (0..100) in microseconds; 0 when empty.
 
         The bucket that holds the nearest-rank value reports its highest equivalent value, but never
-        above :attr:`max` nor below :attr:`min`: within 0.1% of the exact value.
+        above :attr:`max` nor below :attr:`min`: within 0.1% of the exact value. The first rank
+        (p0, and any p below 100/count) is :attr:`min` and the last (p100) :attr:`max`, exactly.
         """
         return self.percentiles([p])[0]
 
@@ -196,11 +197,18 @@ class Histogram:
         seen = 0
         value = 0
         for i in order:
+            # The smallest and the largest value are known exactly.
+            if ranks[i] == 1:
+                results[i] = self._min
+                continue
+            if ranks[i] >= self._count:
+                results[i] = self._max
+                continue
             while seen < ranks[i]:
                 index, n = next(buckets)
                 seen += n
                 value = _bucket_bounds(index)[1]
-            results[i] = min(max(value, self.min), self._max)
+            results[i] = min(max(value, self._min), self._max)
         return results
 
     def cdf(self) -> list[tuple[int, float]]:
