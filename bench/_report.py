@@ -6,53 +6,18 @@ when a plot is asked for, since it is a benchmark dependency, not a runtime one.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
-import platform
 import statistics
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The machine's description is the load generator's, so every benchmark states it the same
+# way; warm.py reads it from here.
+from faasd_py.loadgen._machine import machine_info as machine_info
+
 # The figures summarized per variant and connection count: the median over runs of each.
 FIGURES = ("rps", "p50_ms", "p99_ms")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit(folder: Path) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
-        return None
-    return done.stdout.strip() or None
-
-
-def machine_info(repo: Path) -> dict[str, Any]:
-    return {
-        "cpu_model": cpu_model(),
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": git_commit(repo),
-    }
 
 
 @dataclass(frozen=True)
