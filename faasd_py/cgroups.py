@@ -244,7 +244,10 @@ class Cgroup:
                 pids_limit_hits=pids_events.get("max", 0),
             )
         oom = _keyed(memory / "memory.oom_control")
-        failcnt = _read_int(memory / "memory.failcnt") or 0
+        failcnt = max(
+            _read_int(memory / "memory.failcnt") or 0,
+            _read_int(memory / "memory.memsw.failcnt") or 0,
+        )
         # Kernels before 4.13 have no oom_kill count: a hit limit is the best evidence.
         oom_kills = oom["oom_kill"] if "oom_kill" in oom else int(failcnt > 0)
         return CgroupStatistics(

@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
 #include <net/if.h>
 #include <pthread.h>
@@ -566,15 +565,26 @@ static int child_main(void *arg)
         child_fail(c, -rc, "mount the root tmpfs on", s->root);
     if (chdir(s->root) < 0)
         child_fail(c, errno, "chdir", s->root);
-    if (setgroups(0, NULL) < 0)
+    /* Raw system calls: libc's wrappers apply credentials to every thread the parent had,
+     * signalling them and waiting for answers that, in this single-threaded copy, never
+     * come. */
+    if (syscall(SYS_setgroups, 0, NULL) < 0)
         child_fail(c, errno, "setgroups", NULL);
-    if (setresgid(0, 0, 0) < 0)
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0)
         child_fail(c, errno, "setresgid", NULL);
-    if (setresuid(0, 0, 0) < 0)
+    if (syscall(SYS_setresuid, 0, 0, 0) < 0)
         child_fail(c, errno, "setresuid", NULL);
     /* After the uid change, which clears the parent-death signal. */
     if ((s->flags & SANDBOX_DIE_WITH_PARENT) && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         child_fail(c, errno, "PR_SET_PDEATHSIG", NULL);
+
+    /* /tmp and /dev first, so that mounts listed under them go on top, not beneath. */
+    rc = make_mount_point("tmp", 0);
+    if (rc == 0)
+        rc = mount_tmpfs("tmp", MS_NOSUID | MS_NODEV, "1777", s->tmp_size);
+    if (rc < 0)
+        child_fail(c, -rc, "mount tmpfs on", "/tmp");
+    build_dev(c, device_fds);
 
     for (size_t i = 0; i < s->n_mounts; i++) {
         const struct sandbox_mount *m = &s->mounts[i];
@@ -614,12 +624,6 @@ static int child_main(void *arg)
                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
             child_fail(c, errno, "make read-only", s->mounts[i].target);
     }
-    rc = make_mount_point("tmp", 0);
-    if (rc == 0)
-        rc = mount_tmpfs("tmp", MS_NOSUID | MS_NODEV, "1777", s->tmp_size);
-    if (rc < 0)
-        child_fail(c, -rc, "mount tmpfs on", "/tmp");
-    build_dev(c, device_fds);
 
     /* Step 4: /proc while the host's is still in this mount namespace. */
     build_proc(c);

@@ -11,14 +11,14 @@
  *   /                    a small tmpfs mounted on `root` (a host directory, left untouched:
  *                        the tmpfs lives in the child's mount namespace only), read-only once
  *                        built; it holds only the mount points and symlinks listed below
+ *   /tmp, /dev/shm       private tmpfs of `tmp_size` bytes each
+ *   /dev                 tmpfs with null, zero, full, random, urandom bound from the host and
+ *                        fd, stdin, stdout, stderr symlinks; read-only
  *   mounts[]             host paths bound at their targets, read-only (recursively) unless
  *                        SANDBOX_MOUNT_WRITABLE; a NULL source is an empty read-only directory
  *                        that hides whatever a previous mount put at its target (later
  *                        mounts may still go inside it)
  *   symlinks[]           made in the root tmpfs
- *   /tmp, /dev/shm       private tmpfs of `tmp_size` bytes each
- *   /dev                 tmpfs with null, zero, full, random, urandom bound from the host and
- *                        fd, stdin, stdout, stderr symlinks
  *   /proc                the new PID namespace's procfs; sys, sysrq-trigger, irq, bus read-only
  *
  * Identity: uid and gid 0 inside map to `uid` and `gid` outside (one id each), so that a
