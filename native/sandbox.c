@@ -140,6 +140,19 @@ static const char *const proc_readonly[] = {"proc/sys", "proc/sysrq-trigger", "p
 
 /* --- helpers safe between clone and execve (system calls and the stack only) ------------ */
 
+/* For functions of the child that call noreturn functions: AddressSanitizer's bookkeeping for
+ * such calls assumes a stack it allocated, and the child runs on our own mmap'd one. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHILD_SIDE __attribute__((no_sanitize_address))
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHILD_SIDE __attribute__((no_sanitize_address))
+#endif
+#endif
+#ifndef CHILD_SIDE
+#define CHILD_SIDE
+#endif
+
 /* Append `src` to the NUL-terminated `dst` of `size` bytes, truncating. */
 static void str_append(char *dst, size_t size, const char *src)
 {
@@ -180,7 +193,7 @@ static const char *relative(const char *path)
 
 /* Report `err` at step `what` (+ `detail`) to the parent and exit: the child's only way out
  * before execve. */
-static void __attribute__((noreturn))
+static void CHILD_SIDE __attribute__((noreturn))
 child_fail(const struct child_ctx *c, int err, const char *what, const char *detail)
 {
     struct report r;
@@ -366,7 +379,7 @@ static int loopback_up(void)
 
 /* /dev: a tmpfs with the harmless host devices bound on empty files (a user namespace may not
  * make device nodes), the usual symlinks and a private /dev/shm; read-only afterwards. */
-static void build_dev(const struct child_ctx *c, const int *device_fds)
+static void CHILD_SIDE build_dev(const struct child_ctx *c, const int *device_fds)
 {
     int rc = make_mount_point("dev", 0);
     if (rc == 0)
@@ -407,7 +420,7 @@ static void build_dev(const struct child_ctx *c, const int *device_fds)
 }
 
 /* /proc of the new PID namespace, with the kernel's knobs read-only. */
-static void build_proc(const struct child_ctx *c)
+static void CHILD_SIDE build_proc(const struct child_ctx *c)
 {
     int rc = make_mount_point("proc", 0);
     if (rc < 0)
@@ -430,7 +443,7 @@ static void build_proc(const struct child_ctx *c)
 
 /* Put each fds[i].parent_fd at fds[i].child_fd, /dev/null on 0-2 where nothing is given, and
  * mark every other descriptor close-on-exec (the report pipe closes at execve that way). */
-static void arrange_fds(struct child_ctx *c)
+static void CHILD_SIDE arrange_fds(struct child_ctx *c)
 {
     const struct sandbox_spec *s = c->spec;
     int top = 2; /* the highest target */
@@ -520,7 +533,7 @@ static int drop_capabilities(void)
 }
 
 /* The child: build the sandbox, then execve. Never returns. */
-static int child_main(void *arg)
+static int CHILD_SIDE child_main(void *arg)
 {
     struct child_ctx *c = arg;
     const struct sandbox_spec *s = c->spec;
