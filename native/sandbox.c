@@ -659,6 +659,11 @@ static int CHILD_SIDE child_main(void *arg)
             child_fail(c, -rc, "bring up loopback", NULL);
     }
 
+    /* A session of its own: the caller's terminal and process-group signals (a Ctrl-C sent
+     * to the worker's group) do not reach the sandbox. */
+    if (setsid() < 0)
+        child_fail(c, errno, "setsid", NULL);
+
     /* Step 6: descriptors, limits, privileges, filter, program. */
     arrange_fds(c);
     if (s->cwd && chdir(s->cwd) < 0)

@@ -21,6 +21,10 @@
  *   symlinks[]           made in the root tmpfs
  *   /proc                the new PID namespace's procfs; sys, sysrq-trigger, irq, bus read-only
  *
+ * The child leads a new session (no controlling terminal; the caller's process-group signals
+ * do not reach it). As pid 1 of its namespace, it ignores signals it has no handler for unless
+ * they come from outside the namespace, where SIGKILL always works.
+ *
  * Identity: uid and gid 0 inside map to `uid` and `gid` outside (one id each), so that a
  * process that escapes every namespace is an unprivileged user on the host, not root. The
  * child drops every capability (bounding set, ambient set, securebits NOROOT), sets
