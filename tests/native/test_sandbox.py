@@ -676,6 +676,24 @@ async def test_cpu_limit_throttles(
     assert float(result.stdout) < 0.55  # 0.2 CPU for 1.5 s; unthrottled about 1.5 s
 
 
+async def test_cgroup_kill_ends_the_sandbox(
+    layout: PythonLayout, root_dir: Path, cgroup_factory: Any
+) -> None:
+    """What the worker does with a sandbox it lost track of (after a crash, say)."""
+    cgroup = cgroup_factory(CgroupLimits(pids=16))
+    code = "import os, time\nif os.fork() == 0:\n    time.sleep(60)\ntime.sleep(60)"
+    with spawn(python(layout, root_dir, code, cgroup=cgroup)) as process:
+        for _ in range(100):
+            if len(cgroup.pids()) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(cgroup.pids()) == 2 and process.pid in cgroup.pids()
+        cgroup.kill()
+        async with asyncio.timeout(TIMEOUT):
+            assert (await process.wait()).returncode == -9
+    assert cgroup.pids() == set()
+
+
 def test_cgroup_files_hold_the_limits(cgroup_factory: Any) -> None:
     cgroup = cgroup_factory(CgroupLimits(memory_bytes=96 << 20, cpu=0.5, pids=40))
     memory, cpu, pids = cgroup.paths["memory"], cgroup.paths["cpu"], cgroup.paths["pids"]

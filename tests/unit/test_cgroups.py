@@ -1,0 +1,122 @@
+"""faasd_py.cgroups against a fake hierarchy in a temporary folder: which files get which values
+on v2 and v1, and how the statistics are read. (tests/native/test_sandbox.py runs the real
+hierarchy of the machine, which has only one of the two.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from faasd_py import cgroups
+from faasd_py.cgroups import Cgroup, CgroupLimits, Hierarchy
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> dict[Path, list[str]]:
+    """Record writes instead of making them: a fake hierarchy has no kernel behind it."""
+    written: dict[Path, list[str]] = {}
+
+    def write(path: Path, value: str) -> None:
+        written.setdefault(path, []).append(value)
+
+    monkeypatch.setattr(cgroups, "_write", write)
+    monkeypatch.setattr(cgroups, "_write_if_present", write)
+    return written
+
+
+def test_v2_enables_controllers_and_writes_limits(
+    tmp_path: Path, writes: dict[Path, list[str]]
+) -> None:
+    (tmp_path / "cgroup.subtree_control").write_text("memory\n")
+    (tmp_path / "faasd-py").mkdir()
+    (tmp_path / "faasd-py" / "cgroup.subtree_control").write_text("")
+    hierarchy = Hierarchy(2, dict.fromkeys(cgroups.CONTROLLERS, tmp_path))
+    limits = CgroupLimits(memory_bytes=64 << 20, cpu=1.5, pids=32)
+    cgroup = Cgroup.create("fn-1", limits, hierarchy=hierarchy)
+    here = tmp_path / "faasd-py" / "fn-1"
+    assert cgroup.directories == (here,) and here.is_dir()
+    assert cgroup.procs_files() == (here / "cgroup.procs",)
+    assert writes == {
+        tmp_path / "cgroup.subtree_control": ["+cpu +pids"],
+        tmp_path / "faasd-py" / "cgroup.subtree_control": ["+memory +cpu +pids"],
+        here / "memory.max": [str(64 << 20)],
+        here / "memory.swap.max": ["0"],
+        here / "memory.oom.group": ["1"],
+        here / "cpu.max": ["150000 100000"],
+        here / "pids.max": ["32"],
+    }
+    writes.clear()
+    cgroup.set_limits(CgroupLimits())
+    assert writes[here / "memory.max"] == ["max"]
+    assert writes[here / "memory.swap.max"] == ["max"]
+    assert writes[here / "cpu.max"] == ["max 100000"]
+    assert writes[here / "pids.max"] == ["max"]
+
+
+def test_v1_writes_each_controller_in_its_hierarchy(
+    tmp_path: Path, writes: dict[Path, list[str]]
+) -> None:
+    roots = {c: tmp_path / c for c in cgroups.CONTROLLERS}
+    cgroup = Cgroup.create(
+        "fn-1", CgroupLimits(memory_bytes=64 << 20, cpu=0.25, pids=8), hierarchy=Hierarchy(1, roots)
+    )
+    memory, cpu, pids = (roots[c] / "faasd-py" / "fn-1" for c in cgroups.CONTROLLERS)
+    assert cgroup.directories == (memory, cpu, pids)
+    assert writes == {
+        memory / "memory.limit_in_bytes": [str(64 << 20)],
+        memory / "memory.memsw.limit_in_bytes": [str(64 << 20)],  # after memory: memsw >= memory
+        cpu / "cpu.cfs_period_us": ["100000"],
+        cpu / "cpu.cfs_quota_us": ["25000"],
+        pids / "pids.max": ["8"],
+    }
+
+
+def test_statistics_v2(tmp_path: Path) -> None:
+    cgroup = Cgroup(
+        Hierarchy(2, dict.fromkeys(cgroups.CONTROLLERS, tmp_path)),
+        {c: tmp_path for c in cgroups.CONTROLLERS},
+    )
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n")
+    (tmp_path / "memory.current").write_text("4096\n")
+    (tmp_path / "memory.peak").write_text("8192\n")
+    (tmp_path / "pids.current").write_text("3\n")
+    (tmp_path / "pids.events").write_text("max 7\n")
+    stats = cgroup.statistics()
+    assert stats == cgroups.CgroupStatistics(
+        memory_bytes=4096,
+        memory_peak_bytes=8192,
+        memory_limit_hits=5,
+        oom_kills=1,
+        pids=3,
+        pids_limit_hits=7,
+    )
+    assert cgroup.oom_kills() == 1
+
+
+def test_statistics_v1(tmp_path: Path) -> None:
+    cgroup = Cgroup(Hierarchy(1, {}), {c: tmp_path for c in cgroups.CONTROLLERS})
+    (tmp_path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    (tmp_path / "memory.failcnt").write_text("0\n")
+    (tmp_path / "memory.memsw.failcnt").write_text("4\n")
+    (tmp_path / "memory.usage_in_bytes").write_text("1024\n")
+    (tmp_path / "memory.max_usage_in_bytes").write_text("2048\n")
+    stats = cgroup.statistics()
+    assert (stats.oom_kills, stats.memory_limit_hits, stats.memory_bytes) == (2, 4, 1024)
+    assert (stats.memory_peak_bytes, stats.pids, stats.pids_limit_hits) == (2048, 0, 0)
+    # Before Linux 4.13 there is no oom_kill count: a hit limit stands in for it.
+    (tmp_path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\n")
+    assert cgroup.oom_kills() == 1
+
+
+def test_remove_reports_a_busy_cgroup(tmp_path: Path) -> None:
+    directory = tmp_path / "cg"
+    directory.mkdir()
+    (directory / "cgroup.procs").write_text("")  # a plain folder with a file: rmdir fails
+    cgroup = Cgroup(Hierarchy(2, {}), dict.fromkeys(cgroups.CONTROLLERS, directory))
+    with pytest.raises(OSError):
+        cgroup.remove()
+    (directory / "cgroup.procs").unlink()
+    cgroup.remove()
+    cgroup.remove()  # already gone: fine
+    assert not directory.exists()
