@@ -19,13 +19,19 @@
  *      /root (the Python of pyenv lives there), which uid 0 of the new namespace, mapped to an
  *      unprivileged host uid, may not;
  *   3. mount the root tmpfs, switch to uid/gid 0 of the namespace, build the tree in it:
- *      mount points are created component by component with O_NOFOLLOW, so a symlink in a
- *      bound directory can never redirect a mount outside the new root;
+ *      /tmp and /dev first, so that binds listed under /tmp land on top of its tmpfs; mount
+ *      points are created component by component with O_NOFOLLOW, so a symlink in a bound
+ *      directory can never redirect a mount outside the new root;
  *   4. /proc is mounted before the old root goes: the kernel allows a new procfs in a user
  *      namespace only while a fully visible one exists in the mount namespace;
- *   5. pivot_root into the tmpfs, detach the old root, set the hostname, raise loopback;
+ *   5. pivot_root into the tmpfs, detach the old root, set the hostname, raise loopback,
+ *      start a new session;
  *   6. arrange fds, limits; drop capabilities; no_new_privs; seccomp last, since the filter
  *      forbids some of the steps above; execve.
+ *
+ * The child is a copy of one thread of a possibly threaded process, and libc does not know:
+ * its set*id wrappers would signal the other threads to change their credentials too, and
+ * wait forever for answers. The child makes those system calls directly.
  */
 #define _GNU_SOURCE
 #include "sandbox.h"
