@@ -29,7 +29,7 @@ import pytest
 
 import faasd_py
 from faasd_py import sandbox
-from faasd_py.cgroups import Cgroup, CgroupLimits, detect
+from faasd_py.cgroups import Cgroup, CgroupLimits
 from faasd_py.sandbox import (
     SANDBOX_UID,
     SECRETS_PATH,
@@ -714,40 +714,6 @@ def test_cgroup_files_hold_the_limits(cgroup_factory: Any) -> None:
         Cgroup.create(cgroup.directories[0].name, CgroupLimits())
     cgroup.remove()
     assert not any(d.exists() for d in cgroup.directories)
-
-
-def test_cgroup_names_are_checked() -> None:
-    for bad in ("", "..", "a/b", "x" * 300):
-        with pytest.raises(ValueError):
-            Cgroup.create(bad, CgroupLimits())
-    with pytest.raises(ValueError):
-        CgroupLimits(memory_bytes=10)
-    with pytest.raises(ValueError):
-        CgroupLimits(cpu=0)
-
-
-def test_detect_prefers_v2_with_controllers_and_falls_back_to_v1(tmp_path: Path) -> None:
-    unified = tmp_path / "unified"
-    unified.mkdir()
-    (unified / "cgroup.controllers").write_text("hugetlb\n")
-    mountinfo = "\n".join(
-        [
-            f"41 31 0:38 / {unified} rw,relatime - cgroup2 cgroup2 rw",
-            "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu",
-            "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory",
-            "39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids",
-            "50 31 0:36 /sub /elsewhere rw - cgroup cgroup rw,pids",
-        ]
-    )
-    found = detect(mountinfo)
-    assert found is not None and found.version == 1
-    assert found.roots["memory"] == Path("/sys/fs/cgroup/memory")
-    assert found.roots["pids"] == Path("/sys/fs/cgroup/pids")
-    (unified / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
-    found = detect(mountinfo)
-    assert found is not None and found.version == 2
-    assert set(found.roots.values()) == {unified}
-    assert detect("22 27 0:21 / /proc rw - proc proc rw") is None
 
 
 # --- the Python runtime, as the worker starts it -------------------------------------------------
