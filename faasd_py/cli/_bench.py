@@ -300,7 +300,7 @@ def _say(text: str) -> None:
 def _measure_ceiling(procs: int, seconds: float) -> None:
     ceiling = _selftest.ceiling(procs, enabled=True, fresh=True, seconds=seconds, announce=_say)
     out.print(
-        f"generator ceiling: {bold(f'{ceiling.rps:,.0f} req/s')} with {procs} processes "
+        f"generator ceiling: {bold(f'{ceiling.rps:,.0f} req/s')} with {procs} process(es) "
         f"(closed loop against a trivial server; cached in {escape(str(_selftest.cache_path()))})"
     )
 

@@ -1,4 +1,4 @@
-"""One generator process: an aiohttp client on uvloop that sends its share of a Plan.
+"""One generator process: an HTTP client on uvloop (_client) that sends its share of a Plan.
 
 Open loop (rates and traces): each request goes out at its intended time whether or not earlier
 ones have answered, and its latency counts from that intended time, so a slow gateway cannot
@@ -21,13 +21,15 @@ import math
 import signal
 import time
 import traceback
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import uvloop
 
+from faasd_py.loadgen._client import Pool
 from faasd_py.loadgen._histogram import Histogram
+from faasd_py.loadgen._http import build_request
 from faasd_py.loadgen._outcome import OVERLOADED, describe, exception_kind, parse_server_timing
 from faasd_py.loadgen._plan import Plan
 from faasd_py.loadgen._schedule import Arrival
@@ -94,34 +96,28 @@ class _Engine:
         self.record_start = 0.0
         self.last_second = max(0, math.ceil(plan.seconds) - 1)
         self.method = plan.request.method
-        self.headers = dict(plan.request.headers)
-        self.body = plan.request.body or None
+        self.pool = Pool(plan.gateway, plan.request.timeout)
+        # The gateway's own path, if any, comes before /function/...
+        self.prefix = urllib.parse.urlsplit(plan.gateway).path.rstrip("/")
+        self.prepared: dict[str, bytes] = {}
 
     async def run(self) -> None:
         plan = self.plan
-        connector = aiohttp.TCPConnector(
-            limit=plan.share(self.index) if plan.mode == "closed" else 0, limit_per_host=0
-        )
-        async with aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=plan.request.timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-        ) as self.session:
-            self.link.messages.put(("ready", self.index, None))
-            if not await asyncio.to_thread(self.link.go.wait, START_TIMEOUT):
-                raise RuntimeError(f"no start signal within {START_TIMEOUT:.0f} s")
-            self.start = float(self.link.start_at.value)
-            self.record_start = self.start + plan.lead_in
-            ticker = asyncio.create_task(self._tick())
-            try:
-                if plan.mode == "closed":
-                    await self._closed_loop()
-                else:
-                    await self._open_loop()
-                    await self._drain()
-            finally:
-                ticker.cancel()
+        self.link.messages.put(("ready", self.index, None))
+        if not await asyncio.to_thread(self.link.go.wait, START_TIMEOUT):
+            raise RuntimeError(f"no start signal within {START_TIMEOUT:.0f} s")
+        self.start = float(self.link.start_at.value)
+        self.record_start = self.start + plan.lead_in
+        ticker = asyncio.create_task(self._tick())
+        try:
+            if plan.mode == "closed":
+                await self._closed_loop()
+            else:
+                await self._open_loop()
+                await self._drain()
+        finally:
+            ticker.cancel()
+            self.pool.close()
         self._progress()
         self.link.messages.put(("result", self.index, self.stats.to_json()))
 
@@ -184,7 +180,7 @@ class _Engine:
         function = self._function(arrival)
         step = self.plan.step_of(arrival.at)
         task = asyncio.create_task(
-            self._request(self.plan.url(arrival), due, recorded, step, function)
+            self._request(self.plan.target(arrival), due, recorded, step, function)
         )
         self.inflight[task] = recorded
         task.add_done_callback(self._forget)
@@ -219,9 +215,10 @@ class _Engine:
 
     async def _closed_loop(self) -> None:
         await self._sleep_until(self.start)
-        url = self.plan.url()
+        target = self.plan.target()
         workers = [
-            asyncio.create_task(self._connection(url)) for _ in range(self.plan.share(self.index))
+            asyncio.create_task(self._connection(target))
+            for _ in range(self.plan.share(self.index))
         ]
         end = self.start + self.plan.total_seconds
         # Until the end, or a stop; then requests in flight get a grace time as in open loop.
@@ -231,7 +228,7 @@ class _Engine:
         # A connection still running is waiting for an answer: it is in `inflight`.
         await self._cancel_inflight()
 
-    async def _connection(self, url: str) -> None:
+    async def _connection(self, target: str) -> None:
         stats = self.stats
         end = self.start + self.plan.total_seconds
         while self.stop_requested is None:
@@ -247,21 +244,29 @@ class _Engine:
             task = asyncio.current_task()
             assert task is not None
             self.inflight[task] = recorded
-            await self._request(url, sent_at, recorded, None, None)
+            await self._request(target, sent_at, recorded, None, None)
             self.inflight.pop(task, None)
 
     # --- one request ---------------------------------------------------------------------------
 
+    def _bytes(self, target: str) -> bytes:
+        """The request to `target`, built once per target (a trace's vary by duration, so the
+        cache is bounded)."""
+        data = self.prepared.get(target)
+        if data is None:
+            shape = self.plan.request
+            data = build_request(
+                shape.method, self.prefix + target, self.pool.authority, shape.headers, shape.body
+            )
+            if len(self.prepared) < 1024:
+                self.prepared[target] = data
+        return data
+
     async def _request(
-        self, url: str, due: float, recorded: bool, step: int | None, function: str | None
+        self, target: str, due: float, recorded: bool, step: int | None, function: str | None
     ) -> None:
         try:
-            async with self.session.request(
-                self.method, url, data=self.body, headers=self.headers
-            ) as response:
-                await response.read()
-                status = response.status
-                timing = response.headers.get("Server-Timing")
+            response = await self.pool.request(self.method, self._bytes(target))
         except Exception as exc:
             if recorded:
                 kind = exception_kind(exc)
@@ -274,9 +279,10 @@ class _Engine:
             return
         latency = _us(done - due)
         self.window.record(latency)
+        timing = response.server_timing
         self.stats.record_answer(
             latency,
-            status,
+            response.status,
             parse_server_timing(timing) if timing is not None else None,
             self._second(done),
             step,

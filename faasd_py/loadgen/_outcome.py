@@ -6,10 +6,9 @@ few calls and the rules are tested without a network.
 
 from __future__ import annotations
 
-import asyncio
 import math
 
-import aiohttp
+from faasd_py.loadgen._client import ConnectFailed
 
 # The stages faasd-py's gateway reports in Server-Timing (milliseconds), in the order reports
 # show them. `total` is left out: it is the gateway's view of what the latency already measures.
@@ -33,10 +32,9 @@ def status_error(status: int) -> str | None:
 
 def exception_kind(exc: BaseException) -> str:
     """The error kind of a request that raised instead of answering."""
-    # Timeouts first: aiohttp's connect timeout is both a timeout and a connection error.
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, ConnectFailed):
         return "connect"
     return "other"
 

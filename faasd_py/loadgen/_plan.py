@@ -149,16 +149,18 @@ class Plan:
             return None
         return max(0, bisect.bisect_right(self._step_starts, at) - 1)
 
-    def url(self, arrival: Arrival | None = None) -> str:
-        """Where a request goes: the function, or for a trace the arrival's stand-in with the
-        duration it should run."""
-        base = self.gateway.rstrip("/") + "/function/"
+    def target(self, arrival: Arrival | None = None) -> str:
+        """The path (and query) a request goes to, after the gateway's own path: the function,
+        or for a trace the arrival's stand-in with the duration it should run."""
         if arrival is None or self.trace is None:
-            return base + urllib.parse.quote(self.function, safe="")
+            return "/function/" + urllib.parse.quote(self.function, safe="")
         name = self.trace.target or arrival.function
         query: dict[str, str] = {"mode": self.trace.work}
         if arrival.duration_ms is not None:
             cap = self.trace.cap_ms
             ms = arrival.duration_ms if cap is None else min(cap, arrival.duration_ms)
             query["ms"] = f"{ms:.3f}"
-        return base + urllib.parse.quote(name, safe="") + "?" + urllib.parse.urlencode(query)
+        return f"/function/{urllib.parse.quote(name, safe='')}?{urllib.parse.urlencode(query)}"
+
+    def url(self, arrival: Arrival | None = None) -> str:
+        return self.gateway.rstrip("/") + self.target(arrival)

@@ -171,7 +171,7 @@ def ceiling(
     if not fresh and (found := cached(procs)) is not None:
         return found
     announce(
-        f"measuring the generator's ceiling with {procs} processes against a trivial server "
+        f"measuring the generator's ceiling with {procs} process(es) against a trivial server "
         f"({seconds:g} s; cached afterwards in {cache_path()})"
     )
     rps = measure(procs, seconds)

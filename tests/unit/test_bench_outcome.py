@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
+from faasd_py.loadgen._client import ConnectFailed, Disconnected, Pool
+from faasd_py.loadgen._http import ProtocolError, build_request
 from faasd_py.loadgen._outcome import describe, exception_kind, parse_server_timing, status_error
 from tests.unit.test_cli_options import closed_port
 
@@ -54,27 +55,25 @@ def test_status_errors(status: int, kind: str | None) -> None:
 
 def test_a_refused_connection_is_a_connect_error() -> None:
     async def attempt() -> BaseException:
-        async with aiohttp.ClientSession() as session:
-            try:
-                await session.get(f"http://127.0.0.1:{closed_port()}/")
-            except aiohttp.ClientError as exc:
-                return exc
+        pool = Pool(f"http://127.0.0.1:{closed_port()}", timeout=5.0)
+        try:
+            await pool.request("GET", build_request("GET", "/", "x"))
+        except Exception as exc:
+            return exc
         raise AssertionError("the request to a closed port succeeded")
 
     exc = asyncio.run(attempt())
     assert exception_kind(exc) == "connect"
-    assert describe(exc).startswith("ClientConnectorError: ")
+    assert describe(exc).startswith("ConnectFailed: cannot connect to 127.0.0.1:")
 
 
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (TimeoutError(), "timeout"),
-        (aiohttp.ServerTimeoutError("read timed out"), "timeout"),
-        # A connect timeout is a timeout first, although aiohttp also files it as a connection
-        # error.
-        (aiohttp.ConnectionTimeoutError("connect timed out"), "timeout"),
-        (aiohttp.ServerDisconnectedError(), "other"),
+        (TimeoutError("no complete answer within the timeout"), "timeout"),
+        (ConnectFailed("cannot connect"), "connect"),
+        (Disconnected("the server closed it"), "other"),
+        (ProtocolError("not HTTP"), "other"),
         (ValueError("bad"), "other"),
     ],
 )

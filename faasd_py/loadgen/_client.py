@@ -1,0 +1,178 @@
+"""The generator's HTTP client: keep-alive connections to one server, one request at a time each.
+
+A Pool hands a request to an idle connection, or opens one (there is no limit: the open loop
+needs as many as it has requests in flight, the closed loop holds one per worker). The bytes
+are read by _http.ResponseParser. Errors come out as three kinds the reports count: ConnectFailed
+(no connection), TimeoutError (no complete answer by the deadline), and Disconnected or
+ProtocolError (the connection broke, or the server's bytes were not HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import urllib.parse
+from typing import cast
+
+from faasd_py.loadgen._http import ProtocolError, Response, ResponseParser
+
+
+class ConnectFailed(Exception):
+    """No connection to the server (refused, unreachable, name unknown)."""
+
+
+class Disconnected(Exception):
+    """The server closed the connection before its answer was complete."""
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = ResponseParser()
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future[Response] | None = None
+        self.closed = False
+        self.received = False  # any byte of the current answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but they are transports.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def send(self, method: str, request: bytes) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self.parser.start(method)
+        self.received = False
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.received = True
+        try:
+            response = self.parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if response is not None:
+            self._answer(response)
+
+    def eof_received(self) -> bool:
+        try:
+            response = self.parser.eof()
+        except ProtocolError as exc:
+            self._fail(Disconnected(str(exc)))
+            return False
+        if response is not None:
+            self._answer(response)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = Disconnected(f"the connection was lost: {exc}" if exc else "the server closed it")
+        self._settle(error)
+
+    def expire(self) -> None:
+        """The deadline passed: no answer, and no reuse of a connection in an unknown state."""
+        self._fail(TimeoutError("no complete answer within the timeout"))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _answer(self, response: Response) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._settle(exc)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _settle(self, exc: BaseException) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+
+class Pool:
+    """Connections to the server of `base_url` (http or https), each request within `timeout`."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL, got {base_url!r}")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        # What the Host header says: the URL's own spelling of host and port.
+        self.authority = parts.netloc.rpartition("@")[2]
+        self.timeout = timeout
+        self._idle: list[_Connection] = []
+        self._all: set[_Connection] = set()
+
+    async def request(self, method: str, request: bytes) -> Response:
+        """Send `request` (from _http.build_request) and wait for its answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.closed:
+                self._drop(connection)
+            else:
+                try:
+                    return await self._exchange(connection, method, request, deadline)
+                except Disconnected:
+                    # A kept-alive connection the server had closed meanwhile: nothing of the
+                    # answer came, so the request was not handled; try on a new connection.
+                    if connection.received:
+                        raise
+        connection = await self._connect(deadline)
+        return await self._exchange(connection, method, request, deadline)
+
+    async def _exchange(
+        self, connection: _Connection, method: str, request: bytes, deadline: float
+    ) -> Response:
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_at(deadline, connection.expire)
+        try:
+            response = await connection.send(method, request)
+        except BaseException:
+            # Failed or cancelled with the answer pending: the connection cannot be reused.
+            self._drop(connection)
+            raise
+        finally:
+            expiry.cancel()
+        if response.keep_alive and not connection.closed:
+            self._idle.append(connection)
+        else:
+            self._drop(connection)
+        return response
+
+    async def _connect(self, deadline: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, connection = await loop.create_connection(
+                    _Connection,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                )
+        except TimeoutError:
+            raise TimeoutError(f"no connection to {self.authority} within the timeout") from None
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {self.authority}: {exc}") from None
+        self._all.add(connection)
+        return connection
+
+    def _drop(self, connection: _Connection) -> None:
+        connection.close()
+        self._all.discard(connection)
+
+    def close(self) -> None:
+        for connection in list(self._all):
+            self._drop(connection)
+        self._idle.clear()
