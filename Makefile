@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench-warm clean
+.PHONY: install run test lint typecheck unit bench-warm bench-crosscheck clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing faasd-py with its dev extra"
@@ -33,6 +33,10 @@ test: lint typecheck
 bench-warm: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/warm.py
+
+bench-crosscheck: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/crosscheck.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache

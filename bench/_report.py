@@ -97,16 +97,8 @@ def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
-def markdown(
-    title: str,
-    machine: dict[str, Any],
-    settings: dict[str, Any],
-    cells: Sequence[Cell],
-    ratio_rows: Sequence[dict[str, Any]],
-    subject: str,
-    baseline: str,
-    notes: Sequence[str] = (),
-) -> str:
+def header(title: str, machine: dict[str, Any]) -> list[str]:
+    """A report's first lines: its title, the machine, how busy the machine was."""
     lines = [
         f"# {title}",
         "",
@@ -122,7 +114,21 @@ def markdown(
             f"after: {_loads(load['after'])}.",
             "",
         ]
-    lines += [
+    return lines
+
+
+def markdown(
+    title: str,
+    machine: dict[str, Any],
+    settings: dict[str, Any],
+    cells: Sequence[Cell],
+    ratio_rows: Sequence[dict[str, Any]],
+    subject: str,
+    baseline: str,
+    notes: Sequence[str] = (),
+) -> str:
+    lines = [
+        *header(title, machine),
         ", ".join(f"{k}: {v}" for k, v in settings.items()),
         "",
         "Medians over runs; (min..max) over runs in parentheses.",

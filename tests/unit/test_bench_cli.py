@@ -116,3 +116,12 @@ def _latencies() -> dict[str, object]:
     histogram = Histogram()
     histogram.record(1000)
     return histogram.to_json()
+
+
+def test_a_malformed_trace_is_an_error_that_names_its_line(tmp_path: Path) -> None:
+    trace = tmp_path / "invocations.csv"
+    trace.write_text("HashOwner,HashApp,HashFunction,Trigger,1,2\no,a,f,http,1,2\no,a,g,http,1,x\n")
+    result = bench("--trace", str(trace), "--no-self-test", tmp=tmp_path)
+    assert result.exit_code == 1
+    assert f"{trace} line 3" in result.output
+    assert "'x'" in result.output
