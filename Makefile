@@ -6,16 +6,39 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench-warm bench-crosscheck clean
+# The C shim (native/): built into faasd_py._native by `pip install`, with a Python fallback when
+# that fails. Its standalone tests build with the sanitizers.
+CC ?= cc
+NATIVE_SOURCES := $(wildcard native/*.c native/*.h native/*.cdef) native/_build.py setup.py
+NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard native/tests/test_*.c))
+NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
+	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-$(STAMP): pyproject.toml
-	@echo "==> creating $(VENV) and installing faasd-py with its dev extra"
+.PHONY: install native-deps run test test-native lint typecheck unit bench-warm bench-crosscheck clean
+
+$(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
+	@echo "==> creating $(VENV) and installing faasd-py with its dev extra (compiles the C shim)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	FAASD_REQUIRE_NATIVE=$(if $(filter true,$(CI)),1,0) $(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -c 'from faasd_py import native; print("==> native shim:", native.describe())'
 	@touch $@
 
 install: $(STAMP)
+
+# In CI the real path must be proven: a compiler and Python's headers are installed if missing
+# (Debian's packages). Elsewhere a missing compiler only means the Python fallback.
+native-deps:
+	@if [ "$$CI" = true ] && command -v apt-get >/dev/null; then \
+		missing=""; \
+		command -v $(CC) >/dev/null || missing="gcc libc6-dev"; \
+		$(PYTHON) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+			|| missing="$$missing python3-dev"; \
+		if [ -n "$$missing" ]; then \
+			echo "==> installing $$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		fi; \
+	fi
 
 run: install
 	$(BIN)/faasd-py up --deploy examples/stack.yml
@@ -27,8 +50,26 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck test-native
 	$(BIN)/pytest
+
+# Each native/tests/test_X.c is linked with native/X.c (and $(NATIVE_LDLIBS_X)); exit 77 means
+# skipped (liburing's rule).
+build/native-tests/test_%: native/tests/test_%.c native/%.c native/%.h native/tests/helpers.h
+	@mkdir -p $(@D)
+	$(CC) $(NATIVE_CFLAGS) native/$*.c $< -o $@ $(NATIVE_LDLIBS_$*)
+
+test-native:
+	@if ! command -v $(CC) >/dev/null; then \
+		if [ "$$CI" = true ]; then echo "test-native: no C compiler ($(CC)) under CI=true" >&2; exit 1; fi; \
+		echo "test-native: skipped, no C compiler ($(CC))"; exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $(NATIVE_TESTS) && \
+	for t in $(NATIVE_TESTS); do \
+		echo "==> $$t"; $$t; rc=$$?; \
+		if [ $$rc -eq 77 ]; then echo "$$t: skipped"; \
+		elif [ $$rc -ne 0 ]; then echo "$$t: failed ($$rc)" >&2; exit 1; fi; \
+	done
 
 bench-warm: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
@@ -39,4 +80,4 @@ bench-crosscheck: install
 	$(BIN)/python bench/crosscheck.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info faasd_py/_native*.so .mypy_cache .pytest_cache .ruff_cache

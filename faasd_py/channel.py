@@ -1,8 +1,16 @@
 """Channels between the worker and a sandbox: one `Channel` protocol, several transports.
 
-`SocketChannel` is the portable transport of DESIGN.md (a Unix socketpair carrying
-length-prefixed msgpack frames). Both ends use it: the worker in its event loop, the runtime in
-the sandbox's. The shared-memory channel of the native shim implements the same protocol.
+DESIGN.md's modes, as the worker's end sees them:
+
+- `shm` (`faasd_py.channel_shm.ShmChannel`): shared-memory rings of the native shim; the default
+  when the shim is built.
+- `socket` (`SocketChannel`): a Unix socketpair carrying length-prefixed msgpack frames; works
+  without a compiler.
+
+The instance's ends are blocking (faasd_py.runtime: `BlockingShmChannel`,
+`BlockingSocketChannel`). `prepare_channel` makes both ends of either kind for an instance
+about to be launched: the fds it inherits, the flags that tell its runtime, and the worker's
+end once the process runs.
 """
 
 from __future__ import annotations
@@ -11,11 +19,22 @@ import asyncio
 import socket
 from typing import Any, Protocol
 
-from faasd_py.protocol import FrameDecoder, encode
+from faasd_py import native
+from faasd_py.errors import NativeUnavailable, SpecError
+from faasd_py.protocol import ChannelClosed, FrameDecoder, encode
 
+__all__ = [
+    "KINDS",
+    "Channel",
+    "ChannelClosed",
+    "ChannelHandoff",
+    "SocketChannel",
+    "default_kind",
+    "prepare_channel",
+    "resolve_kind",
+]
 
-class ChannelClosed(Exception):
-    """The peer closed the channel (or died)."""
+KINDS = ("shm", "socket")
 
 
 class Channel(Protocol):
@@ -71,3 +90,115 @@ class SocketChannel:
 
     def close(self) -> None:
         self._writer.close()
+
+
+# --- choosing a channel ------------------------------------------------------------------------
+
+
+def default_kind() -> str:
+    """shm when the native shim is built, else socket."""
+    return "shm" if native.HAS_NATIVE else "socket"
+
+
+def resolve_kind(requested: str | None, default: str) -> str:
+    """The channel a function gets: its own choice, else the worker's; NativeUnavailable if
+    that is shm and this install runs on the fallback."""
+    kind = requested or default
+    if kind not in KINDS:
+        raise SpecError("channel", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "shm" and not native.HAS_NATIVE:
+        raise NativeUnavailable(
+            f"the shm channel needs the native shim, which is {native.REASON}; "
+            "use the socket channel (annotation com.faasd-py.channel: socket, or "
+            "`faasd-py up --channel socket`)"
+        )
+    return kind
+
+
+class ChannelHandoff(Protocol):
+    """Both ends of one instance's channel while the instance is launched."""
+
+    kind: str
+    # The fds the instance inherits (pass_fds), and the runtime flags that name them.
+    child_fds: tuple[int, ...]
+    runtime_args: list[str]
+
+    async def connect(self, pid: int) -> Channel:
+        """The worker's end, once the instance process `pid` runs."""
+        ...
+
+    def release_child_side(self) -> None:
+        """After the launch (or its failure): close what only the child needed."""
+        ...
+
+    def abort(self) -> None:
+        """The launch failed: close everything."""
+        ...
+
+
+class _SocketHandoff:
+    kind = "socket"
+
+    def __init__(self, max_frame: int) -> None:
+        self._max_frame = max_frame
+        self._parent, self._child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.child_fds: tuple[int, ...] = (self._child.fileno(),)
+        self.runtime_args = ["--channel=socket", f"--fd={self._child.fileno()}"]
+
+    async def connect(self, pid: int) -> Channel:
+        return await SocketChannel.open(self._parent, self._max_frame)
+
+    def release_child_side(self) -> None:
+        self._child.close()
+
+    def abort(self) -> None:
+        self._child.close()
+        self._parent.close()
+
+
+class _ShmHandoff:
+    kind = "shm"
+
+    def __init__(self, max_frame: int, spin: int, worker_spin: int) -> None:
+        from faasd_py.shm import ShmRegion
+
+        self._max_frame = max_frame
+        self._worker_spin = worker_spin
+        self._region = ShmRegion.create()
+        memfd, eventfd = self._region.memfd, self._region.eventfd
+        self.child_fds: tuple[int, ...] = (memfd, eventfd)
+        self.runtime_args = [
+            "--channel=shm",
+            f"--fd={memfd}",
+            f"--doorbell-fd={eventfd}",
+            f"--spin={spin}",
+        ]
+
+    async def connect(self, pid: int) -> Channel:
+        from faasd_py.channel_shm import ShmChannel
+
+        channel = ShmChannel.open(
+            self._region, self._max_frame, peer_pid=pid, spin=self._worker_spin
+        )
+        self._region.close_memfd()
+        return channel
+
+    def release_child_side(self) -> None:
+        # Both fds stay with the worker until connect: it maps the memfd and keeps the eventfd.
+        pass
+
+    def abort(self) -> None:
+        self._region.close()
+
+
+def prepare_channel(
+    kind: str, max_frame: int, *, spin: int = 0, worker_spin: int = 0
+) -> ChannelHandoff:
+    """Both ends of a new channel of `kind` (see resolve_kind) for an instance to launch.
+    shm only: `spin`, iterations the instance's end spins before it sleeps; `worker_spin`, the
+    most the worker's end spins for a reply after a send (adaptive)."""
+    if kind == "shm":
+        return _ShmHandoff(max_frame, spin, worker_spin)
+    if kind == "socket":
+        return _SocketHandoff(max_frame)
+    raise ValueError(f"unknown channel kind {kind!r}")

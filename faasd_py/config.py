@@ -13,6 +13,23 @@ from pathlib import Path
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
+# Channels between worker and instance (DESIGN.md); `net` is not built yet.
+CHANNELS = ("shm", "socket")
+# Iterations an instance's end of a shm channel spins before it sleeps on its futex: about 50 us
+# here, long enough to catch the next invocation of a busy function without a wake-up. 0 suits a
+# machine with more instances than cores.
+DEFAULT_SHM_SPIN = 2000
+# The most iterations the worker's event loop spins for a reply after it sends an invocation
+# (adaptive: halved after each miss), instead of sleeping in epoll until the doorbell.
+DEFAULT_SHM_WORKER_SPIN = 2000
+
+
+def default_channel() -> str:
+    """shm when the native shim is built, else socket."""
+    from faasd_py import native
+
+    return "shm" if native.HAS_NATIVE else "socket"
+
 
 def default_data_dir() -> Path:
     """~/.local/share/faasd-py, or $XDG_DATA_HOME/faasd-py."""
@@ -40,6 +57,14 @@ class Config:
     log_lines: int = 10_000
     # The interpreter that runs instances.
     python: str = sys.executable
+    # The channel of functions that do not choose one (annotation com.faasd-py.channel).
+    channel: str = field(default_factory=default_channel)
+    shm_spin: int = DEFAULT_SHM_SPIN
+    shm_worker_spin: int = DEFAULT_SHM_WORKER_SPIN
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNELS:
+            raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {self.channel!r}")
 
     @property
     def credentials_dir(self) -> Path:

@@ -32,6 +32,10 @@ class ProtocolError(Exception):
     """A frame that cannot be decoded, or one larger than the channel allows."""
 
 
+class ChannelClosed(Exception):
+    """The peer closed the channel (or died). Re-exported by faasd_py.channel."""
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """An HTTP request to a function, as the gateway hands it to a worker."""

@@ -154,6 +154,16 @@ def _stderr_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _channel_line(config: Config) -> str:
+    from faasd_py import native
+
+    what = {
+        "shm": "shared-memory rings, futex/eventfd doorbells",
+        "socket": "Unix socketpair, msgpack frames",
+    }[config.channel]
+    return f"{config.channel} ({what}); native shim {native.describe()}"
+
+
 def _banner(console: Console, platform: Platform) -> None:
     config, user = platform.config, platform.credentials.user
     created = "created now" if platform.credentials_created else "existing"
@@ -163,5 +173,5 @@ def _banner(console: Console, platform: Platform) -> None:
         f"  credentials:  {config.credentials_dir}/basic-auth-password "
         f"({created}; user {user!r}, mode 0600)"
     )
-    console.print("  channel:      socket (Unix socketpair, msgpack frames; no native shim yet)")
+    console.print(f"  channel:      {_channel_line(config)}")
     console.print("  stop with Ctrl-C or SIGTERM")

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from faasd_py.config import CHANNELS
 from faasd_py.errors import SpecError
 from faasd_py.units import parse_cpu, parse_duration, parse_size
 
@@ -25,6 +26,7 @@ SUPPORTED_LANGS = ("python3-http", "python3")
 LABEL_SCALE_MIN = "com.openfaas.scale.min"
 LABEL_SCALE_MAX = "com.openfaas.scale.max"
 LABEL_APP = "com.faasd-py.app"
+ANNOTATION_CHANNEL = "com.faasd-py.channel"
 ENV_MAX_INFLIGHT = "max_inflight"
 ENV_EXEC_TIMEOUT = "exec_timeout"
 
@@ -125,6 +127,21 @@ class FunctionSpec:
         )
 
     @property
+    def channel(self) -> str | None:
+        """The channel this function asks for (annotation com.faasd-py.channel), or None for
+        the worker's default."""
+        raw = self.annotations.get(ANNOTATION_CHANNEL)
+        if raw is None or not raw.strip():
+            return None
+        value = raw.strip().lower()
+        field = f"annotations.{ANNOTATION_CHANNEL}"
+        if value == "net":
+            raise SpecError(field, "the net channel is not built yet; use shm or socket")
+        if value not in CHANNELS:
+            raise SpecError(field, f"expected {' or '.join(CHANNELS)}, got {raw!r}")
+        return value
+
+    @property
     def exec_timeout(self) -> float:
         raw = self.env_vars.get(ENV_EXEC_TIMEOUT)
         return DEFAULT_EXEC_TIMEOUT if raw is None else parse_duration(raw)
@@ -204,6 +221,7 @@ def check_settings(spec: FunctionSpec) -> None:
             f"must not exceed {LABEL_SCALE_MAX} ({spec.scale_min} > {spec.scale_max})",
         )
     _ = spec.max_inflight
+    _ = spec.channel
     try:
         timeout = spec.exec_timeout
     except ValueError as exc:

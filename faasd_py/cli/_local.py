@@ -20,7 +20,7 @@ from faasd_py.cli._options import (
     shared_option,
     stack_file_option,
 )
-from faasd_py.config import DEFAULT_GATEWAY, Config
+from faasd_py.config import CHANNELS, DEFAULT_GATEWAY, Config, default_channel
 from faasd_py.errors import SpecError
 from faasd_py.packages import PackageStore
 from faasd_py.spec import load_stack, validate_name
@@ -76,6 +76,13 @@ from faasd_py.units import parse_duration, parse_size
 )
 @python_option
 @shared_option(
+    "--channel",
+    type=click.Choice(CHANNELS),
+    default=None,
+    help="Channel to instances of functions that do not choose one: shm (shared memory; the "
+    "default when the native shim is built) or socket.",
+)
+@shared_option(
     "--log-level",
     default="info",
     show_default=True,
@@ -92,6 +99,7 @@ def up(
     shutdown_timeout: float,
     stacks: tuple[Path, ...],
     python: str,
+    channel: str | None,
     log_level: str,
 ) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -115,6 +123,7 @@ def up(
         start_timeout=start_timeout,
         shutdown_timeout=shutdown_timeout,
         python=python,
+        channel=channel or default_channel(),
     )
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run

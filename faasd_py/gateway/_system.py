@@ -12,9 +12,10 @@ from typing import Any
 from aiohttp import web
 
 import faasd_py
+from faasd_py import native
 from faasd_py.errors import BadRequest, NotFound
 from faasd_py.gateway._errors import error_response, read_json
-from faasd_py.gateway._keys import REGISTRY, WORKER
+from faasd_py.gateway._keys import CONFIG, REGISTRY, WORKER
 from faasd_py.spec import (
     DEFAULT_NAMESPACE,
     FunctionSpec,
@@ -181,6 +182,11 @@ async def info(request: web.Request) -> web.Response:
             "provider": {"provider": "faasd-py", "orchestration": "process", "version": version},
             "version": version,
             "arch": platform.machine(),
-            "channel": "socket",
+            # The data path: the worker's default channel, whether the native shim is in use,
+            # what the kernel offers it, and what waits on the instances' doorbells.
+            "channel": request.app[CONFIG].channel,
+            "native": native.HAS_NATIVE,
+            "io_uring": native.FEATURES.io_uring,
+            "event_engine": "epoll",
         }
     )

@@ -1,9 +1,8 @@
-"""Entry point of a sandbox instance: `python -S -s -m faasd_py.runtime --fd N ...`."""
+"""Entry point of a sandbox instance: `python -S -s -m faasd_py.runtime --channel=shm ...`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import resource
 import sys
@@ -14,7 +13,10 @@ from faasd_py.runtime._serve import serve
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="faasd_py.runtime")
-    parser.add_argument("--fd", type=int, required=True, help="the channel's socket")
+    parser.add_argument("--channel", choices=("shm", "socket"), default="socket")
+    parser.add_argument("--fd", type=int, required=True, help="the channel's socket, or memfd")
+    parser.add_argument("--doorbell-fd", type=int, help="shm: the worker's eventfd")
+    parser.add_argument("--spin", type=int, default=0, help="shm: spins before sleeping")
     parser.add_argument("--function-name", required=True)
     parser.add_argument("--function-dir", type=Path, required=True)
     parser.add_argument("--deps-dir", type=Path)
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         # Before the handler is imported, so the limit covers everything it allocates. Hard and
         # soft alike, so the handler cannot lift it. (The native sandbox moves this to cgroups.)
         resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
-    code = asyncio.run(serve(args))
+    code = serve(args)
     sys.stdout.flush()
     sys.stderr.flush()
     # Handler threads may still be blocked; they must not keep the instance alive.

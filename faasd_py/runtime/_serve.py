@@ -1,66 +1,147 @@
-"""The runtime's loop: report ready, then run each invocation that arrives on the channel."""
+"""The runtime's loop: report ready, then run each invocation that arrives on the channel.
+
+Two shapes, chosen once the handler is loaded:
+
+- one invocation at a time with a plain (sync) handler: a loop with no asyncio at all. Receive
+  blocks in C with the GIL released (shm) or in recv (socket); then handle, reply, repeat.
+- an async handler, or several invocations at once (`max_inflight` > 1): an asyncio loop runs
+  the handlers (sync ones in as many threads); a receiving thread blocks on the channel and
+  hands each invocation to the loop.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import socket
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from faasd_py.channel import ChannelClosed, SocketChannel
-from faasd_py.protocol import Invocation, Result
+from faasd_py.protocol import ChannelClosed, Invocation, ProtocolError, Result
+from faasd_py.runtime._channel import BlockingChannel, open_channel
 from faasd_py.runtime._event import Context, Event, to_response
 from faasd_py.runtime._loader import Handler, load_handler
 
+if TYPE_CHECKING:
+    import asyncio
 
-async def serve(args: argparse.Namespace) -> int:
+
+def serve(args: argparse.Namespace) -> int:
     """Serve the channel until the worker closes it; the exit code of the instance."""
-    channel = await SocketChannel.open(socket.socket(fileno=args.fd), args.max_frame)
+    channel = open_channel(args.channel, args.fd, args.doorbell_fd, args.max_frame, args.spin)
     started = time.perf_counter()
     try:
         handle, is_async = load_handler(args.function_dir, args.deps_dir)
     except BaseException as exc:
         traceback.print_exc()
-        await channel.send({"op": "load_failed", "error": _describe(exc)})
+        channel.send({"op": "load_failed", "error": _describe(exc)})
+        channel.shutdown()
         return 1
-    await channel.send(
-        {"op": "ready", "pid": os.getpid(), "load_seconds": time.perf_counter() - started}
-    )
-    runner = _Runner(args, channel, handle, is_async)
-    tasks: set[asyncio.Task[None]] = set()
+    channel.send({"op": "ready", "pid": os.getpid(), "load_seconds": time.perf_counter() - started})
+    runner = _Runner(args, handle, is_async)
+    if not is_async and args.max_inflight == 1:
+        return _serve_inline(channel, runner)
+    import asyncio
+
+    return asyncio.run(_serve_concurrent(channel, runner))
+
+
+def _serve_inline(channel: BlockingChannel, runner: _Runner) -> int:
+    """One at a time, no event loop: receive, handle, reply."""
     while True:
         try:
-            message = await channel.receive()
+            message = channel.receive()
         except ChannelClosed:
             return 0
+        if message["op"] != "invoke":
+            continue
+        result = runner.run(Invocation.from_wire(message))
+        try:
+            channel.send(result.to_wire())
+        except ChannelClosed:
+            return 0
+
+
+async def _serve_concurrent(channel: BlockingChannel, runner: _Runner) -> int:
+    """Several at once: a thread receives, the loop runs handlers and replies."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(invocation: Invocation) -> None:
+        result = await runner.run_async(invocation)
+        with contextlib.suppress(ChannelClosed):
+            channel.send(result.to_wire())
+
+    def dispatch(message: dict[str, Any]) -> None:
         if message["op"] == "invoke":
-            task = asyncio.create_task(runner.run(Invocation.from_wire(message)))
+            task = loop.create_task(run(Invocation.from_wire(message)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
+    def end() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    def receive_forever() -> None:
+        try:
+            while True:
+                loop.call_soon_threadsafe(dispatch, channel.receive())
+        except (ChannelClosed, ProtocolError):
+            pass
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(end)
+
+    threading.Thread(target=receive_forever, name="channel", daemon=True).start()
+    await ended
+    return 0
+
 
 class _Runner:
-    def __init__(
-        self, args: argparse.Namespace, channel: SocketChannel, handle: Handler, is_async: bool
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, handle: Handler, is_async: bool) -> None:
         self._function_name: str = args.function_name
         self._secrets_dir = args.secrets_dir
         self._max_body: int = args.max_body
-        self._channel = channel
         self._handle = handle
         self._is_async = is_async
-        # With one invocation at a time a sync handler runs on the loop's thread: no thread hop
-        # on the hot path, and nothing else needs the loop meanwhile (a hung handler is killed
-        # by the worker). With more, sync handlers run in as many threads.
-        self._inline = args.max_inflight == 1
-        self._executor = ThreadPoolExecutor(max_workers=args.max_inflight, thread_name_prefix="fn")
+        self._executor: ThreadPoolExecutor | None = None
+        if not is_async and args.max_inflight > 1:
+            self._executor = ThreadPoolExecutor(
+                max_workers=args.max_inflight, thread_name_prefix="fn"
+            )
 
-    async def run(self, invocation: Invocation) -> None:
+    def run(self, invocation: Invocation) -> Result:
+        """A sync handler, on this thread."""
         started = time.perf_counter()
+        try:
+            value = self._handle(*self._arguments(invocation))
+        except Exception as exc:
+            return self._failed(invocation, started, exc)
+        return self._respond(invocation, started, value)
+
+    async def run_async(self, invocation: Invocation) -> Result:
+        """An async handler on the loop, or a sync one in the executor."""
+        started = time.perf_counter()
+        try:
+            event, context = self._arguments(invocation)
+            if self._is_async:
+                value = await self._handle(event, context)
+            else:
+                import asyncio
+
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(self._executor, self._handle, event, context)
+        except Exception as exc:
+            return self._failed(invocation, started, exc)
+        return self._respond(invocation, started, value)
+
+    def _arguments(self, invocation: Invocation) -> tuple[Event, Context]:
         event = Event.from_request(
             invocation.method,
             invocation.path,
@@ -74,35 +155,38 @@ class _Runner:
             secrets_dir=self._secrets_dir,
             deadline=time.monotonic() + invocation.timeout,
         )
+        return event, context
+
+    def _respond(self, invocation: Invocation, started: float, value: object) -> Result:
         try:
-            if self._is_async:
-                value = await self._handle(event, context)
-            elif self._inline:
-                value = self._handle(event, context)
-            else:
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(self._executor, self._handle, event, context)
             status, headers, body = to_response(value)
             if len(body) > self._max_body:
                 raise ValueError(
                     f"the response body of {len(body)} bytes exceeds the limit of "
                     f"{self._max_body} bytes"
                 )
-            error = None
         except Exception as exc:
-            # The traceback goes to the function's logs; the caller gets type and message.
-            traceback.print_exc()
-            status, headers, body, error = 500, [], b"", _describe(exc)
-        result = Result(
+            return self._failed(invocation, started, exc)
+        return Result(
             id=invocation.id,
             status=status,
             headers=headers,
             body=body,
-            error=error,
+            error=None,
             seconds=time.perf_counter() - started,
         )
-        with contextlib.suppress(ChannelClosed):
-            await self._channel.send(result.to_wire())
+
+    def _failed(self, invocation: Invocation, started: float, exc: Exception) -> Result:
+        # The traceback goes to the function's logs; the caller gets type and message.
+        traceback.print_exc()
+        return Result(
+            id=invocation.id,
+            status=500,
+            headers=[],
+            body=b"",
+            error=_describe(exc),
+            seconds=time.perf_counter() - started,
+        )
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,7 +3,8 @@
 This first sandbox is a plain process: its own session and working directory, the function
 package and its dependencies alone on its path, an environment made of the spec's variables,
 secrets as files, and an address-space rlimit from `limits.memory`. (The native shim replaces
-this with namespaces, cgroups and seccomp.)
+this with namespaces, cgroups and seccomp.) Its channel is the function's (`shm` or `socket`,
+see faasd_py.channel): the process inherits the channel's fds and flags that name them.
 """
 
 from __future__ import annotations
@@ -16,13 +17,12 @@ import os
 import secrets as token
 import shutil
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from faasd_py.channel import ChannelClosed, SocketChannel
+from faasd_py.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
 from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, InvocationTimeout
 from faasd_py.protocol import FRAME_OVERHEAD, Invocation, ProtocolError, Request, Result
 from faasd_py.spec import FunctionSpec
@@ -42,6 +42,11 @@ class LaunchSettings:
     runtime_path: Path  # a folder holding only faasd_py and msgpack
     max_body: int
     start_timeout: float
+    # The channel of functions that do not choose one (com.faasd-py.channel); how long the
+    # instance's end of a shm channel spins before it sleeps, and the worker's end at most.
+    channel: str = "socket"
+    shm_spin: int = 0
+    shm_worker_spin: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class Instance:
         spec: FunctionSpec,
         instance_id: str,
         process: asyncio.subprocess.Process,
-        channel: SocketChannel,
+        channel: Channel,
         workdir: Path,
         logs: LogBuffer,
     ) -> None:
@@ -71,6 +76,7 @@ class Instance:
         self.start_seconds = 0.0
         self._process = process
         self._channel = channel
+        self.channel_kind = ""
         self._workdir = workdir
         self._logs = logs
         self._ids = itertools.count(1)
@@ -95,27 +101,46 @@ class Instance:
         started = time.monotonic()
         instance_id = f"{spec.service}-{token.token_hex(4)}"
         workdir = settings.run_dir / instance_id
+        kind = resolve_kind(spec.channel, settings.channel)
         secrets_dir = _prepare_workdir(workdir, secrets)
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            handoff = prepare_channel(
+                kind,
+                settings.max_body + FRAME_OVERHEAD,
+                spin=settings.shm_spin,
+                worker_spin=settings.shm_worker_spin,
+            )
+        except OSError:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         try:
             process = await asyncio.create_subprocess_exec(
-                *_command(spec, package, settings, child.fileno(), secrets_dir),
+                *_command(spec, package, settings, handoff.runtime_args, secrets_dir),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                pass_fds=(child.fileno(),),
+                pass_fds=handoff.child_fds,
                 cwd=workdir,
                 env=_environment(spec, workdir, secrets_dir, settings.runtime_path),
                 start_new_session=True,  # its own process group: stop kills what it forked too
             )
         except OSError:
-            parent.close()
+            handoff.abort()
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         finally:
-            child.close()
-        channel = await SocketChannel.open(parent, settings.max_body + FRAME_OVERHEAD)
+            handoff.release_child_side()
+        try:
+            channel = await handoff.connect(process.pid)
+        except BaseException:
+            handoff.abort()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise
         instance = cls(spec, instance_id, process, channel, workdir, logs)
+        instance.channel_kind = kind
         instance._capture_output()
         try:
             async with asyncio.timeout(settings.start_timeout):
@@ -272,7 +297,7 @@ def _command(
     spec: FunctionSpec,
     package: FunctionPackage,
     settings: LaunchSettings,
-    fd: int,
+    channel_args: list[str],
     secrets_dir: Path,
 ) -> list[str]:
     # -S -s: no site-packages, no user site: the handler sees its own package and nothing else.
@@ -282,7 +307,7 @@ def _command(
         "-s",
         "-m",
         "faasd_py.runtime",
-        f"--fd={fd}",
+        *channel_args,
         f"--function-name={spec.service}",
         f"--function-dir={package.function_dir}",
         f"--secrets-dir={secrets_dir}",

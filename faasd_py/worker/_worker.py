@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -14,6 +15,8 @@ from pathlib import Path
 import msgpack
 
 import faasd_py
+from faasd_py import native
+from faasd_py.channel import resolve_kind
 from faasd_py.config import Config
 from faasd_py.errors import BadRequest, NotFound
 from faasd_py.packages import PackageStore
@@ -44,6 +47,9 @@ class Worker:
             runtime_path=config.run_dir / "lib",
             max_body=config.max_body,
             start_timeout=config.start_timeout,
+            channel=resolve_kind(None, config.channel),
+            shm_spin=config.shm_spin,
+            shm_worker_spin=config.shm_worker_spin,
         )
 
     async def start(self) -> None:
@@ -54,6 +60,7 @@ class Worker:
     # --- deployment ----------------------------------------------------------------------------
 
     def check_deployable(self, spec: FunctionSpec) -> FunctionPackage:
+        resolve_kind(spec.channel, self._settings.channel)  # shm needs the native shim
         package = self._packages.get(spec.image)
         if package is None:
             raise BadRequest(
@@ -153,11 +160,18 @@ class Worker:
 
 
 def _link_runtime(path: Path) -> None:
-    """A folder that holds only what the sandbox runtime imports: faasd_py and msgpack."""
+    """A folder that holds only what the sandbox runtime imports: faasd_py and msgpack, and
+    cffi's backend module when the native shim is built (its compiled module needs it)."""
     path.mkdir(parents=True, exist_ok=True)
+    targets: dict[str, Path] = {}
     for module in (faasd_py, msgpack):
         assert module.__file__ is not None
-        link = path / module.__name__
+        targets[module.__name__] = Path(module.__file__).parent
+    backend = importlib.util.find_spec("_cffi_backend") if native.HAS_NATIVE else None
+    if backend is not None and backend.origin is not None:
+        targets[Path(backend.origin).name] = Path(backend.origin)
+    for name, target in targets.items():
+        link = path / name
         with contextlib.suppress(FileNotFoundError):
             link.unlink()
-        os.symlink(Path(module.__file__).parent, link)
+        os.symlink(target, link)

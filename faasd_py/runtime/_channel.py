@@ -1,0 +1,164 @@
+"""The instance's ends of the channels: blocking, for a loop with no asyncio in it.
+
+`BlockingShmChannel` waits in C with the GIL released (spin, then a futex); the socket one
+blocks in recv. Either may be read by one thread while another sends. `open_channel` opens the
+one the runtime's flags name. No asyncio here: a plain loop imports only what it uses.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from faasd_py.protocol import ChannelClosed, FrameDecoder, encode
+
+if TYPE_CHECKING:
+    from faasd_py.shm import ShmStatistics
+
+__all__ = ["BlockingChannel", "BlockingShmChannel", "BlockingSocketChannel", "open_channel"]
+
+_READ_CHUNK = 256 * 1024
+
+
+class BlockingChannel(Protocol):
+    def send(self, message: dict[str, Any]) -> None: ...
+
+    def receive(self) -> dict[str, Any]:
+        """The next message; raises ChannelClosed at end of stream."""
+        ...
+
+    def shutdown(self) -> None:
+        """Tell the peer this end is done; safe while another thread receives."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BlockingSocketChannel:
+    """Length-prefixed msgpack frames over a connected stream socket, in blocking calls."""
+
+    def __init__(self, sock: socket.socket, max_frame: int) -> None:
+        sock.setblocking(True)
+        self._sock = sock
+        self._decoder = FrameDecoder(max_frame)
+        self._pending: collections.deque[dict[str, Any]] = collections.deque()
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            self._sock.sendall(encode(message))
+        except OSError as exc:
+            raise ChannelClosed(str(exc)) from exc
+
+    def receive(self) -> dict[str, Any]:
+        while not self._pending:
+            try:
+                data = self._sock.recv(_READ_CHUNK)
+            except OSError as exc:
+                raise ChannelClosed(str(exc)) from exc
+            if not data:
+                raise ChannelClosed("end of stream")
+            self._pending.extend(self._decoder.feed(data))
+        return self._pending.popleft()
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class BlockingShmChannel:
+    """The instance's end of a shm channel (the `BlockingChannel` protocol).
+
+    `receive` blocks in C: spins `spin` iterations, then sleeps on the region's futex word.
+    (Not adaptive, unlike the worker's end: an instance has nothing else to do with its CPU
+    while it waits, and a worker that sleeps between messages would make any adaptive rule
+    here see late messages and stop spinning for good. 0 suits a loaded machine.)
+    Every `liveness_interval` seconds asleep it asks `peer_alive`; a False ends the channel
+    (the worker is gone without closing it). One thread may receive while another sends.
+    """
+
+    def __init__(
+        self,
+        memfd: int,
+        peer_eventfd: int,
+        max_frame: int,
+        *,
+        spin: int = 0,
+        peer_alive: Callable[[], bool] | None = None,
+        liveness_interval: float = 1.0,
+    ) -> None:
+        # Imported here: an instance on the socket channel never loads the native module.
+        from faasd_py.shm import ShmEndpoint, require_native
+
+        lib = require_native()
+        self._ep = ShmEndpoint(memfd, lib.SHM_SANDBOX, -1, peer_eventfd, max_frame)
+        self._peer_eventfd = peer_eventfd
+        self._spin = spin
+        self._peer_alive = peer_alive or (lambda: True)
+        self._interval = liveness_interval
+        self._rx, self._tx = lib.SHM_WAIT_RX, lib.SHM_WAIT_TX
+
+    def send(self, message: dict[str, Any]) -> None:
+        meta, body, user = self._ep.encode(message)
+        if len(meta) + len(body) <= self._ep.max_record:
+            while not self._ep.try_send(meta, body, user):
+                self._wait_for_room()
+            return
+        for record in self._ep.fragments(meta, body, user):
+            while not self._ep.try_send(*record):
+                self._wait_for_room()
+
+    def receive(self) -> dict[str, Any]:
+        while True:
+            message = self._ep.poll()
+            if message is not None:
+                return message
+            self._wait_for_record()
+
+    def _wait_for_record(self) -> None:
+        if not self._ep.wait(self._rx, self._spin, self._interval) and not self._peer_alive():
+            raise ChannelClosed("the worker is gone")
+
+    def _wait_for_room(self) -> None:
+        if not self._ep.wait(self._tx, self._spin, self._interval) and not self._peer_alive():
+            raise ChannelClosed("the worker is gone")
+
+    def statistics(self) -> ShmStatistics:
+        return self._ep.statistics()
+
+    def shutdown(self) -> None:
+        """Tell the worker this end is done; safe while another thread is receiving."""
+        self._ep.shutdown()
+
+    def close(self) -> None:
+        """Shut down, unmap and close the peer's eventfd (this end's copy, which it took
+        over), once no other thread is inside send or receive."""
+        self._ep.close()
+        if self._peer_eventfd >= 0:
+            os.close(self._peer_eventfd)
+            self._peer_eventfd = -1
+
+
+def open_channel(
+    kind: str, fd: int, doorbell_fd: int | None, max_frame: int, spin: int
+) -> BlockingChannel:
+    """The instance's end of the channel the worker set up (runtime flags --channel, --fd,
+    --doorbell-fd, --spin). The shm end gives up when its parent, the worker, is gone."""
+    if kind == "socket":
+        return BlockingSocketChannel(socket.socket(fileno=fd), max_frame)
+    if kind == "shm":
+        if doorbell_fd is None:
+            raise ValueError("the shm channel needs --doorbell-fd")
+        parent = os.getppid()
+        channel = BlockingShmChannel(
+            fd, doorbell_fd, max_frame, spin=spin, peer_alive=lambda: os.getppid() == parent
+        )
+        os.close(fd)  # mapped: the memfd itself is no longer needed
+        return channel
+    raise ValueError(f"unknown channel kind {kind!r}")
