@@ -17,10 +17,10 @@ NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
 .PHONY: install native-deps run test test-native lint typecheck unit bench-warm bench-crosscheck clean
 
 $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
-	@echo "==> creating $(VENV) and installing faasd-py with its dev extra (compiles the C shim)"
+	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	FAASD_REQUIRE_NATIVE=$(if $(filter true,$(CI)),1,0) $(BIN)/python -m pip install --quiet -e '.[dev]'
+	FAASD_REQUIRE_NATIVE=$(if $(filter true,$(CI)),1,0) $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@$(BIN)/python -c 'from faasd_py import native; print("==> native shim:", native.describe())'
 	@touch $@
 
@@ -72,11 +72,9 @@ test-native:
 	done
 
 bench-warm: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/warm.py
 
 bench-crosscheck: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/crosscheck.py
 
 clean:
