@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,11 @@ def run(
     )
     client = target.client()
     gateway = client.url
+    parts = urllib.parse.urlsplit(gateway)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(
+            f"expected an http:// URL, got {gateway!r}", param_hint="--gateway"
+        )
     if concurrency is not None:
         procs = min(procs, concurrency)  # a process without connections would idle
     plan = Plan(

@@ -57,6 +57,7 @@ def test_without_arguments_bench_shows_its_help() -> None:
         (["--synthetic-trace", "--durations", __file__], "--durations goes with --trace"),
         (["--self-test", "hello"], "--self-test runs alone"),
         (["report", "only-one.json"], "at least two run.json files"),
+        (["hello", "--rate", "1", "--gateway", "ftp://gw"], "expected an http:// URL"),
     ],
 )
 def test_usage_errors_exit_2_with_their_reason(args: list[str], message: str | None) -> None:
