@@ -24,6 +24,9 @@ DEFAULT_SHM_SPIN = 2000
 DEFAULT_SHM_WORKER_SPIN = 2000
 
 
+ISOLATIONS = ("auto", "sandbox", "process")
+
+
 def default_channel() -> str:
     """shm when the native shim is built, else socket."""
     from faasd_py import native
@@ -61,10 +64,17 @@ class Config:
     channel: str = field(default_factory=default_channel)
     shm_spin: int = DEFAULT_SHM_SPIN
     shm_worker_spin: int = DEFAULT_SHM_WORKER_SPIN
+    # How instances are isolated: sandbox (namespaces, cgroups, seccomp), process (a plain
+    # child process), or auto: sandbox where this machine can run them, else process.
+    isolation: str = "auto"
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
             raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {self.channel!r}")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(
+                f"isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}"
+            )
 
     @property
     def credentials_dir(self) -> Path:

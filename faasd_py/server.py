@@ -174,4 +174,11 @@ def _banner(console: Console, platform: Platform) -> None:
         f"({created}; user {user!r}, mode 0600)"
     )
     console.print(f"  channel:      {_channel_line(config)}")
+    console.print(f"  isolation:    {_isolation_line(platform.worker)}")
     console.print("  stop with Ctrl-C or SIGTERM")
+
+
+def _isolation_line(worker: Worker) -> str:
+    if worker.isolation == "sandbox":
+        return "sandbox (namespaces, cgroup limits, seccomp, a root of its own per instance)"
+    return f"plain processes, NOT sandboxed: {worker.isolation_note}"

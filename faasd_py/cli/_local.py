@@ -20,7 +20,7 @@ from faasd_py.cli._options import (
     shared_option,
     stack_file_option,
 )
-from faasd_py.config import CHANNELS, DEFAULT_GATEWAY, Config, default_channel
+from faasd_py.config import CHANNELS, DEFAULT_GATEWAY, ISOLATIONS, Config, default_channel
 from faasd_py.errors import SpecError
 from faasd_py.packages import PackageStore
 from faasd_py.spec import load_stack, validate_name
@@ -83,6 +83,14 @@ from faasd_py.units import parse_duration, parse_size
     "default when the native shim is built) or socket.",
 )
 @shared_option(
+    "--isolation",
+    type=click.Choice(ISOLATIONS),
+    default="auto",
+    show_default=True,
+    help="How instances run: sandbox (namespaces, cgroups, seccomp; needs root and the native "
+    "shim), process (plain processes), or auto: sandbox where possible.",
+)
+@shared_option(
     "--log-level",
     default="info",
     show_default=True,
@@ -100,6 +108,7 @@ def up(
     stacks: tuple[Path, ...],
     python: str,
     channel: str | None,
+    isolation: str,
     log_level: str,
 ) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -124,6 +133,7 @@ def up(
         shutdown_timeout=shutdown_timeout,
         python=python,
         channel=channel or default_channel(),
+        isolation=isolation,
     )
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run

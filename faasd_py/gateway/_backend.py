@@ -12,6 +12,11 @@ from faasd_py.worker import LogBuffer, Outcome, PoolStatistics
 
 
 class FunctionWorker(Protocol):
+    @property
+    def isolation(self) -> str:
+        """How instances run: "sandbox" or "process"."""
+        ...
+
     def check_deployable(self, spec: FunctionSpec) -> object:
         """Raise BadRequest when the spec's image cannot run here (not built)."""
         ...

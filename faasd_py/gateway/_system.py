@@ -179,7 +179,12 @@ async def info(request: web.Request) -> web.Response:
     version = {"sha": "", "release": faasd_py.__version__}
     return web.json_response(
         {
-            "provider": {"provider": "faasd-py", "orchestration": "process", "version": version},
+            "provider": {
+                "provider": "faasd-py",
+                # How instances run: "sandbox" (namespaces, cgroups, seccomp) or "process".
+                "orchestration": request.app[WORKER].isolation,
+                "version": version,
+            },
             "version": version,
             "arch": platform.machine(),
             # The data path: the worker's default channel, whether the native shim is in use,

@@ -13,10 +13,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import os
 import secrets as token
 import shutil
-import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +25,8 @@ from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, Invocat
 from faasd_py.protocol import FRAME_OVERHEAD, Invocation, ProtocolError, Request, Result
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._logs import LineSplitter, LogBuffer, LogEntry
+from faasd_py.worker._process import InstanceProcess, ProcessPlan
+from faasd_py.worker._process import start as start_process
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class LaunchSettings:
     # The channel of functions that do not choose one (com.faasd-py.channel); how long the
     # instance's end of a shm channel spins before it sleeps, and the worker's end at most.
     channel: str = "socket"
+    # "sandbox" or "process" (faasd_py.worker._process), decided once per worker.
+    isolation: str = "process"
     shm_spin: int = 0
     shm_worker_spin: int = 0
 
@@ -62,7 +64,7 @@ class Instance:
         self,
         spec: FunctionSpec,
         instance_id: str,
-        process: asyncio.subprocess.Process,
+        process: InstanceProcess,
         channel: Channel,
         workdir: Path,
         logs: LogBuffer,
@@ -102,29 +104,29 @@ class Instance:
         instance_id = f"{spec.service}-{token.token_hex(4)}"
         workdir = settings.run_dir / instance_id
         kind = resolve_kind(spec.channel, settings.channel)
-        secrets_dir = _prepare_workdir(workdir, secrets)
+        handoff = prepare_channel(
+            kind,
+            settings.max_body + FRAME_OVERHEAD,
+            spin=settings.shm_spin,
+            worker_spin=settings.shm_worker_spin,
+        )
+        plan = ProcessPlan(
+            name=instance_id,
+            python=settings.python,
+            runtime_args=[*handoff.runtime_args, *_runtime_args(spec, package, settings)],
+            env=_function_env(spec),
+            workdir=workdir,
+            function_dir=package.function_dir,
+            deps_dir=package.deps_dir,
+            runtime_path=settings.runtime_path,
+            secrets=secrets,
+            pass_fds=handoff.child_fds,
+            memory_bytes=spec.limits.memory_bytes,
+            cpu=spec.limits.cpu_cores,
+        )
         try:
-            handoff = prepare_channel(
-                kind,
-                settings.max_body + FRAME_OVERHEAD,
-                spin=settings.shm_spin,
-                worker_spin=settings.shm_worker_spin,
-            )
-        except OSError:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *_command(spec, package, settings, handoff.runtime_args, secrets_dir),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=handoff.child_fds,
-                cwd=workdir,
-                env=_environment(spec, workdir, secrets_dir, settings.runtime_path),
-                start_new_session=True,  # its own process group: stop kills what it forked too
-            )
-        except OSError:
+            process = await start_process(settings.isolation, plan)
+        except BaseException:
             handoff.abort()
             shutil.rmtree(workdir, ignore_errors=True)
             raise
@@ -134,9 +136,9 @@ class Instance:
             channel = await handoff.connect(process.pid)
         except BaseException:
             handoff.abort()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            process.kill()
             await process.wait()
+            await process.release()
             shutil.rmtree(workdir, ignore_errors=True)
             raise
         instance = cls(spec, instance_id, process, channel, workdir, logs)
@@ -161,9 +163,9 @@ class Instance:
         try:
             message = await self._channel.receive()
         except (ChannelClosed, ProtocolError):
-            code = await self._process.wait()
+            status = await self._process.wait()
             raise FunctionFailed(
-                f"function {self.spec.service} {_describe_exit(code)} while starting; "
+                f"function {self.spec.service} {status.describe()} while starting; "
                 f"see `faasd-py logs {self.spec.service}`"
             ) from None
         if message.get("op") == "load_failed":
@@ -175,7 +177,6 @@ class Instance:
 
     def _capture_output(self) -> None:
         for stream in (self._process.stdout, self._process.stderr):
-            assert stream is not None
             self._tasks.append(asyncio.create_task(self._pump(stream)))
 
     async def _pump(self, stream: asyncio.StreamReader) -> None:
@@ -242,13 +243,16 @@ class Instance:
         except (ChannelClosed, ProtocolError, ConnectionError) as exc:
             logger.debug("channel of %s closed: %s", self.id, exc)
         self._channel.close()
-        code = await self._process.wait()
-        self._exit_reason = self._exit_reason or _describe_exit(code)
+        status = await self._process.wait()
+        # Out of memory says more than "was killed", even when the worker asked for the kill.
+        reason = status.describe() if status.oom_killed else None
+        self._exit_reason = reason or self._exit_reason or status.describe()
         self._exited.set()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(self._crash_error())
         self._on_exit(self)
+        await self._process.release()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def _crash_error(self) -> FaasdError:
@@ -272,84 +276,34 @@ class Instance:
 
     async def kill(self, reason: str = "was killed") -> None:
         self._exit_reason = self._exit_reason or reason
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.kill()
         self._channel.close()
         await self._process.wait()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, _STOP_GRACE)
+        await self._process.release()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 
-def _prepare_workdir(workdir: Path, secrets: Mapping[str, bytes]) -> Path:
-    (workdir / "tmp").mkdir(parents=True, mode=0o700)
-    secrets_dir = workdir / "secrets"
-    secrets_dir.mkdir(mode=0o700)
-    for name, value in secrets.items():
-        path = secrets_dir / name
-        path.write_bytes(value)
-        path.chmod(0o400)
-    return secrets_dir
-
-
-def _command(
-    spec: FunctionSpec,
-    package: FunctionPackage,
-    settings: LaunchSettings,
-    channel_args: list[str],
-    secrets_dir: Path,
+def _runtime_args(
+    spec: FunctionSpec, package: FunctionPackage, settings: LaunchSettings
 ) -> list[str]:
-    # -S -s: no site-packages, no user site: the handler sees its own package and nothing else.
-    command = [
-        settings.python,
-        "-S",
-        "-s",
-        "-m",
-        "faasd_py.runtime",
-        *channel_args,
+    args = [
         f"--function-name={spec.service}",
         f"--function-dir={package.function_dir}",
-        f"--secrets-dir={secrets_dir}",
         f"--max-inflight={spec.max_inflight}",
         f"--max-body={settings.max_body}",
         f"--max-frame={settings.max_body + FRAME_OVERHEAD}",
     ]
     if package.deps_dir is not None:
-        command.append(f"--deps-dir={package.deps_dir}")
-    if spec.limits.memory_bytes is not None:
-        command.append(f"--memory-limit={spec.limits.memory_bytes}")
-    return command
+        args.append(f"--deps-dir={package.deps_dir}")
+    return args
 
 
-def _environment(
-    spec: FunctionSpec, workdir: Path, secrets_dir: Path, runtime_path: Path
-) -> dict[str, str]:
+def _function_env(spec: FunctionSpec) -> dict[str, str]:
     env = dict(spec.env_vars)
     if spec.env_process:
         env["fprocess"] = spec.env_process
-    env.update(
-        {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(workdir),
-            "TMPDIR": str(workdir / "tmp"),
-            "PYTHONPATH": str(runtime_path),
-            "PYTHONSAFEPATH": "1",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            # Per-thread malloc arenas reserve address space that an RLIMIT_AS would count.
-            "MALLOC_ARENA_MAX": "2",
-            "FAASD_FUNCTION_NAME": spec.service,
-            "FAASD_SECRETS_DIR": str(secrets_dir),
-        }
-    )
+    env["FAASD_FUNCTION_NAME"] = spec.service
     return env
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import msgpack
@@ -25,6 +26,7 @@ from faasd_py.spec import FunctionSpec
 from faasd_py.worker._instance import FunctionPackage, Instance, LaunchSettings
 from faasd_py.worker._logs import LogBuffer
 from faasd_py.worker._pool import FunctionPool, Outcome, PoolStatistics
+from faasd_py.worker._process import resolve_isolation
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class Worker:
         self._logs: dict[str, LogBuffer] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self.isolation_note: str | None = None  # why instances are not sandboxed, if not
         self._settings = LaunchSettings(
             python=config.python,
             run_dir=config.run_dir,
@@ -53,11 +56,20 @@ class Worker:
         )
 
     async def start(self) -> None:
+        isolation, self.isolation_note = await asyncio.to_thread(
+            resolve_isolation, self._config.isolation
+        )
+        self._settings = replace(self._settings, isolation=isolation)
         shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
         _link_runtime(self._settings.runtime_path)
         self._reaper = asyncio.create_task(self._reap_forever())
 
     # --- deployment ----------------------------------------------------------------------------
+
+    @property
+    def isolation(self) -> str:
+        """How instances run here: "sandbox" or "process"."""
+        return self._settings.isolation
 
     def check_deployable(self, spec: FunctionSpec) -> FunctionPackage:
         resolve_kind(spec.channel, self._settings.channel)  # shm needs the native shim

@@ -19,6 +19,7 @@ async def test_health_info_and_namespaces_need_no_function(platform: Platform) -
     status, info = await platform.system("GET", "/system/info")
     assert status == 200
     assert info["provider"]["provider"] == "faasd-py"
+    assert info["provider"]["orchestration"] in ("sandbox", "process")
     assert set(info["version"]) >= {"sha", "release"} and info["arch"]
     assert await platform.system("GET", "/system/namespaces") == (200, ["openfaas-fn"])
 

@@ -1,0 +1,263 @@
+"""The process behind an instance, and how it is started: sandboxed or plain.
+
+`sandbox`: the native launcher (faasd_py.sandbox): new namespaces, a root with only the
+interpreter, the runtime and the function package (read-only), a private /tmp, secrets at
+/var/openfaas/secrets, a cgroup with the function's memory, CPU and PID limits, seccomp.
+`process`: a plain child process in its own session and folder, with an address-space rlimit:
+the fallback where sandboxes cannot run (no shim, not root, no cgroup controllers).
+Both give the instance the same view of paths it is told about on its command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from faasd_py.cgroups import Cgroup, CgroupLimits
+from faasd_py.errors import NativeUnavailable
+from faasd_py.sandbox import (
+    SECRETS_PATH,
+    ExitStatus,
+    SandboxProcess,
+    SandboxSpec,
+    instance_mounts,
+    prepare_secrets,
+    python_layout,
+    spawn,
+    unavailable_reason,
+)
+
+logger = logging.getLogger(__name__)
+
+# Processes (and threads) one sandboxed instance may run: a fork bomb stops here.
+PIDS_LIMIT = 256
+_CGROUP_REMOVE_TRIES = 50
+
+
+class InstanceProcess(Protocol):
+    pid: int
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
+
+    async def wait(self) -> ExitStatus: ...
+
+    def kill(self) -> None:
+        """SIGKILL the instance and everything it started."""
+        ...
+
+    async def release(self) -> None:
+        """After exit: give back what the process held (pidfd, cgroup). Idempotent."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    """What to run for one instance; the isolation decides where its paths point."""
+
+    name: str  # the instance id
+    python: str
+    runtime_args: Sequence[str]  # after `-m faasd_py.runtime`, without --secrets-dir
+    env: Mapping[str, str]
+    workdir: Path
+    function_dir: Path
+    deps_dir: Path | None
+    runtime_path: Path
+    secrets: Mapping[str, bytes]
+    pass_fds: Sequence[int]
+    memory_bytes: int | None
+    cpu: float | None
+
+
+def resolve_isolation(requested: str) -> tuple[str, str | None]:
+    """("sandbox" or "process", why not a sandbox) for the Config's isolation. Runs a trial
+    sandbox once (cached): call it from a thread."""
+    if requested == "process":
+        return "process", "chosen with --isolation process"
+    reason = unavailable_reason()
+    if reason is None:
+        return "sandbox", None
+    if requested == "sandbox":
+        raise NativeUnavailable(f"--isolation sandbox: sandboxes cannot run here: {reason}")
+    logger.warning("instances run as plain processes: %s", reason)
+    return "process", reason
+
+
+async def start(isolation: str, plan: ProcessPlan) -> InstanceProcess:
+    if isolation == "sandbox":
+        return await _start_sandboxed(plan)
+    return await _start_plain(plan)
+
+
+def _base_env(plan: ProcessPlan, home: str, secrets_dir: str) -> dict[str, str]:
+    env = dict(plan.env)
+    env.update(
+        {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": home,
+            "TMPDIR": home,
+            "PYTHONPATH": str(plan.runtime_path),
+            "PYTHONSAFEPATH": "1",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "FAASD_SECRETS_DIR": secrets_dir,
+        }
+    )
+    return env
+
+
+# --- plain processes -------------------------------------------------------------------------
+
+
+class _PlainProcess:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None and process.stderr is not None
+        self.pid = process.pid
+        self.stdout = process.stdout
+        self.stderr = process.stderr
+        self._process = process
+
+    async def wait(self) -> ExitStatus:
+        return ExitStatus(await self._process.wait())
+
+    def kill(self) -> None:
+        # Its own session and process group: what the handler forked dies with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    async def release(self) -> None:
+        pass
+
+
+async def _start_plain(plan: ProcessPlan) -> InstanceProcess:
+    tmp = plan.workdir / "tmp"
+    tmp.mkdir(parents=True, mode=0o700)
+    secrets_dir = plan.workdir / "secrets"
+    secrets_dir.mkdir(mode=0o700)
+    for name, value in plan.secrets.items():
+        (secrets_dir / name).write_bytes(value)
+        (secrets_dir / name).chmod(0o400)
+    argv = [plan.python, "-S", "-s", "-m", "faasd_py.runtime", *plan.runtime_args]
+    argv.append(f"--secrets-dir={secrets_dir}")
+    if plan.memory_bytes is not None:
+        argv.append(f"--memory-limit={plan.memory_bytes}")
+    env = _base_env(plan, str(tmp), str(secrets_dir))
+    # Per-thread malloc arenas reserve address space that the RLIMIT_AS would count.
+    env["MALLOC_ARENA_MAX"] = "2"
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=tuple(plan.pass_fds),
+        cwd=plan.workdir,
+        env=env,
+        start_new_session=True,
+    )
+    return _PlainProcess(process)
+
+
+# --- sandboxes -------------------------------------------------------------------------------
+
+
+class _SandboxedProcess:
+    def __init__(
+        self,
+        process: SandboxProcess,
+        cgroup: Cgroup,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+    ) -> None:
+        self.pid = process.pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self._process = process
+        self._cgroup: Cgroup | None = cgroup
+
+    async def wait(self) -> ExitStatus:
+        return await self._process.wait()
+
+    def kill(self) -> None:
+        # pid 1 of its PID namespace: the kernel kills every other process in it too.
+        self._process.kill()
+
+    async def release(self) -> None:
+        self._process.close()
+        if self._cgroup is not None:
+            cgroup, self._cgroup = self._cgroup, None
+            await _remove_cgroup(cgroup)
+
+
+async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
+    layout = python_layout(plan.python)
+    secrets_dir = plan.workdir / "secrets"
+    plan.workdir.mkdir(parents=True)
+    prepare_secrets(secrets_dir, plan.secrets)
+    root = plan.workdir.parent / ".root"  # empty: each sandbox mounts its own root over it
+    root.mkdir(exist_ok=True)
+    cgroup = Cgroup.create(
+        plan.name, CgroupLimits(memory_bytes=plan.memory_bytes, cpu=plan.cpu, pids=PIDS_LIMIT)
+    )
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    spec = SandboxSpec(
+        argv=[
+            layout.executable,
+            "-S",
+            "-s",
+            "-m",
+            "faasd_py.runtime",
+            *plan.runtime_args,
+            f"--secrets-dir={SECRETS_PATH}",
+        ],
+        root_dir=root,
+        mounts=instance_mounts(
+            layout, plan.runtime_path, plan.function_dir, plan.deps_dir, secrets_dir
+        ),
+        symlinks=layout.symlinks,
+        env=_base_env(plan, "/tmp", SECRETS_PATH),
+        stdout=out_write,
+        stderr=err_write,
+        pass_fds=tuple(plan.pass_fds),
+        cgroup=cgroup,
+        hostname=plan.name[:63],
+    )
+    try:
+        # The launcher blocks for the few milliseconds the child needs to build its root.
+        process = await asyncio.to_thread(spawn, spec)
+    except BaseException:
+        for fd in (out_read, err_read):
+            os.close(fd)
+        await _remove_cgroup(cgroup)
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    return _SandboxedProcess(process, cgroup, await _reader(out_read), await _reader(err_read))
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1024 * 1024)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+    )
+    return reader
+
+
+async def _remove_cgroup(cgroup: Cgroup) -> None:
+    # After pid 1 dies the kernel reaps the rest of the namespace; that can take a moment.
+    for _ in range(_CGROUP_REMOVE_TRIES):
+        try:
+            cgroup.remove()
+            return
+        except OSError:
+            cgroup.kill()
+            await asyncio.sleep(0.01)
+    logger.warning("cgroup %s still busy after its sandbox exited; left in place", cgroup)
