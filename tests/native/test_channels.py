@@ -57,10 +57,19 @@ def test_round_trips_of_any_size(kind: str) -> None:
             bodies = [body_of(size, seed + n) for n, size in enumerate(sizes)]
             sent = [next(ids) for _ in bodies]
 
-            async def exchange() -> list[dict[str, Any]]:
+            async def send_all() -> None:
                 for i, body in zip(sent, bodies, strict=True):
                     await pair.worker.send(invoke(i, body))
+
+            async def receive_all() -> list[dict[str, Any]]:
+                # Read while sending, as the worker does: a socket's buffers would fill up.
                 return [await pair.worker.receive() for _ in bodies]
+
+            async def exchange() -> list[dict[str, Any]]:
+                sending = asyncio.create_task(send_all())
+                replies = await receive_all()
+                await sending
+                return replies
 
             replies = runner.run(exchange())
             assert [r["id"] for r in replies] == sent
