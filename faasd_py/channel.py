@@ -16,6 +16,7 @@ end once the process runs.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from typing import Any, Protocol
 
@@ -156,6 +157,18 @@ class _SocketHandoff:
         self._parent.close()
 
 
+_worker_pidfd: tuple[int, int] | None = None  # (pid, pidfd) of this process
+
+
+def worker_pidfd() -> int:
+    """A pidfd of this process, opened once: an instance that holds it sees the worker exit
+    (it becomes readable) even from a PID namespace, where its parent's pid means nothing."""
+    global _worker_pidfd
+    if _worker_pidfd is None or _worker_pidfd[0] != os.getpid():  # not inherited over fork
+        _worker_pidfd = (os.getpid(), os.pidfd_open(os.getpid()))
+    return _worker_pidfd[1]
+
+
 class _ShmHandoff:
     kind = "shm"
 
@@ -165,12 +178,13 @@ class _ShmHandoff:
         self._max_frame = max_frame
         self._worker_spin = worker_spin
         self._region = ShmRegion.create()
-        memfd, eventfd = self._region.memfd, self._region.eventfd
-        self.child_fds: tuple[int, ...] = (memfd, eventfd)
+        memfd, eventfd, pidfd = self._region.memfd, self._region.eventfd, worker_pidfd()
+        self.child_fds: tuple[int, ...] = (memfd, eventfd, pidfd)
         self.runtime_args = [
             "--channel=shm",
             f"--fd={memfd}",
             f"--doorbell-fd={eventfd}",
+            f"--worker-pidfd={pidfd}",
             f"--spin={spin}",
         ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import time
 from typing import Any
 
 from faasd_py import native
@@ -25,14 +26,20 @@ from faasd_py.shm import (
 
 __all__ = ["DEFAULT_GEOMETRY", "ShmChannel", "ShmGeometry", "ShmRegion", "ShmStatistics"]
 
+# A probe that runs this long after its send found the loop busy with other callbacks.
+_BUSY_LOOP_NS = 20_000
+
 
 class ShmChannel:
     """The worker's end of a shm channel, in its event loop (the `Channel` protocol).
 
     The eventfd is watched with `loop.add_reader`: every instance's doorbell in the loop's one
     epoll. The peer rings it only while this end is parked, which it is whenever the loop has
-    drained the ring. When the peer process exits (a pidfd, also in the loop), the records it
-    sent are still delivered; then `receive` raises ChannelClosed.
+    drained the ring. After a send, once the loop has run what was ready, it may spin for the
+    reply instead (`spin`, adaptive: see AdaptiveSpin; skipped when the loop is busy), which
+    saves the wake-up of both the peer's doorbell and the loop. When the peer process exits (a
+    pidfd, also in the loop), the records it sent are still delivered; then `receive` raises
+    ChannelClosed.
     """
 
     def __init__(
@@ -49,6 +56,7 @@ class ShmChannel:
         self._pidfd = -1
         self._spin = AdaptiveSpin(spin)
         self._probing = False
+        self._probe_scheduled = 0
         self._wait_rx = native.lib.SHM_WAIT_RX
         self._loop.add_reader(eventfd, self._on_doorbell)
         if peer_pid is not None:
@@ -66,10 +74,6 @@ class ShmChannel:
         channel = cls(endpoint, region.eventfd, peer_pid, spin)
         region.eventfd = -1
         return channel
-
-    def watch_peer(self, pid: int) -> None:
-        """Treat the exit of process `pid` as the end of the channel."""
-        self._watch_peer(pid)
 
     def _watch_peer(self, pid: int) -> None:
         try:
@@ -111,12 +115,17 @@ class ShmChannel:
         spin for it (adaptively) rather than sleep in epoll and pay for a wake-up."""
         if self._spin.maximum and not self._probing:
             self._probing = True
+            self._probe_scheduled = time.perf_counter_ns()
             self._loop.call_soon(self._probe)
 
     def _probe(self) -> None:
         self._probing = False
         if self._receiver is None or self._failure is not None or not self._ep.attached:
             return  # nobody is waiting, or a reply already came
+        if time.perf_counter_ns() - self._probe_scheduled > _BUSY_LOOP_NS:
+            # Other callbacks ran before this one: the loop has work, and will not sleep
+            # before it looks at the doorbell again. Spinning would only hold that work up.
+            return
         hit = self._ep.poll_spin(self._wait_rx, self._spin.budget())
         self._spin.record(hit)
         if hit:

@@ -16,6 +16,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--channel", choices=("shm", "socket"), default="socket")
     parser.add_argument("--fd", type=int, required=True, help="the channel's socket, or memfd")
     parser.add_argument("--doorbell-fd", type=int, help="shm: the worker's eventfd")
+    parser.add_argument("--worker-pidfd", type=int, help="shm: readable once the worker exits")
     parser.add_argument("--spin", type=int, default=0, help="shm: spins before sleeping")
     parser.add_argument("--function-name", required=True)
     parser.add_argument("--function-dir", type=Path, required=True)

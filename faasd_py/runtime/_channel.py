@@ -146,19 +146,37 @@ class BlockingShmChannel:
 
 
 def open_channel(
-    kind: str, fd: int, doorbell_fd: int | None, max_frame: int, spin: int
+    kind: str,
+    fd: int,
+    doorbell_fd: int | None,
+    max_frame: int,
+    spin: int,
+    worker_pidfd: int | None = None,
 ) -> BlockingChannel:
     """The instance's end of the channel the worker set up (runtime flags --channel, --fd,
-    --doorbell-fd, --spin). The shm end gives up when its parent, the worker, is gone."""
+    --doorbell-fd, --worker-pidfd, --spin). A shm end gives up when the worker is gone: its
+    pidfd turns readable (or, without one, this process gets a new parent)."""
     if kind == "socket":
         return BlockingSocketChannel(socket.socket(fileno=fd), max_frame)
     if kind == "shm":
         if doorbell_fd is None:
             raise ValueError("the shm channel needs --doorbell-fd")
-        parent = os.getppid()
         channel = BlockingShmChannel(
-            fd, doorbell_fd, max_frame, spin=spin, peer_alive=lambda: os.getppid() == parent
+            fd, doorbell_fd, max_frame, spin=spin, peer_alive=_worker_alive(worker_pidfd)
         )
         os.close(fd)  # mapped: the memfd itself is no longer needed
         return channel
     raise ValueError(f"unknown channel kind {kind!r}")
+
+
+def _worker_alive(pidfd: int | None) -> Callable[[], bool]:
+    if pidfd is None:
+        parent = os.getppid()
+        return lambda: os.getppid() == parent
+    import select
+
+    def alive() -> bool:
+        readable, _, _ = select.select([pidfd], [], [], 0)
+        return not readable
+
+    return alive

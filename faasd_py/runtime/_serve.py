@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the channel until the worker closes it; the exit code of the instance."""
-    channel = open_channel(args.channel, args.fd, args.doorbell_fd, args.max_frame, args.spin)
+    channel = open_channel(
+        args.channel, args.fd, args.doorbell_fd, args.max_frame, args.spin, args.worker_pidfd
+    )
     started = time.perf_counter()
     try:
         handle, is_async = load_handler(args.function_dir, args.deps_dir)

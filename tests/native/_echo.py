@@ -23,11 +23,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channel", required=True)
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--doorbell-fd", type=int)
+    parser.add_argument("--worker-pidfd", type=int)
     parser.add_argument("--spin", type=int, default=0)
     parser.add_argument("--max-frame", type=int, default=32 * 1024 * 1024)
     parser.add_argument("--mode", choices=("echo", "crash"), default="echo")
     args = parser.parse_args(argv)
-    channel = open_channel(args.channel, args.fd, args.doorbell_fd, args.max_frame, args.spin)
+    channel = open_channel(
+        args.channel, args.fd, args.doorbell_fd, args.max_frame, args.spin, args.worker_pidfd
+    )
     if args.mode == "crash":
         channel.send({"op": "result", "id": 1, "body": b"first"})
         channel.send({"op": "result", "id": 2, "body": b"y" * 3_000_000})

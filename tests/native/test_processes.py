@@ -90,3 +90,39 @@ async def test_what_an_exiting_instance_sent_still_arrives(kind: str) -> None:
         assert await process.wait() == 3
     finally:
         channel.close()
+
+
+# A worker that starts an instance and dies without closing anything (as `up` under SIGKILL).
+DYING_WORKER = """
+import asyncio, os, sys
+from tests.native.test_processes import start_child
+
+async def main() -> None:
+    process, _ = await start_child(sys.argv[1], spin=1000)
+    print(process.pid, flush=True)
+    os._exit(0)
+
+asyncio.run(main())
+"""
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_instance_outlives_its_worker_by_a_second_at_most(kind: str) -> None:
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DYING_WORKER, kind, cwd=REPO, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await worker.communicate()
+    instance = int(out)
+    for _ in range(50):
+        if gone(instance):
+            break
+        await asyncio.sleep(0.1)
+    assert gone(instance), f"instance {instance} still runs after its worker died"
