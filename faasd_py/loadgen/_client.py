@@ -79,21 +79,24 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _answer(self, response: Response) -> None:
+    def _pending(self) -> asyncio.Future[Response] | None:
+        """The request's future, if it still waits; it is settled once only."""
         waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
+        return waiter if waiter is not None and not waiter.done() else None
+
+    def _answer(self, response: Response) -> None:
+        if (waiter := self._pending()) is not None:
             waiter.set_result(response)
+
+    def _settle(self, exc: BaseException) -> None:
+        if (waiter := self._pending()) is not None:
+            waiter.set_exception(exc)
 
     def _fail(self, exc: BaseException) -> None:
         self._settle(exc)
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
-
-    def _settle(self, exc: BaseException) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
 
 
 class Pool:

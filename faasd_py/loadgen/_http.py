@@ -91,13 +91,7 @@ class ResponseParser:
                 if not self._read_head():
                     return None
             elif state == "length":
-                taken = min(self._remaining, len(self._buffer))
-                self._size += taken
-                self._remaining -= taken
-                self._buffer = self._buffer[taken:]
-                if self._remaining:
-                    return None
-                return self._done()
+                return self._done() if self._take_body() else None
             elif state == "close":
                 self._size += len(self._buffer)
                 self._buffer = b""
@@ -183,11 +177,7 @@ class ResponseParser:
             self._buffer = self._buffer[end + 2 :]
             self._state = "chunk-data" if self._remaining else "trailer"
         elif self._state == "chunk-data":
-            taken = min(self._remaining, len(self._buffer))
-            self._size += taken
-            self._remaining -= taken
-            self._buffer = self._buffer[taken:]
-            if self._remaining:
+            if not self._take_body():
                 return False
             self._state = "chunk-end"
         elif self._state == "chunk-end":
@@ -205,6 +195,14 @@ class ResponseParser:
             if not line:
                 self._state = "done"
         return True
+
+    def _take_body(self) -> bool:
+        """Count the buffered body bytes that are due (`_remaining`); True once all came."""
+        taken = min(self._remaining, len(self._buffer))
+        self._size += taken
+        self._remaining -= taken
+        self._buffer = self._buffer[taken:]
+        return not self._remaining
 
     def _done(self) -> Response:
         self._state = "idle"

@@ -42,10 +42,8 @@ class Progress:
 
     def update(self, index: int, payload: Mapping[str, Any]) -> None:
         counters = self._counters.setdefault(index, _Counters())
-        counters.sent = int(payload["sent"])
-        counters.answered = int(payload["answered"])
-        counters.errors = int(payload["errors"])
-        counters.inflight = int(payload["inflight"])
+        for counter in ("sent", "answered", "errors", "inflight"):
+            setattr(counters, counter, int(payload[counter]))
         self.latency.merge(Histogram.from_json(payload["latency"]))
 
     def tick(self, elapsed: float) -> None:
@@ -55,21 +53,24 @@ class Progress:
         while len(self._history) > 2 and self._history[0][0] < elapsed - RATE_WINDOW:
             self._history.popleft()
 
+    def _total(self, counter: str) -> int:
+        return sum(getattr(c, counter) for c in self._counters.values())
+
     @property
     def sent(self) -> int:
-        return sum(c.sent for c in self._counters.values())
+        return self._total("sent")
 
     @property
     def answered(self) -> int:
-        return sum(c.answered for c in self._counters.values())
+        return self._total("answered")
 
     @property
     def errors(self) -> int:
-        return sum(c.errors for c in self._counters.values())
+        return self._total("errors")
 
     @property
     def inflight(self) -> int:
-        return sum(c.inflight for c in self._counters.values())
+        return self._total("inflight")
 
     @property
     def rate(self) -> float:
