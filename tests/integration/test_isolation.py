@@ -98,7 +98,7 @@ async def test_a_sandboxed_function_sees_and_reaches_only_what_it_should(
     seen = json.loads(body)
     assert seen["credentials"] in ("FileNotFoundError", "PermissionError")
     assert seen["write_outside_tmp"] in ("FileNotFoundError", "PermissionError", "OSError")
-    assert not Path(target["function_dir"], "planted").exists()
+    assert not Path(str(target["function_dir"]), "planted").exists()
     assert seen["write_tmp"] == "allowed"
     assert seen["connect_gateway"] != "allowed"
     assert seen["secret"] == "t"  # at OpenFaaS's path
