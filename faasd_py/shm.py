@@ -79,6 +79,7 @@ class ShmStatistics:
     parks: int
     sleeps: int
     spin_hits: int
+    spins_given_up: int
 
 
 class AdaptiveSpin:
@@ -342,6 +343,7 @@ class ShmEndpoint:
             parks=stats.parks,
             sleeps=stats.sleeps,
             spin_hits=stats.spin_hits,
+            spins_given_up=stats.spins_given_up,
         )
 
     def shutdown(self) -> None:

@@ -27,6 +27,7 @@
 #include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@
 #define SHM_PAGE 4096u
 #define SHM_CONTROL_SIZE SHM_PAGE /* header, sides and ring indices: the first page */
 #define SHM_FLAG_ARENA 1u
+#define SHM_SPIN_CHECK_CPU 256u /* spin iterations between looks at where the peer runs */
 
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
@@ -64,6 +66,7 @@ struct shm_side {
     _Atomic uint32_t parked; /* SHM_WAIT_* bits while the endpoint sleeps */
     _Atomic uint32_t futex;  /* doorbell counter for an endpoint that sleeps on a futex */
     _Atomic uint32_t closed; /* set once by shm_shutdown */
+    _Atomic uint32_t cpu;    /* 1 + the CPU it last ran on (0: not known); a hint */
 } __attribute__((aligned(SHM_CACHE_LINE)));
 
 /* One per direction. The producer's and the consumer's indices live on separate cache lines,
@@ -398,6 +401,25 @@ static inline void wake_peer_if(struct shm_endpoint *ep, unsigned bits)
         ring_doorbell(ep);
 }
 
+/* Note the CPU this endpoint runs on, for the peer; written only when it changes, so that the
+ * line the peer reads stays shared. */
+static inline uint32_t note_cpu(struct shm_endpoint *ep)
+{
+    int cpu = sched_getcpu(); /* rseq or vDSO: no system call */
+    uint32_t tag = cpu < 0 ? 0 : (uint32_t)cpu + 1;
+    if (tag && atomic_load_explicit(&ep->me->cpu, memory_order_relaxed) != tag)
+        atomic_store_explicit(&ep->me->cpu, tag, memory_order_relaxed);
+    return tag;
+}
+
+/* Does the peer (last) run on this CPU? Then spinning would only keep it from running: with
+ * few cores the scheduler often wakes a task on its waker's CPU. */
+static inline bool sharing_cpu(struct shm_endpoint *ep)
+{
+    uint32_t tag = note_cpu(ep);
+    return tag && atomic_load_explicit(&ep->peer->cpu, memory_order_relaxed) == tag;
+}
+
 /* Is what `bits` wait for there? */
 static bool ready(struct shm_endpoint *ep, unsigned bits)
 {
@@ -487,6 +509,10 @@ int shm_poll(struct shm_endpoint *ep, unsigned bits, uint32_t spin)
         }
         if (i >= spin)
             break;
+        if ((i & (SHM_SPIN_CHECK_CPU - 1)) == 0 && sharing_cpu(ep)) {
+            STAT_INC(ep, spins_given_up);
+            break;
+        }
         cpu_relax();
     }
     return parked ? shm_park(ep, parked) : 0;
@@ -610,6 +636,7 @@ int shm_send(struct shm_endpoint *ep, const void *a, size_t alen, const void *b,
     slot->len = (uint32_t)len;
     slot->user = user;
     ep->tx_tail = t + 1;
+    note_cpu(ep);
     /* Release: the slot and arena bytes above are visible to whoever acquires this tail. */
     atomic_store_explicit(&ep->tx->tail, t + 1, memory_order_release);
     ep->stats.sent++;

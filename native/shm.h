@@ -85,6 +85,7 @@ struct shm_stats {
     uint64_t parks;          /* times this endpoint published parked bits */
     uint64_t sleeps;         /* times it actually slept (futex or poll) */
     uint64_t spin_hits;      /* waits that the spin satisfied without parking */
+    uint64_t spins_given_up; /* spins cut short: the peer runs on this CPU */
 };
 
 struct shm_endpoint;
@@ -143,7 +144,8 @@ int shm_park(struct shm_endpoint *ep, unsigned bits);
 int shm_clear_doorbell(struct shm_endpoint *ep);
 
 /* Spin up to `spin` iterations (0: look once) until what `bits` ask for is there, without
- * sleeping. 1: ready; 0: not yet. Those of `bits` that were parked are withdrawn during the
+ * sleeping. 1: ready; 0: not yet. The spin stops early when the peer last ran on this CPU
+ * (each side notes its CPU in the region as it spins). Those of `bits` that were parked are withdrawn during the
  * spin (the peer need not ring) and parked again if it finds nothing. For an event loop that
  * expects a reply within microseconds. */
 int shm_poll(struct shm_endpoint *ep, unsigned bits, uint32_t spin);

@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -394,6 +395,55 @@ static int test_stress_fork(void)
     return rc ? rc : stress(2000, 10000);
 }
 
+/* Both processes on one CPU: a spin there would only keep the peer from running, so the
+ * waits give up spinning and sleep instead. */
+static int test_shared_cpu(void)
+{
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    if (sched_setaffinity(0, sizeof(one), &one) < 0)
+        return T_SKIP;
+    struct pair p;
+    CHECK_RC(pair_open(&p, 8, 256, 0), 0);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        for (int i = 0; i < 100; i++) {
+            struct shm_msg m;
+            while (shm_peek(p.sandbox, &m) == -EAGAIN)
+                if (shm_wait(p.sandbox, SHM_WAIT_RX, 1000000, -1) < 0)
+                    _exit(2);
+            if (shm_consume(p.sandbox) || send_pattern(p.sandbox, 8, (uint64_t)i))
+                _exit(3);
+        }
+        /* Whichever side ran to a wait while the other was runnable on this CPU gave up its
+         * spin; here that is the child, which the parent's send wakes (and which preempts it). */
+        struct shm_stats st;
+        shm_get_stats(p.sandbox, &st);
+        _exit(st.spins_given_up > 0 ? 0 : 4);
+    }
+    for (int i = 0; i < 100; i++) {
+        CHECK_RC(send_pattern(p.worker, 8, (uint64_t)i), 0);
+        struct shm_msg m;
+        while (shm_peek(p.worker, &m) == -EAGAIN)
+            CHECK_RC(shm_wait(p.worker, SHM_WAIT_RX, 1000000, 5000000000ll), 0);
+        CHECK_RC(expect(p.worker, 8, (uint64_t)i), 0);
+    }
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status));
+    struct shm_stats st;
+    shm_get_stats(p.worker, &st);
+    CHECK(WEXITSTATUS(status) == 0 || st.spins_given_up > 0);
+    pair_close(&p);
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        CPU_SET(c, &all);
+    sched_setaffinity(0, sizeof(all), &all);
+    return T_OK;
+}
+
 /* --- runner ---------------------------------------------------------------------------------- */
 
 struct test {
@@ -406,6 +456,7 @@ static const struct test tests[] = {
     {"round_trip", test_round_trip},     {"full_ring", test_full_ring},
     {"arena_wrap", test_arena_wrap},     {"shutdown", test_shutdown},
     {"wait_timeout", test_wait_timeout}, {"stress_fork", test_stress_fork},
+    {"shared_cpu", test_shared_cpu},
 };
 
 int main(int argc, char **argv)
