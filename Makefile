@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@rm -f faasd_py/_native*.so  # a module built in place earlier would shadow the new one
 	FAASD_REQUIRE_NATIVE=$(if $(filter true,$(CI)),1,0) $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@$(BIN)/python -c 'from faasd_py import native; print("==> native shim:", native.describe())'
 	@touch $@
