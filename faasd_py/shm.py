@@ -5,11 +5,13 @@ this, and the worker's end (`faasd_py.channel_shm.ShmChannel`) builds on it.
 The worker makes a region per instance (`ShmRegion`: a sealed memfd and the worker's eventfd
 doorbell) and hands both fds to the instance process; each side attaches an `ShmEndpoint`.
 
-A message travels as one record: its msgpack map without the body, then the body's bytes as
-they are, so a body is copied once into the ring and once out of it (into the `bytes` the
-handler gets), never packed or joined. The record's 32-bit user word carries the map's length
-and flags. A message larger than the biggest record goes as fragments, reassembled on receipt
-(the rare path). Records are read in place: msgpack decodes straight from the shared memory.
+A message travels as one record: its msgpack map and, for a body above 8 KiB, the body's bytes
+as they are after the map, so a large body is copied once into the ring and once out of it
+(into the `bytes` the handler gets), never packed or joined; a small one is cheaper to pack
+with the rest. The record's 32-bit user word carries the map's length and flags. A message
+larger than the biggest record goes as fragments, reassembled on receipt (the rare path).
+Records are read in place: msgpack decodes straight from the shared memory, and the record is
+released by the next read.
 """
 
 from __future__ import annotations
