@@ -34,4 +34,39 @@
         }                                                                                       \
     } while (0)
 
+/* One named test of a standalone test program. */
+struct test {
+    const char *name;
+    int (*run)(void);
+};
+
+/*
+ * Run the tests named on the command line (all when none is named), print one line each, and
+ * return what main should: T_FAIL if any failed or a name is unknown, T_SKIP if all skipped.
+ */
+static inline int run_tests(const struct test *tests, size_t count, int argc, char **argv)
+{
+    int failed = 0, skipped = 0, ran = 0;
+    for (size_t i = 0; i < count; i++) {
+        int wanted = argc < 2;
+        for (int a = 1; a < argc; a++)
+            wanted |= strcmp(argv[a], tests[i].name) == 0;
+        if (!wanted)
+            continue;
+        ran++;
+        int rc = tests[i].run();
+        fprintf(stderr, "%s %s\n", rc == T_OK ? "ok  " : rc == T_SKIP ? "skip" : "FAIL",
+                tests[i].name);
+        failed += rc == T_FAIL;
+        skipped += rc == T_SKIP;
+    }
+    if (!ran) {
+        fprintf(stderr, "no such test\n");
+        return T_FAIL;
+    }
+    if (failed)
+        return T_FAIL;
+    return skipped == ran ? T_SKIP : T_OK;
+}
+
 #endif /* FAASD_TEST_HELPERS_H */

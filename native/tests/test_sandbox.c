@@ -13,6 +13,8 @@
 #define _GNU_SOURCE
 #include "sandbox.h"
 
+#include "helpers.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,29 +40,6 @@
 #ifndef __NR_clone3
 #define __NR_clone3 435
 #endif
-
-#define T_OK 0
-#define T_FAIL 1
-#define T_SKIP 77
-
-#define CHECK(cond)                                                                             \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            fprintf(stderr, "  %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-            return T_FAIL;                                                                      \
-        }                                                                                       \
-    } while (0)
-
-#define CHECK_RC(expr, want)                                                                    \
-    do {                                                                                        \
-        long long rc_ = (long long)(expr);                                                      \
-        if (rc_ != (long long)(want)) {                                                         \
-            fprintf(stderr, "  %s:%d: %s returned %lld (%s), expected %lld\n", __FILE__,        \
-                    __LINE__, #expr, rc_, rc_ < 0 ? strerror((int)-rc_) : "-",                  \
-                    (long long)(want));                                                         \
-            return T_FAIL;                                                                      \
-        }                                                                                       \
-    } while (0)
 
 /* The descriptor number the sandboxed child writes its "ok" to. */
 #define PASSED_FD 5
@@ -377,11 +356,6 @@ static int test_features(void)
     return T_OK;
 }
 
-struct test {
-    const char *name;
-    int (*run)(void);
-};
-
 static const struct test tests[] = {
     {"features", test_features},
     {"isolation", test_isolation},
@@ -427,25 +401,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: %s\n", in_ci ? "FAIL (CI=true)" : "skip", missing);
         return in_ci ? T_FAIL : T_SKIP;
     }
-    int failed = 0, skipped = 0, ran = 0;
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        int wanted = argc < 2;
-        for (int a = 1; a < argc; a++)
-            wanted |= strcmp(argv[a], tests[i].name) == 0;
-        if (!wanted)
-            continue;
-        ran++;
-        int rc = tests[i].run();
-        fprintf(stderr, "%s %s\n", rc == T_OK ? "ok  " : rc == T_SKIP ? "skip" : "FAIL",
-                tests[i].name);
-        failed += rc == T_FAIL;
-        skipped += rc == T_SKIP;
-    }
-    if (!ran) {
-        fprintf(stderr, "no such test\n");
-        return T_FAIL;
-    }
-    if (failed)
-        return T_FAIL;
-    return skipped == ran ? T_SKIP : T_OK;
+    return run_tests(tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
 }

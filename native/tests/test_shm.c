@@ -446,11 +446,6 @@ static int test_shared_cpu(void)
 
 /* --- runner ---------------------------------------------------------------------------------- */
 
-struct test {
-    const char *name;
-    int (*run)(void);
-};
-
 static const struct test tests[] = {
     {"geometry", test_geometry},         {"attach_validates", test_attach_validates},
     {"round_trip", test_round_trip},     {"full_ring", test_full_ring},
@@ -466,25 +461,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "skip: memfd_create is not available\n");
         return T_SKIP;
     }
-    int failed = 0, skipped = 0, ran = 0;
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        int wanted = argc < 2;
-        for (int a = 1; a < argc; a++)
-            wanted |= strcmp(argv[a], tests[i].name) == 0;
-        if (!wanted)
-            continue;
-        ran++;
-        int rc = tests[i].run();
-        fprintf(stderr, "%s %s\n", rc == T_OK ? "ok  " : rc == T_SKIP ? "skip" : "FAIL",
-                tests[i].name);
-        failed += rc == T_FAIL;
-        skipped += rc == T_SKIP;
-    }
-    if (!ran) {
-        fprintf(stderr, "no such test\n");
-        return T_FAIL;
-    }
-    if (failed)
-        return T_FAIL;
-    return skipped == ran ? T_SKIP : T_OK;
+    return run_tests(tests, sizeof(tests) / sizeof(tests[0]), argc, argv);
 }
