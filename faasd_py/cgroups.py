@@ -26,6 +26,7 @@ import errno
 import os
 import re
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,3 +348,34 @@ def _keyed(path: Path) -> dict[str, int]:
 def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def remove_stale(
+    parent: str = DEFAULT_PARENT,
+    older_than: float = 60.0,
+    now: float | None = None,
+    hierarchy: Hierarchy | None = None,
+) -> int:
+    """Remove the cgroups under `parent` that an earlier worker left behind (a `kill -9` of
+    `faasd-py up` gives its instances no chance to remove theirs). Only empty ones go: rmdir
+    refuses a cgroup that still holds a process. Only those older than `older_than` seconds
+    go, so a cgroup another worker made a moment ago, not yet holding its sandbox, is spared.
+    Returns how many directories were removed."""
+    hierarchy = hierarchy or detect()
+    if hierarchy is None:
+        return 0
+    now = time.time() if now is None else now
+    removed = 0
+    for root in set(hierarchy.roots.values()):
+        try:
+            children = [p for p in (root / parent).iterdir() if p.is_dir()]
+        except OSError:
+            continue
+        for child in children:
+            try:
+                if now - child.stat().st_mtime >= older_than:
+                    child.rmdir()
+                    removed += 1
+            except OSError:
+                continue  # in use, or gone meanwhile
+    return removed

@@ -17,6 +17,7 @@ import msgpack
 
 import faasd_py
 from faasd_py import native
+from faasd_py.cgroups import remove_stale
 from faasd_py.channel import resolve_kind
 from faasd_py.config import Config
 from faasd_py.errors import BadRequest, NotFound
@@ -60,6 +61,10 @@ class Worker:
             resolve_isolation, self._config.isolation
         )
         self._settings = replace(self._settings, isolation=isolation)
+        if isolation == "sandbox":
+            swept = await asyncio.to_thread(remove_stale)
+            if swept:
+                logger.info("removed %d cgroups left by an earlier worker", swept)
         shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
         _link_runtime(self._settings.runtime_path)
         self._reaper = asyncio.create_task(self._reap_forever())

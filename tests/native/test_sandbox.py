@@ -9,6 +9,7 @@ missing capability fails the run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -16,8 +17,10 @@ import platform
 import resource
 import select
 import socket
+import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +32,7 @@ import pytest
 
 import faasd_py
 from faasd_py import sandbox
-from faasd_py.cgroups import Cgroup, CgroupLimits
+from faasd_py.cgroups import Cgroup, CgroupLimits, detect, remove_stale
 from faasd_py.sandbox import (
     SANDBOX_UID,
     SECRETS_PATH,
@@ -926,3 +929,35 @@ def test_rlimits_apply(layout: PythonLayout, root_dir: Path) -> None:
     )
     with spawn(spec) as process:
         assert process.wait_blocking(TIMEOUT).returncode == 42
+
+
+def test_cgroups_left_by_a_dead_worker_are_swept_but_busy_and_new_ones_stay() -> None:
+    hierarchy = detect()
+    assert hierarchy is not None
+    parent = f"faasd-py-test-{uuid.uuid4().hex[:8]}"
+    stale = Cgroup.create("stale", CgroupLimits(), parent=parent)
+    busy = Cgroup.create("busy", CgroupLimits(), parent=parent)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        for procs in busy.procs_files():
+            procs.write_text(str(sleeper.pid))
+        # Just made: spared, as another worker's cgroup about to get its sandbox would be.
+        assert remove_stale(parent, older_than=60.0) == 0
+        later = time.time() + 120
+        removed = remove_stale(parent, older_than=60.0, now=later)
+        assert removed == len(stale.directories)
+        assert not any(d.exists() for d in stale.directories)
+        assert all(d.exists() for d in busy.directories)  # it still holds a process
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        busy.kill()
+        for _ in range(100):
+            try:
+                busy.remove()
+                break
+            except OSError:
+                time.sleep(0.02)
+        for root in set(hierarchy.roots.values()):
+            with contextlib.suppress(OSError):
+                (root / parent).rmdir()
