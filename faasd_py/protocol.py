@@ -60,6 +60,12 @@ class Invocation:
     # Seconds the handler may run; the runtime tells the handler through its context.
     timeout: float
 
+    @classmethod
+    def of(cls, id: int, request: Request, timeout: float) -> Invocation:
+        """The invocation that carries `request` to an instance as message `id`."""
+        r = request
+        return cls(id, r.call_id, r.method, r.path, r.query, r.headers, r.body, timeout)
+
     def to_wire(self) -> dict[str, Any]:
         return {
             "op": "invoke",

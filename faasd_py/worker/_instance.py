@@ -1,10 +1,8 @@
 """One instance of a function: a runtime process, its channel, and the invocations in flight.
 
-This first sandbox is a plain process: its own session and working directory, the function
-package and its dependencies alone on its path, an environment made of the spec's variables,
-secrets as files, and an address-space rlimit from `limits.memory`. (The native shim replaces
-this with namespaces, cgroups and seccomp.) Its channel is the function's (`shm` or `socket`,
-see faasd_py.channel): the process inherits the channel's fds and flags that name them.
+The process is a sandbox or a plain child process, as the worker's isolation says (see
+_process.py). Its channel is the function's (`shm` or `socket`, see faasd_py.channel): the
+process inherits the channel's fds and flags that name them.
 """
 
 from __future__ import annotations
@@ -203,16 +201,7 @@ class Instance:
     ) -> Result:
         """Run one invocation; InvocationTimeout after the function's exec_timeout."""
         timeout = self.spec.exec_timeout
-        invocation = Invocation(
-            next(self._ids),
-            request.call_id,
-            request.method,
-            request.path,
-            request.query,
-            request.headers,
-            request.body,
-            timeout,
-        )
+        invocation = Invocation.of(next(self._ids), request, timeout)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[invocation.id] = future
         try:
@@ -267,11 +256,9 @@ class Instance:
         """Close the channel (the runtime exits on end of stream), then kill what remains."""
         self._exit_reason = self._exit_reason or reason
         self._channel.close()
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_STOP_GRACE):
                 await self._process.wait()
-        except TimeoutError:
-            pass
         await self.kill(reason)
 
     async def kill(self, reason: str = "was killed") -> None:
