@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import _report
+from _platform import faasd_command
 from _procs import ServerError, free_port, start_server, wait_until_ok
 from _wrk import WrkError, ensure_wrk, run_wrk, write_script, wrk_version
 from rich.console import Console
 from rich.markup import escape
-from warm import faasd_command
 
 from faasd_py.loadgen import _selftest
 from faasd_py.loadgen._coordinator import GeneratorFailed

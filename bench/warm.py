@@ -34,8 +34,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+import _platform
 import _report
-from _procs import Server, ServerError, free_port, kill_strays, start_server, wait_until_ok
+from _procs import Server, ServerError, free_port, start_server, wait_until_ok
 from _wrk import WrkError, ensure_wrk, run_wrk, write_script, wrk_version
 from rich.console import Console
 from rich.markup import escape
@@ -139,12 +140,6 @@ def _variant_list(text: str) -> list[str]:
     return values
 
 
-def faasd_command() -> list[str]:
-    """The `faasd-py` of this interpreter's environment, or `python -m faasd_py`."""
-    script = shutil.which("faasd-py", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "faasd_py"]
-
-
 def write_stack(folder: Path) -> Path:
     (folder / "hello").mkdir(parents=True)
     (folder / "hello" / "handler.py").write_text(HANDLER_PY)
@@ -154,35 +149,10 @@ def write_stack(folder: Path) -> Path:
 
 
 def start_faasd(tmp: Path, args: argparse.Namespace, console: Console, stack: ExitStack) -> Target:
-    cmd = faasd_command()
-    data_dir = tmp / "data"
     stack_file = args.stack.resolve() if args.stack else write_stack(tmp / "functions")
-    build = [*cmd, "build", "-f", str(stack_file), "--data-dir", str(data_dir)]
-    console.print(f"[bold]{SUBJECT}[/]: building: {escape(' '.join(build))}")
-    server = start_server(f"{SUBJECT} build", build, tmp / "build.log", cwd=REPO)
-    try:
-        code = server.process.wait(600)
-    except BaseException:
-        server.stop(2)
-        raise
-    if code != 0:
-        raise BenchError(
-            f"`faasd-py build` exited {code}; the end of its output:\n{server.log_tail()}"
-        )
-
-    port = free_port()
-    up = [*cmd, "up", "--port", str(port), "--data-dir", str(data_dir)]
-    up += ["--deploy", str(stack_file)]
-    console.print(f"[bold]{SUBJECT}[/]: starting: {escape(' '.join(up))}")
-    server = start_server(SUBJECT, up, tmp / "up.log", cwd=REPO)
-    # SIGTERM first: `up` finishes in-flight work and stops its instances itself.
-    stack.callback(_stop, console, server, 25.0, str(tmp))
-    base = f"http://127.0.0.1:{port}"
-    wait_until_ok(server, f"{base}/healthz", timeout=60, expect_body=None)
-    url = f"{base}/function/{args.function}"
-    wait_until_ok(server, url, timeout=180, expect_body=None if args.stack else BODY)
-    console.print(f"[bold]{SUBJECT}[/]: {url} answers 200")
-    return Target(SUBJECT, url, server)
+    body = None if args.stack else BODY
+    running = _platform.start(tmp, stack_file, console, stack, ready=[(args.function, body)])
+    return Target(SUBJECT, running.function_url(args.function), running.server)
 
 
 def start_bare(tmp: Path, args: argparse.Namespace, console: Console, stack: ExitStack) -> Target:
@@ -190,33 +160,11 @@ def start_bare(tmp: Path, args: argparse.Namespace, console: Console, stack: Exi
     argv = [sys.executable, str(HERE / "_bare_server.py"), "--port", str(port)]
     console.print(f"[bold]{BASELINE}[/]: starting: {escape(' '.join(argv))}")
     server = start_server(BASELINE, argv, tmp / "bare.log")
-    stack.callback(_stop, console, server, 5.0)
+    stack.callback(_platform.stop, console, server, 5.0)
     url = f"http://127.0.0.1:{port}/function/{args.function}"
     wait_until_ok(server, url, timeout=30, expect_body=BODY)
     console.print(f"[bold]{BASELINE}[/]: {url} answers 200")
     return Target(BASELINE, url, server)
-
-
-def _stop(console: Console, server: Server, grace: float, strays_under: str | None = None) -> None:
-    was_alive = server.alive
-    code = server.stop(grace)
-    if was_alive:
-        console.print(f"stopped {server.name} (exit status {code})")
-    if strays_under:
-        left = kill_strays(strays_under)
-        if left:
-            console.print(
-                f"[yellow]{server.name} left {len(left)} process(es) running after it exited; "
-                f"killed them[/]: {', '.join(map(str, left))}"
-            )
-
-
-def channel_of(server: Server) -> str | None:
-    """The channel `up` says it uses, from the banner in its log."""
-    for line in server.log_tail(200).splitlines():
-        if "channel:" in line:
-            return line.split("channel:", 1)[1].strip()
-    return None
 
 
 def measure(
@@ -238,12 +186,7 @@ def measure(
                     )
         for k in range(1, args.runs + 1):
             for target in targets:
-                if not target.server.alive:
-                    raise ServerError(
-                        f"{target.server.name} exited with status "
-                        f"{target.server.process.returncode} during the benchmark; the end of "
-                        f"its log:\n{target.server.log_tail()}"
-                    )
+                _platform.require_alive(target.server)
                 label = f"{target.variant:>8}  {connections:>3} connections  run {k}/{args.runs}"
                 with console.status(f"{label}  ({args.duration:.0f} s)"):
                     result = run_wrk(
@@ -334,7 +277,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
             runs = measure(targets, args, wrk, script, console)
             load_after = os.getloadavg()
             faasd = next((t for t in targets if t.variant == SUBJECT), None)
-            channel = channel_of(faasd.server) if faasd else None
+            channel = _platform.banner_value(faasd.server, "channel") if faasd else None
         settings = {
             "duration_s": args.duration,
             "runs": args.runs,
