@@ -1,0 +1,580 @@
+"""The data path, side by side: shm, socket and net channels on the same hello function.
+
+    python bench/datapath.py                     # or: make bench-datapath
+    python bench/datapath.py --duration 5 --runs 1 --skip-micro --skip-coldstart
+
+What it does, all in one run (issue 4's benchmark):
+
+1. builds one stack with the same hello handler deployed three times, once per channel
+   (`hello-shm`, `hello-socket`, `hello-net`: annotation com.faasd-py.channel), and starts
+   `faasd-py up` with it;
+2. closed loop with `faasd-py bench -c N` at 1, 16 and 64 connections, every mode in turn
+   within each run so that drift on the machine hits all alike;
+3. open loop with `faasd-py bench --rate R` at 25%, 50% and 75% of the net mode's highest
+   closed-loop throughput: the same offered load for every mode, latency counted from the
+   intended send time;
+4. the channel micro-benchmark (bench/channel.py: round trips of 64 B, 4 KiB and 1 MiB, shm
+   against a socketpair) and the cold-start benchmark (bench/coldstart.py: fresh exec against
+   a zygote fork), each run as its own script, their reports folded into this one;
+5. writes bench/results/datapath.json (machine, every run, medians, targets),
+   datapath.md (the tables, each target met or missed and by how much) and datapath.png.
+
+Targets (issue 4, 2 cores): shm vs net at the same load p50 at least 50% lower and p99 at least
+70% lower; shm throughput at least 2x net; channel round trip p50 at most 15 us and at least 3x
+faster than a socketpair; zygote cold start p50 at most 10 ms and p99 at most 30 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+import _platform
+import _report
+from _procs import ServerError
+from rich.console import Console
+from rich.markup import escape
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+MODES = ("shm", "socket", "net")
+BODY = b"hello"
+# The mode whose throughput sets the open-loop rates, and the one it is compared against.
+BASELINE = "net"
+SUBJECT = "shm"
+
+HANDLER_PY = """\
+def handle(event, context):
+    return {"statusCode": 200, "body": "hello"}
+"""
+
+# The gates of issue 4: (figure, comparison, bound).
+TARGET_P50_CUT = 0.50  # shm p50 at least 50% below net's at the same offered load
+TARGET_P99_CUT = 0.70
+TARGET_THROUGHPUT = 2.0
+TARGET_CHANNEL_P50_US = 15.0
+TARGET_CHANNEL_SPEEDUP = 3.0
+TARGET_COLD_P50_MS = 10.0
+TARGET_COLD_P99_MS = 30.0
+
+
+class BenchError(Exception):
+    """The benchmark cannot go on; the message says why."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Data-path benchmark: shm, socket and net channels through faasd-py bench.",
+    )
+    parser.add_argument("--modes", type=_mode_list, default=list(MODES), help="shm,socket,net")
+    parser.add_argument("--connections", type=_int_list, default=[1, 16, 64], help="1,16,64")
+    parser.add_argument(
+        "--loads",
+        type=_int_list,
+        default=[25, 50, 75],
+        help="open-loop rates, percent of net's highest closed-loop throughput (25,50,75)",
+    )
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per run (8)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds (1)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per mode and load (3)")
+    parser.add_argument("--procs", type=int, default=None, help="generator processes (cores)")
+    parser.add_argument("--skip-micro", action="store_true", help="no channel micro-benchmark")
+    parser.add_argument("--skip-coldstart", action="store_true", help="no cold-start benchmark")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="bench/results")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    if args.duration < 1 or args.runs < 1:
+        parser.error("--duration must be at least 1 second and --runs at least 1")
+    return args
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers such as 1,16,64, got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def _mode_list(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [v for v in values if v not in MODES]
+    if not values or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(MODES)}, got {text!r}")
+    return values
+
+
+def function_name(mode: str) -> str:
+    return f"hello-{mode}"
+
+
+def write_stack(folder: Path, modes: Sequence[str]) -> Path:
+    (folder / "hello").mkdir(parents=True)
+    (folder / "hello" / "handler.py").write_text(HANDLER_PY)
+    lines = ["version: 1.0", "provider:", "  name: openfaas", "functions:"]
+    for mode in modes:
+        lines += [
+            f"  {function_name(mode)}:",
+            "    lang: python3-http",
+            "    handler: ./hello",
+            "    image: bench-hello:latest",
+            "    annotations:",
+            f"      com.faasd-py.channel: {mode}",
+        ]
+    stack = folder / "stack.yml"
+    stack.write_text("\n".join(lines) + "\n")
+    return stack
+
+
+# --- one `faasd-py bench` run ------------------------------------------------------------------
+
+
+def bench_once(
+    platform: _platform.RunningPlatform,
+    mode: str,
+    load: list[str],
+    args: argparse.Namespace,
+    out: Path,
+) -> dict[str, Any]:
+    """Run `faasd-py bench` once against the mode's function; the figures of its run.json."""
+    argv = [*_platform.faasd_command(), "bench", function_name(mode), *load]
+    argv += ["--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s"]
+    argv += ["--gateway", platform.base_url, "--data-dir", str(platform.data_dir)]
+    argv += ["--no-self-test", "--out", str(out), "--label", out.name]
+    if args.procs:
+        argv += ["--procs", str(args.procs)]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+    report_path = out / "run.json"
+    if done.returncode != 0 or not report_path.exists():
+        raise BenchError(
+            f"`{' '.join(argv)}` exited {done.returncode}:\n"
+            f"{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    report = json.loads(report_path.read_text())
+    latency = report["latency_ms"] or {}
+    totals = report["totals"]
+    return {
+        "rps": totals["ok_rps"],
+        "p50_ms": latency.get("p50", 0.0),
+        "p99_ms": latency.get("p99", 0.0),
+        "mean_ms": latency.get("mean", 0.0),
+        "errors": totals["errors"] + totals["skipped"] + totals["unsent"],
+        "sent_rps": totals["sent_rps"],
+        "flags": report.get("flags", []),
+    }
+
+
+def measure(
+    platform: _platform.RunningPlatform,
+    args: argparse.Namespace,
+    tmp: Path,
+    console: Console,
+    kind: str,
+    loads: Sequence[tuple[int, list[str], str]],
+) -> list[dict[str, Any]]:
+    """Every (load, run, mode), modes alternating within a run; one record per bench run."""
+    records: list[dict[str, Any]] = []
+    for key, load, label in loads:
+        for k in range(1, args.runs + 1):
+            for mode in args.modes:
+                _platform.require_alive(platform.server)
+                name = f"{kind}-{key}-{mode}-{k}"
+                with console.status(f"{mode:>6}  {label}  run {k}/{args.runs}"):
+                    figures = bench_once(platform, mode, load, args, tmp / "runs" / name)
+                warn = f"  [red]{figures['errors']} errors[/]" if figures["errors"] else ""
+                console.print(
+                    f"{mode:>6}  {label:<22} run {k}/{args.runs}: {figures['rps']:>8,.0f} req/s"
+                    f"  p50 {figures['p50_ms']:7.3f} ms  p99 {figures['p99_ms']:7.3f} ms{warn}"
+                )
+                records.append(
+                    {"variant": mode, "connections": key, "run": k, "kind": kind, **figures}
+                )
+    return records
+
+
+def closed_loads(args: argparse.Namespace) -> list[tuple[int, list[str], str]]:
+    return [(c, ["--concurrency", str(c)], f"{c} connections") for c in args.connections]
+
+
+def open_loads(args: argparse.Namespace, reference_rps: float) -> list[tuple[int, list[str], str]]:
+    loads = []
+    for percent in args.loads:
+        rate = max(1, round(reference_rps * percent / 100))
+        loads.append((rate, ["--rate", str(rate)], f"{rate:,} req/s ({percent}%)"))
+    return loads
+
+
+def reference_throughput(cells: Sequence[_report.Cell], modes: Sequence[str]) -> tuple[str, float]:
+    """The open-loop reference: net's highest median closed-loop throughput (or, without net,
+    the slowest mode's), so every mode is offered what the baseline can carry."""
+    best: dict[str, float] = {}
+    for cell in cells:
+        best[cell.variant] = max(best.get(cell.variant, 0.0), cell.medians["rps"])
+    mode = BASELINE if BASELINE in best else min(best, key=lambda m: best[m])
+    return mode, best[mode]
+
+
+# --- the other two benchmarks, run as they are -------------------------------------------------
+
+
+def run_script(script: str, extra: Sequence[str], out: Path, console: Console) -> dict[str, Any]:
+    """Run bench/<script> with --out into a folder of its own; its JSON report."""
+    argv = [sys.executable, str(HERE / script), *extra, "--out", str(out)]
+    console.print(f"running {escape(' '.join(argv))}")
+    done = subprocess.run(argv, cwd=REPO, check=False)
+    name = script.removesuffix(".py")
+    path = out / f"{name}.json"
+    if done.returncode not in (0, 1) or not path.exists():
+        raise BenchError(f"bench/{script} exited {done.returncode} without a report in {out}")
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+
+def _median_of(cells: Sequence[_report.Cell], mode: str, key: int, figure: str) -> float | None:
+    for cell in cells:
+        if cell.variant == mode and cell.connections == key:
+            return cell.medians[figure]
+    return None
+
+
+def latency_targets(
+    cells: Sequence[_report.Cell], kind: str, keys: Sequence[int]
+) -> list[dict[str, Any]]:
+    """shm against net at each load: the cut of p50 and of p99 (1 - shm/net)."""
+    rows = []
+    for key in keys:
+        for figure, bound in (("p50_ms", TARGET_P50_CUT), ("p99_ms", TARGET_P99_CUT)):
+            mine = _median_of(cells, SUBJECT, key, figure)
+            base = _median_of(cells, BASELINE, key, figure)
+            if mine is None or not base:
+                continue
+            cut = 1 - mine / base
+            rows.append(
+                {
+                    "target": f"{figure[:3]} cut vs net, {kind} {key}",
+                    "value": round(cut, 3),
+                    "bound": f">= {bound:.0%}",
+                    "met": cut >= bound,
+                    "shm": mine,
+                    "net": base,
+                }
+            )
+    return rows
+
+
+def throughput_target(cells: Sequence[_report.Cell]) -> list[dict[str, Any]]:
+    best: dict[str, float] = {}
+    for cell in cells:
+        best[cell.variant] = max(best.get(cell.variant, 0.0), cell.medians["rps"])
+    if SUBJECT not in best or not best.get(BASELINE):
+        return []
+    ratio = best[SUBJECT] / best[BASELINE]
+    return [
+        {
+            "target": "shm throughput / net (highest closed-loop median)",
+            "value": round(ratio, 2),
+            "bound": f">= {TARGET_THROUGHPUT:g}x",
+            "met": ratio >= TARGET_THROUGHPUT,
+            "shm": best[SUBJECT],
+            "net": best[BASELINE],
+        }
+    ]
+
+
+def micro_targets(micro: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if micro is None:
+        return []
+    rows = []
+    by = {(r["kind"], r["size"]): r for r in micro.get("results", []) if "kind" in r}
+    shm, sock = by.get(("shm", 64)), by.get(("socket", 64))
+    if shm is not None:
+        rows.append(
+            {
+                "target": "channel round trip p50, 64 B, shm (us)",
+                "value": shm["p50_us"],
+                "bound": f"<= {TARGET_CHANNEL_P50_US:g}",
+                "met": shm["p50_us"] <= TARGET_CHANNEL_P50_US,
+            }
+        )
+        if sock is not None:
+            speedup = sock["p50_us"] / shm["p50_us"]
+            rows.append(
+                {
+                    "target": "socketpair / shm round trip p50, 64 B",
+                    "value": round(speedup, 2),
+                    "bound": f">= {TARGET_CHANNEL_SPEEDUP:g}x",
+                    "met": speedup >= TARGET_CHANNEL_SPEEDUP,
+                }
+            )
+    return rows
+
+
+def coldstart_targets(cold: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if cold is None:
+        return []
+    rows = []
+    for variant in cold.get("results", []):
+        if variant.get("variant") != "zygote":
+            continue
+        for figure, bound in (("p50_ms", TARGET_COLD_P50_MS), ("p99_ms", TARGET_COLD_P99_MS)):
+            value = variant[figure]
+            rows.append(
+                {
+                    "target": f"zygote cold start {figure[:3]} (ms)",
+                    "value": round(value, 2),
+                    "bound": f"<= {bound:g}",
+                    "met": value <= bound,
+                }
+            )
+    return rows
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+def _table(cells: Sequence[_report.Cell], key_title: str) -> list[str]:
+    lines = [
+        f"| {key_title} | mode | req/s | p50 ms | p99 ms | errors |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for cell in cells:
+        m = cell.medians
+        lines.append(
+            f"| {cell.connections:,} | {cell.variant} | {m['rps']:,.0f} | {m['p50_ms']:.3f} "
+            f"| {m['p99_ms']:.3f} | {cell.errors} |"
+        )
+    return lines
+
+
+def markdown(
+    report: dict[str, Any], closed: Sequence[_report.Cell], opened: Sequence[_report.Cell]
+) -> str:
+    lines = _report.header("Data path: shm, socket and net channels", report["machine"])
+    settings = report["settings"]
+    lines += [
+        f"Medians over {settings['runs']} runs of {settings['duration_s']:g} s each, "
+        f"`faasd-py bench` with {settings['procs'] or 'one'} generator process"
+        f"{'es' if settings['procs'] != 1 else ''}{'' if settings['procs'] else ' per core'} "
+        "on the same machine.",
+        "",
+        "### Closed loop",
+        "",
+        *_table(closed, "connections"),
+        "",
+        f"### Open loop (rates are {', '.join(f'{p}%' for p in settings['loads_percent'])} of "
+        f"{report['reference']['mode']}'s {report['reference']['rps']:,.0f} req/s)",
+        "",
+        *_table(opened, "offered req/s"),
+        "",
+    ]
+    micro = report.get("micro")
+    if micro:
+        lines += ["### Channel round trip (bench/channel.py)", ""]
+        lines += ["| kind | size | p50 us | p99 us |", "|---|---:|---:|---:|"]
+        for row in micro.get("results", []):
+            if "kind" in row:
+                lines.append(
+                    f"| {row['kind']} | {row['size']:,} B | {row['p50_us']:.1f} "
+                    f"| {row['p99_us']:.1f} |"
+                )
+        lines.append("")
+    cold = report.get("coldstart")
+    if cold:
+        lines += ["### Cold start to first response (bench/coldstart.py)", ""]
+        lines += ["| variant | starts | p50 ms | p99 ms | mean ms |", "|---|---:|---:|---:|---:|"]
+        for row in cold.get("results", []):
+            lines.append(
+                f"| {row.get('variant')} | {row.get('count', row.get('starts', ''))} "
+                f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row.get('mean_ms', 0.0):.2f} |"
+            )
+        lines.append("")
+    lines += ["### Targets (issue 4)", "", "| target | value | bound | met |", "|---|---:|---|---|"]
+    for row in report["targets"]:
+        met = "yes" if row["met"] else "**no**"
+        lines.append(f"| {row['target']} | {row['value']} | {row['bound']} | {met} |")
+    lines += ["", *[f"- {note}" for note in report["notes"]], ""]
+    return "\n".join(lines)
+
+
+def plot(closed: Sequence[_report.Cell], opened: Sequence[_report.Cell], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    modes = list(dict.fromkeys(c.variant for c in closed))
+    for mode in modes:
+        mine = [c for c in closed if c.variant == mode]
+        xs = [c.connections for c in mine]
+        axes[0].plot(xs, [c.medians["rps"] for c in mine], marker="o", label=mode)
+        axes[1].plot(xs, [c.medians["p50_ms"] for c in mine], marker="o", label=f"{mode} p50")
+        axes[1].plot(
+            xs, [c.medians["p99_ms"] for c in mine], marker="x", ls="--", label=f"{mode} p99"
+        )
+        opens = [c for c in opened if c.variant == mode]
+        axes[2].plot(
+            [c.connections for c in opens],
+            [c.medians["p50_ms"] for c in opens],
+            marker="o",
+            label=f"{mode} p50",
+        )
+        axes[2].plot(
+            [c.connections for c in opens],
+            [c.medians["p99_ms"] for c in opens],
+            marker="x",
+            ls="--",
+            label=f"{mode} p99",
+        )
+    axes[0].set(title="closed loop: throughput", xlabel="connections", ylabel="req/s", xscale="log")
+    axes[1].set(
+        title="closed loop: latency", xlabel="connections", ylabel="ms", xscale="log", yscale="log"
+    )
+    axes[2].set(
+        title="open loop: latency at the same offered rate",
+        xlabel="req/s",
+        ylabel="ms",
+        yscale="log",
+    )
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("faasd-py data path: shm vs socket vs net (medians over runs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_reports(report: dict[str, Any], out: Path, console: Console) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    closed = _report.summarize(r for r in report["runs"] if r["kind"] == "closed")
+    opened = _report.summarize(r for r in report["runs"] if r["kind"] == "open")
+    report["summary"] = {
+        "closed": [c.to_json() for c in closed],
+        "open": [c.to_json() for c in opened],
+    }
+    (out / "datapath.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report, closed, opened)
+    (out / "datapath.md").write_text(text)
+    console.print(f"wrote {out / 'datapath.json'} and {out / 'datapath.md'}")
+    if plot(closed, opened, out / "datapath.png"):
+        console.print(f"wrote {out / 'datapath.png'}")
+    else:
+        console.print("[yellow]no plot[/]: matplotlib is missing (`pip install -e .[bench]`)")
+    console.print()
+    console.print(text, markup=False, highlight=False)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, console: Console) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="faasd-bench-datapath-"))
+    load_before = os.getloadavg()
+    try:
+        with ExitStack() as stack:
+            stack_file = write_stack(tmp / "functions", args.modes)
+            ready = [(function_name(mode), BODY) for mode in args.modes]
+            platform = _platform.start(tmp, stack_file, console, stack, ready=ready)
+            channel_banner = platform.banner_value("channel")
+            closed = measure(platform, args, tmp, console, "closed", closed_loads(args))
+            ref_mode, ref_rps = reference_throughput(_report.summarize(closed), args.modes)
+            console.print(f"open-loop reference: {ref_mode} carried {ref_rps:,.0f} req/s")
+            opened = measure(platform, args, tmp, console, "open", open_loads(args, ref_rps))
+        micro = None if args.skip_micro else run_script("channel.py", [], tmp / "micro", console)
+        cold = (
+            None if args.skip_coldstart else run_script("coldstart.py", [], tmp / "cold", console)
+        )
+        runs = closed + opened
+        cells_closed = _report.summarize(r for r in runs if r["kind"] == "closed")
+        cells_open = _report.summarize(r for r in runs if r["kind"] == "open")
+        targets = [
+            *latency_targets(
+                cells_open, "open loop, req/s", sorted({c.connections for c in cells_open})
+            ),
+            *latency_targets(cells_closed, "closed loop, connections", args.connections),
+            *throughput_target(cells_closed),
+            *micro_targets(micro),
+            *coldstart_targets(cold),
+        ]
+        notes = [
+            "The generator, the platform and its sandboxes share the machine's 2 cores.",
+            "The same handler is deployed once per channel (annotation com.faasd-py.channel); "
+            "modes alternate within each run.",
+            f"Banner of `up`: channel: {channel_banner}.",
+        ]
+        report = {
+            "benchmark": "datapath",
+            "machine": {
+                **_report.machine_info(REPO),
+                "load_average_1_5_15_min": {
+                    "before": [round(v, 2) for v in load_before],
+                    "after": [round(v, 2) for v in os.getloadavg()],
+                },
+            },
+            "settings": {
+                "modes": args.modes,
+                "connections": args.connections,
+                "loads_percent": args.loads,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "runs": args.runs,
+                "procs": args.procs,
+            },
+            "reference": {"mode": ref_mode, "rps": ref_rps},
+            "targets": targets,
+            "micro": micro,
+            "coldstart": cold,
+            "notes": notes,
+            "runs": runs,
+        }
+        write_reports(report, args.out, console)
+    finally:
+        if args.keep:
+            console.print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(soft_wrap=True)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run(args, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: platform stopped, no report written")
+        return 130
+    except (BenchError, ServerError) as exc:
+        console.print(f"[red]benchmark failed[/]: {escape(str(exc))}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
