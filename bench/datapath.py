@@ -371,9 +371,7 @@ def markdown(
     settings = report["settings"]
     lines += [
         f"Medians over {settings['runs']} runs of {settings['duration_s']:g} s each, "
-        f"`faasd-py bench` with {settings['procs'] or 'one'} generator process"
-        f"{'es' if settings['procs'] != 1 else ''}{'' if settings['procs'] else ' per core'} "
-        "on the same machine.",
+        f"`faasd-py bench` with {_generator(settings['procs'])} on the same machine.",
         "",
         "### Closed loop",
         "",
@@ -412,6 +410,12 @@ def markdown(
         lines.append(f"| {row['target']} | {row['value']} | {row['bound']} | {met} |")
     lines += ["", *[f"- {note}" for note in report["notes"]], ""]
     return "\n".join(lines)
+
+
+def _generator(procs: int | None) -> str:
+    if procs is None:
+        return "one generator process per core"
+    return f"{procs} generator process{'es' if procs > 1 else ''}"
 
 
 def plot(closed: Sequence[_report.Cell], opened: Sequence[_report.Cell], path: Path) -> bool:
