@@ -79,3 +79,12 @@ class NativeUnavailable(FaasdError):
     """A feature needs the compiled shim, and this install runs on the Python fallback."""
 
     status = 501
+
+
+class StorageUnavailable(Unavailable):
+    """The backing store of `context.storage` cannot be reached or failed: nothing was read from
+    a cache in its place (a read is never served without the store's current version)."""
+
+    def __init__(self, store: str, cause: str) -> None:
+        super().__init__(f"storage unavailable ({store}): {cause}; retry when it is back")
+        self.store = store

@@ -1,0 +1,30 @@
+"""The Faa$T tier: one cache per app in the worker, over a backing store (faasd_py.storage).
+
+Pure cores: `PinnedLRU` (eviction that spares pinned objects, bypass of large ones),
+`AccessStats` and `prewarm_plan` (what to fetch on reload), `SizingPolicy` (each app's budget).
+Async drivers: `AppCache` (one app) and `CacheManager` (the worker's caches, their lifecycle,
+sizing and the persisted statistics).
+"""
+
+from __future__ import annotations
+
+from faasd_py.cache._cache import AppCache, CacheStatistics, Peers
+from faasd_py.cache._lru import Insertion, LRUStatistics, PinnedLRU
+from faasd_py.cache._sizing import Decision, Demand, SizingPolicy
+from faasd_py.cache._stats import AccessStats, Ranked, WorkingSet, prewarm_plan
+
+__all__ = [
+    "AccessStats",
+    "AppCache",
+    "CacheStatistics",
+    "Decision",
+    "Demand",
+    "Insertion",
+    "LRUStatistics",
+    "Peers",
+    "PinnedLRU",
+    "Ranked",
+    "SizingPolicy",
+    "WorkingSet",
+    "prewarm_plan",
+]

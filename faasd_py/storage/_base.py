@@ -1,0 +1,124 @@
+"""The interface of a backing store for `context.storage`, and what every store shares.
+
+A store holds objects per app: an app's keys live in a namespace of their own, so one app cannot
+read another's objects whatever key it asks for. Every object has a version, an integer that
+grows on every write to the app (delete then write again gives a new one, never an old one), and
+the store keeps it atomically with the bytes. `version()` is the cheap call the cache makes before
+every read; `get()` returns bytes and version from one atomic read.
+
+A store that cannot be reached raises `StorageUnavailable` (503 at the gateway, naming the store);
+nothing else escapes a store's methods but ValueError for a bad key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+# A key is what the author names it: printable, not too long (Redis and SQLite take any bytes,
+# the limit keeps listing and statistics sane).
+MAX_KEY = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    data: bytes
+    version: int
+
+
+class ObjectStore(Protocol):
+    """What the cache needs from a backing store."""
+
+    @property
+    def name(self) -> str:
+        """How errors and reports name the store (no password)."""
+        ...
+
+    async def get(self, app: str, key: str) -> Versioned | None: ...
+
+    async def version(self, app: str, key: str) -> int | None:
+        """The current version of the object, None if absent: one cheap round trip."""
+        ...
+
+    async def put(self, app: str, key: str, data: bytes) -> int:
+        """Store the object; returns its new version."""
+        ...
+
+    async def delete(self, app: str, key: str) -> bool: ...
+
+    async def exists(self, app: str, key: str) -> bool: ...
+
+    async def list(self, app: str, prefix: str = "") -> list[str]:
+        """The app's keys that start with prefix, sorted."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def check_key(key: str) -> None:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY:
+        raise ValueError(f"a storage key must be a non-empty string of at most {MAX_KEY} chars")
+
+
+class LatencyStore:
+    """A store with `latency` seconds added to every call: remote blob storage in benchmarks."""
+
+    def __init__(self, inner: ObjectStore, latency: float) -> None:
+        self.inner = inner
+        self.latency = latency
+
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name} +{self.latency * 1e3:g}ms"
+
+    async def get(self, app: str, key: str) -> Versioned | None:
+        await asyncio.sleep(self.latency)
+        return await self.inner.get(app, key)
+
+    async def version(self, app: str, key: str) -> int | None:
+        await asyncio.sleep(self.latency)
+        return await self.inner.version(app, key)
+
+    async def put(self, app: str, key: str, data: bytes) -> int:
+        await asyncio.sleep(self.latency)
+        return await self.inner.put(app, key, data)
+
+    async def delete(self, app: str, key: str) -> bool:
+        await asyncio.sleep(self.latency)
+        return await self.inner.delete(app, key)
+
+    async def exists(self, app: str, key: str) -> bool:
+        await asyncio.sleep(self.latency)
+        return await self.inner.exists(app, key)
+
+    async def list(self, app: str, prefix: str = "") -> list[str]:
+        await asyncio.sleep(self.latency)
+        return await self.inner.list(app, prefix)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def open_store(url: str | None, data_dir: Path, latency: float = 0.0) -> ObjectStore:
+    """The store `url` names: redis://..., rediss://..., unix://... (Redis), or None / "" /
+    "embedded" / sqlite:///path (the embedded SQLite store, in the data dir by default)."""
+    store: ObjectStore
+    if url and url.split("://", 1)[0] in ("redis", "rediss", "unix"):
+        from faasd_py.storage._redis import RedisStore
+
+        store = RedisStore(url)
+    elif not url or url == "embedded":
+        from faasd_py.storage._sqlite import SqliteStore
+
+        store = SqliteStore(data_dir / "storage.sqlite3")
+    elif url.startswith("sqlite://"):
+        from faasd_py.storage._sqlite import SqliteStore
+
+        store = SqliteStore(Path(url.removeprefix("sqlite://")))
+    else:
+        raise ValueError(
+            f"storage must be redis://host:port[/db], sqlite:///path or 'embedded', got {url!r}"
+        )
+    return LatencyStore(store, latency) if latency > 0 else store

@@ -1,0 +1,129 @@
+"""The Redis backing store (redis-py's asyncio client).
+
+Layout, per app (the app's name is length-prefixed, so no app name and key can spell another
+app's key):
+
+    faasd:o:<len>:<app>:<key>   hash {d: bytes, v: version}     the object
+    faasd:v:<len>:<app>         integer                         the app's version counter
+    faasd:i:<len>:<app>         sorted set of keys, all score 0 the app's keys, for list()
+
+A write is one Lua script (atomic in Redis): bump the counter, set bytes and version together,
+index the key. A read is HMGET of both fields, so bytes and version always belong together; the
+version check is HGET of one small field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+
+from faasd_py.errors import StorageUnavailable
+from faasd_py.storage._base import Versioned, check_key
+
+T = TypeVar("T")
+
+_PUT = """
+local v = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', v)
+redis.call('ZADD', KEYS[3], 0, ARGV[2])
+return v
+"""
+
+_DELETE = """
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return n
+"""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class RedisStore:
+    def __init__(self, url: str, *, connect_timeout: float = 2.0, timeout: float = 30.0) -> None:
+        self._name = redact(url)
+        # One quick retry covers a connection Redis closed while idle; more would only delay the
+        # 503 a caller gets when Redis is down (the next call reconnects by itself).
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+        )
+        self._put = self._redis.register_script(_PUT)
+        self._delete = self._redis.register_script(_DELETE)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @staticmethod
+    def _keys(app: str, key: str = "") -> tuple[str, str, str]:
+        ns = f"{len(app)}:{app}"
+        return f"faasd:o:{ns}:{key}", f"faasd:v:{ns}", f"faasd:i:{ns}"
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except RedisError as exc:
+            raise StorageUnavailable(self._name, f"{type(exc).__name__}: {exc}") from exc
+        except OSError as exc:
+            raise StorageUnavailable(self._name, str(exc)) from exc
+
+    async def get(self, app: str, key: str) -> Versioned | None:
+        check_key(key)
+        fields: list[Any] = await self._call(
+            self._redis.hmget(self._keys(app, key)[0], ["d", "v"])
+        )
+        data, version = fields
+        if data is None or version is None:
+            return None
+        return Versioned(bytes(data), int(version))
+
+    async def version(self, app: str, key: str) -> int | None:
+        check_key(key)
+        version = await self._call(self._redis.hget(self._keys(app, key)[0], "v"))
+        return None if version is None else int(version)
+
+    async def put(self, app: str, key: str, data: bytes) -> int:
+        check_key(key)
+        version: Any = await self._call(self._put(keys=self._keys(app, key), args=[data, key]))
+        return int(version)
+
+    async def delete(self, app: str, key: str) -> bool:
+        check_key(key)
+        removed: Any = await self._call(self._delete(keys=self._keys(app, key), args=[key]))
+        return int(removed) > 0
+
+    async def exists(self, app: str, key: str) -> bool:
+        check_key(key)
+        return bool(await self._call(self._redis.exists(self._keys(app, key)[0])))
+
+    async def list(self, app: str, prefix: str = "") -> list[str]:
+        index = self._keys(app)[2]
+        if prefix:
+            # UTF-8 never contains 0xff, so it sorts after every key with the prefix.
+            low, high = b"[" + prefix.encode(), b"[" + prefix.encode() + b"\xff"
+        else:
+            low, high = b"-", b"+"
+        members = await self._call(self._redis.zrangebylex(index, low, high))
+        return [m.decode() if isinstance(m, bytes) else m for m in members]
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()
