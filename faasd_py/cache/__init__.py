@@ -10,21 +10,33 @@ from __future__ import annotations
 
 from faasd_py.cache._cache import AppCache, CacheStatistics, Peers
 from faasd_py.cache._lru import Insertion, LRUStatistics, PinnedLRU
+from faasd_py.cache._manager import (
+    AppStorage,
+    CacheManager,
+    CacheSettings,
+    DirectStorage,
+    StatsStore,
+)
 from faasd_py.cache._sizing import Decision, Demand, SizingPolicy
 from faasd_py.cache._stats import AccessStats, Ranked, WorkingSet, prewarm_plan
 
 __all__ = [
     "AccessStats",
     "AppCache",
+    "AppStorage",
+    "CacheManager",
+    "CacheSettings",
     "CacheStatistics",
     "Decision",
     "Demand",
+    "DirectStorage",
     "Insertion",
     "LRUStatistics",
     "Peers",
     "PinnedLRU",
     "Ranked",
     "SizingPolicy",
+    "StatsStore",
     "WorkingSet",
     "prewarm_plan",
 ]

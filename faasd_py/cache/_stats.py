@@ -84,6 +84,10 @@ class AccessStats:
         """The object was deleted: nothing to pre-warm for it."""
         self._keys.pop(key, None)
 
+    def latest(self) -> float | None:
+        """The time of the most recent access, None when there was none."""
+        return max((s.last for s in self._keys.values()), default=None)
+
     def score(self, key: str, now: float) -> float:
         stats = self._keys.get(key)
         return 0.0 if stats is None else self._decayed(stats, now)

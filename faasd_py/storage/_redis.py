@@ -8,8 +8,11 @@ app's key):
     faasd:i:<len>:<app>         sorted set of keys, all score 0 the app's keys, for list()
 
 A write is one Lua script (atomic in Redis): bump the counter, set bytes and version together,
-index the key. A read is HMGET of both fields, so bytes and version always belong together; the
-version check is HGET of one small field.
+index the key. A counter that starts over (a new app, or a Redis that lost its data) starts at
+the server's clock in microseconds, not at 1: versions stay above any issued before the loss, so
+a worker's cache cannot take a new object for the old one it holds under the same version.
+A read is HMGET of both fields, so bytes and version always belong together; the version check
+is HGET of one small field.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ T = TypeVar("T")
 
 _PUT = """
 local v = redis.call('INCR', KEYS[2])
+if v == 1 then
+  local t = redis.call('TIME')
+  v = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', v))
+end
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', v)
 redis.call('ZADD', KEYS[3], 0, ARGV[2])
 return v
@@ -85,9 +93,7 @@ class RedisStore:
 
     async def get(self, app: str, key: str) -> Versioned | None:
         check_key(key)
-        fields: list[Any] = await self._call(
-            self._redis.hmget(self._keys(app, key)[0], ["d", "v"])
-        )
+        fields: list[Any] = await self._call(self._redis.hmget(self._keys(app, key)[0], ["d", "v"]))
         data, version = fields
         if data is None or version is None:
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,6 +41,7 @@ class SqliteStore:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasd-storage")
         self._db: sqlite3.Connection | None = None
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -88,10 +90,12 @@ class SqliteStore:
         def write(db: sqlite3.Connection) -> int:
             db.execute("BEGIN IMMEDIATE")
             try:
+                # A new counter starts at the clock in microseconds (see _redis.py: a file
+                # replaced by an empty one must not issue versions a cache already holds).
                 (version,) = db.execute(
-                    "INSERT INTO versions (app, last) VALUES (?, 1) "
+                    "INSERT INTO versions (app, last) VALUES (?, ?) "
                     "ON CONFLICT(app) DO UPDATE SET last = last + 1 RETURNING last",
-                    (app,),
+                    (app, time.time_ns() // 1000),
                 ).fetchone()
                 db.execute(
                     "INSERT INTO objects (app, key, data, version) VALUES (?, ?, ?, ?) "
@@ -129,6 +133,10 @@ class SqliteStore:
         return [key for (key,) in rows]
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
         def shut() -> None:
             if self._db is not None:
                 self._db.close()

@@ -21,6 +21,12 @@ CREATE TABLE IF NOT EXISTS functions (
     spec TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+-- Per-app access statistics of the Faa$T cache (JSON), kept while the app is unloaded.
+CREATE TABLE IF NOT EXISTS cache_stats (
+    app TEXT PRIMARY KEY,
+    stats TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL,
@@ -78,6 +84,18 @@ class SqliteRegistry:
 
     async def delete_secret(self, name: str) -> bool:
         return self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount > 0
+
+    async def get_cache_stats(self, app: str) -> str | None:
+        row = self._db.execute("SELECT stats FROM cache_stats WHERE app = ?", (app,)).fetchone()
+        return None if row is None else str(row[0])
+
+    async def put_cache_stats(self, app: str, stats: str) -> None:
+        self._db.execute(
+            "INSERT INTO cache_stats (app, stats, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(app) DO UPDATE SET stats = excluded.stats, "
+            "updated_at = excluded.updated_at",
+            (app, stats, time.time()),
+        )
 
     async def close(self) -> None:
         self._db.close()

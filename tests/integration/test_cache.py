@@ -1,0 +1,283 @@
+"""The per-app cache over a real Redis (started on a free port) and over the embedded store:
+fresh reads under an outside writer, one copy per app, isolation, Redis going away, eviction
+under a tiny budget, pre-warm on reload, and objects of 0 bytes and 64 MiB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from faasd_py.cache import AccessStats, AppCache, CacheManager, SizingPolicy
+from faasd_py.cache._manager import CacheSettings
+from faasd_py.errors import StorageUnavailable
+from faasd_py.storage import ObjectStore, open_store
+from tests.integration._redis import RedisServer, redis_server
+
+__all__ = ["redis_server"]
+
+StoreFactory = Callable[[], ObjectStore]
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    opened: list[ObjectStore] = []
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_server").url
+    else:
+        url = f"sqlite://{tmp_path / 'objects.sqlite3'}"
+
+    def make() -> ObjectStore:
+        store = open_store(url, tmp_path)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+class MemoryStats:
+    """A registry's cache_stats table, in memory."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, str] = {}
+
+    async def get_cache_stats(self, app: str) -> str | None:
+        return self.saved.get(app)
+
+    async def put_cache_stats(self, app: str, stats: str) -> None:
+        self.saved[app] = stats
+
+
+def manager(store: ObjectStore, stats: MemoryStats | None = None, **policy: int) -> CacheManager:
+    settings = CacheSettings(
+        policy=SizingPolicy(**{"min_bytes": 4 * MiB, "max_per_app": 64 * MiB, **policy}),
+        bypass_bytes=policy.get("max_per_app", 64 * MiB),
+        rebalance_every=3600,
+    )
+    return CacheManager(store, settings, stats)
+
+
+async def test_every_read_after_an_outside_write_returns_the_new_bytes(
+    make_store: StoreFactory,
+) -> None:
+    cache = AppCache("app", make_store(), capacity=MiB, bypass_bytes=MiB)
+    writer = make_store()  # another client: the write does not go through the cache
+    committed = 0  # the generation whose write has finished
+    await writer.put("app", "obj", b"0")
+    done = asyncio.Event()
+    reads = 0
+
+    async def reader() -> None:
+        nonlocal reads
+        while not done.is_set():
+            floor = committed
+            data = await cache.get("obj")
+            assert data is not None and int(data) >= floor, (data, floor)
+            reads += 1
+
+    async def write() -> None:
+        nonlocal committed
+        for generation in range(1, 150):
+            await writer.put("app", "obj", str(generation).encode())
+            committed = generation
+            await asyncio.sleep(random.random() * 0.002)
+        done.set()
+
+    await asyncio.gather(write(), *(reader() for _ in range(4)))
+    stats = cache.statistics()
+    assert reads > 150 and stats.hits > 0 and stats.misses > 0
+    assert await cache.get("obj") == b"149"
+
+
+async def test_two_instances_of_an_app_share_one_cached_copy(make_store: StoreFactory) -> None:
+    caches = manager(make_store())
+    first, second = await caches.open("app"), await caches.open("app")
+    assert first is second
+    await make_store().put("app", "k", b"x" * 1000)
+    one = await first.get("k")
+    two = await second.get("k")
+    assert one is two  # the very same bytes object: one copy
+    stats = caches.statistics()["app"]
+    assert (stats.hits, stats.misses, stats.entries, stats.bytes_cached) == (1, 1, 1, 1000)
+    await caches.release("app")
+    assert "app" in caches.statistics()
+    await caches.release("app")
+    assert caches.statistics() == {}
+    await caches.close()
+
+
+async def test_apps_cannot_see_each_others_keys_through_the_cache(
+    make_store: StoreFactory,
+) -> None:
+    caches = manager(make_store())
+    a, b = await caches.open("a"), await caches.open("b")
+    await a.put("k", b"a's")
+    assert await a.get("k") == b"a's"
+    assert await b.get("k") is None
+    assert not await b.exists("k")
+    assert await b.list() == []
+    await b.put("k", b"b's")
+    assert await a.get("k") == b"a's"
+    await caches.close()
+
+
+async def test_redis_stopped_mid_run_fails_clearly_serves_nothing_stale_and_recovers(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    store = open_store(redis_server.url, tmp_path)
+    cache = AppCache("app", store, capacity=MiB, bypass_bytes=MiB)
+    await cache.put("k", b"old")
+    assert await cache.get("k") == b"old"  # cached now
+    redis_server.stop()
+    for call in (cache.get("k"), cache.put("k", b"new"), cache.exists("k"), cache.list()):
+        with pytest.raises(StorageUnavailable) as caught:
+            await call
+        assert caught.value.status == 503 and "storage" in caught.value.message
+    assert cache.statistics().storage_errors == 4
+    redis_server.start()  # comes back empty
+    assert await cache.get("k") is None  # the cached b"old" is not served as fresh
+    writer = open_store(redis_server.url, tmp_path)
+    await writer.put("app", "k", b"after")
+    assert await cache.get("k") == b"after"
+    await cache.put("k", b"mine")
+    assert await cache.get("k") == b"mine"
+    await writer.close()
+    await store.close()
+
+
+async def test_eviction_under_a_tiny_budget_keeps_results_correct(
+    make_store: StoreFactory,
+) -> None:
+    cache = AppCache("app", make_store(), capacity=3000, bypass_bytes=2000)
+    writer = make_store()
+    rng = random.Random(7)
+    truth: dict[str, bytes] = {}
+    for step in range(400):
+        key = f"k{rng.randrange(12)}"
+        action = rng.random()
+        if action < 0.25:
+            value = bytes([step % 256]) * rng.randrange(0, 2500)
+            await (cache.put(key, value) if action < 0.15 else writer.put("app", key, value))
+            truth[key] = value
+        elif action < 0.3:
+            await cache.delete(key)
+            truth.pop(key, None)
+        else:
+            assert await cache.get(key) == truth.get(key)
+    stats = cache.statistics()
+    assert stats.evictions > 0 and stats.hits > 0 and stats.bytes_cached <= 3000
+
+
+@pytest.mark.parametrize("size", [0, 64 * MiB])
+async def test_objects_of_zero_bytes_and_64_mib(make_store: StoreFactory, size: int) -> None:
+    cache = AppCache("app", make_store(), capacity=128 * MiB, bypass_bytes=128 * MiB)
+    data = bytes(range(256)) * (size // 256)
+    await cache.put("blob", data)
+    assert await cache.get("blob") == data
+    await make_store().put("app", "blob", data[::-1])
+    assert await cache.get("blob") == data[::-1]
+    assert cache.statistics().hits == 1  # the first read; the second saw a new version
+
+
+async def test_objects_above_the_threshold_bypass_the_cache(make_store: StoreFactory) -> None:
+    cache = AppCache("app", make_store(), capacity=MiB, bypass_bytes=100)
+    await cache.put("big", b"x" * 101)
+    assert await cache.get("big") == b"x" * 101
+    stats = cache.statistics()
+    assert (stats.entries, stats.bypassed_reads, stats.hits) == (0, 1, 0)
+
+
+async def test_a_lease_pins_the_object_against_eviction(make_store: StoreFactory) -> None:
+    cache = AppCache("app", make_store(), capacity=100, bypass_bytes=100)
+    await cache.put("a", b"a" * 60)
+    async with cache.lease("a") as data:
+        assert data == b"a" * 60
+        await cache.put("b", b"b" * 60)  # over budget: "a" is pinned, so "b" goes
+        assert cache.cached_version("a") is not None
+    await cache.put("c", b"c" * 60)
+    assert cache.cached_version("a") is None
+
+
+async def test_reload_prewarms_the_hot_keys_from_persisted_statistics(
+    make_store: StoreFactory,
+) -> None:
+    saved = MemoryStats()
+    store = make_store()
+    caches = manager(store, saved)
+    app = await caches.open("app")
+    for i in range(40):
+        await app.put(f"k{i}", bytes([i]) * 1000)
+    for _ in range(5):
+        for i in range(10):  # the hot ones
+            await app.get(f"k{i}")
+    await app.get("k30")
+    await caches.release("app")
+    assert set(k for k, *_ in json.loads(saved.saved["app"])["keys"]) >= {"k0", "k9", "k30"}
+
+    await make_store().put("app", "k3", b"changed while unloaded")
+    app = await caches.open("app")
+    cache = caches.cache_of("app")
+    assert cache is not None
+    # The first read does not wait for the whole pre-warm, and is fresh.
+    assert await app.get("k3") == b"changed while unloaded"
+    for _ in range(100):
+        if cache.statistics().prewarmed_keys >= 11:
+            break
+        await asyncio.sleep(0.01)
+    for i in range(10):
+        assert await app.get(f"k{i}") == (
+            b"changed while unloaded" if i == 3 else bytes([i]) * 1000
+        )
+    stats = cache.statistics()
+    assert stats.prewarmed_keys == 11 and stats.prewarmed_read == 10
+    assert stats.hits >= 9 and stats.misses <= 1
+    await caches.close()
+
+
+async def test_a_read_of_a_key_being_prewarmed_waits_for_that_fetch_only(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    for i in range(3):
+        await store.put("app", f"k{i}", b"v%d" % i)
+    stats = AccessStats()
+    cache = AppCache("app", store, capacity=MiB, bypass_bytes=MiB, stats=stats)
+    cache.prewarm(["k0", "k1", "k2"])
+    assert await cache.get("k1") == b"v1"
+    await asyncio.sleep(0)
+    fetched = cache.statistics()
+    # Served from the pre-warm's fetch (a hit after the shared fetch), not a second fetch.
+    assert fetched.misses <= 1 and fetched.storage_errors == 0
+    await cache.close()
+
+
+async def test_the_sizing_policy_resizes_loaded_caches(make_store: StoreFactory) -> None:
+    caches = manager(make_store(), min_bytes=1000, max_per_app=10_000, total=12_000)
+    a, b = await caches.open("a"), await caches.open("b")
+    for i in range(8):
+        await a.put(f"k{i}", b"x" * 1000)
+        await a.get(f"k{i}")
+    await b.put("k", b"x" * 10)
+    await b.get("k")
+    decisions = caches.rebalance()
+    by_app = {d.app: d for d in decisions}
+    assert by_app["a"].budget == 10_000 and by_app["a"].reason.startswith("per-app maximum")
+    assert by_app["b"].budget == 1000 and by_app["b"].reason.startswith("minimum")
+    assert caches.statistics()["a"].capacity == 10_000
+    await caches.close()
+
+
+async def test_cache_off_goes_straight_to_the_store(make_store: StoreFactory) -> None:
+    caches = manager(make_store())
+    direct = await caches.open("app", cached=False)
+    await direct.put("k", b"v")
+    assert await direct.get("k") == b"v"
+    assert caches.statistics() == {}
+    await caches.close()

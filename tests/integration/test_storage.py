@@ -1,0 +1,162 @@
+"""Backing stores against a real Redis (started on a free port) and the embedded SQLite store."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from faasd_py.errors import StorageUnavailable
+from faasd_py.storage import LatencyStore, ObjectStore, open_store
+from faasd_py.storage._redis import RedisStore, redact
+from tests.integration._redis import RedisServer, free_port, redis_server
+
+__all__ = ["redis_server"]
+
+StoreFactory = Callable[[], ObjectStore]
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Opens stores over one backing (Redis, or one SQLite file); closes them at teardown."""
+    opened: list[ObjectStore] = []
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url: str | None = server.url
+    else:
+        url = f"sqlite://{tmp_path / 'objects.sqlite3'}"
+
+    def make() -> ObjectStore:
+        store = open_store(url, tmp_path)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+async def test_every_write_gets_a_new_version_kept_with_its_bytes(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert await store.get("app", "k") is None
+    assert await store.version("app", "k") is None
+    v1 = await store.put("app", "k", b"one")
+    v2 = await store.put("app", "k", b"two")
+    assert v2 > v1
+    got = await store.get("app", "k")
+    assert got is not None and (got.data, got.version) == (b"two", v2)
+    assert await store.version("app", "k") == v2
+    assert await store.delete("app", "k")
+    assert not await store.delete("app", "k")
+    assert not await store.exists("app", "k")
+    # Deleted and written again: a version never seen before, never an old one come back.
+    v3 = await store.put("app", "k", b"one")
+    assert v3 > v2 and await store.exists("app", "k")
+
+
+async def test_a_second_client_sees_the_first_ones_writes(make_store: StoreFactory) -> None:
+    writer, reader = make_store(), make_store()
+    version = await writer.put("app", "shared", b"x")
+    assert await reader.version("app", "shared") == version
+
+
+async def test_apps_cannot_see_each_others_objects(make_store: StoreFactory) -> None:
+    store = make_store()
+    await store.put("a", "secret", b"of a")
+    # An app name and key chosen to spell the other app's key in a naive "app:key" layout.
+    await store.put("a:secret", "x", b"other")
+    assert await store.get("b", "secret") is None
+    assert not await store.exists("b", "secret")
+    assert await store.list("b") == []
+    assert await store.list("a") == ["secret"]
+    assert await store.get("a", "secret:x") is None
+    await store.delete("b", "secret")
+    assert await store.exists("a", "secret")
+
+
+async def test_list_by_prefix_is_sorted_and_literal(make_store: StoreFactory) -> None:
+    store = make_store()
+    for key in ["results/2", "results/1", "results%/x", "results_", "models/w", "résumé"]:
+        await store.put("app", key, b"")
+    assert await store.list("app", "results/") == ["results/1", "results/2"]
+    assert await store.list("app", "results%") == ["results%/x"]
+    assert await store.list("app", "ré") == ["résumé"]
+    assert len(await store.list("app")) == 6
+
+
+@pytest.mark.parametrize("size", [0, 64 * 1024 * 1024])
+async def test_objects_of_zero_bytes_and_64_mib(make_store: StoreFactory, size: int) -> None:
+    store = make_store()
+    data = bytes(range(256)) * (size // 256)
+    version = await store.put("app", "blob", data)
+    got = await store.get("app", "blob")
+    assert got is not None and got.version == version and got.data == data
+
+
+async def test_bad_keys_are_refused(make_store: StoreFactory) -> None:
+    store = make_store()
+    with pytest.raises(ValueError):
+        await store.put("app", "", b"x")
+    with pytest.raises(ValueError):
+        await store.get("app", "k" * 2000)
+
+
+async def test_redis_going_away_raises_storage_unavailable_then_recovers(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    store = open_store(redis_server.url, tmp_path)
+    try:
+        before = await store.put("app", "k", b"v")
+        redis_server.stop()
+        for call in (store.version("app", "k"), store.put("app", "k", b"w")):
+            with pytest.raises(StorageUnavailable) as caught:
+                await call
+            assert caught.value.status == 503
+            assert f"127.0.0.1:{redis_server.port}" in caught.value.message
+        redis_server.start()  # empty: no persistence
+        assert await store.version("app", "k") is None
+        # Its counters are gone too, yet a new write's version is above every earlier one.
+        assert await store.put("app", "k", b"back") > before
+    finally:
+        await store.close()
+
+
+async def test_unreachable_redis_fails_fast_with_the_clear_error(tmp_path: Path) -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(StorageUnavailable, match="storage unavailable"):
+            await store.get("app", "k")
+    finally:
+        await store.close()
+
+
+async def test_an_unusable_sqlite_file_raises_storage_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "dir.sqlite3").mkdir()
+    store = open_store(f"sqlite://{tmp_path / 'dir.sqlite3'}", tmp_path)
+    try:
+        with pytest.raises(StorageUnavailable, match=r"sqlite://.*dir\.sqlite3"):
+            await store.put("app", "k", b"v")
+    finally:
+        await store.close()
+
+
+async def test_added_latency_applies_to_every_call(tmp_path: Path) -> None:
+    store = open_store(None, tmp_path, latency=0.02)
+    assert isinstance(store, LatencyStore) and store.name.endswith("+20ms")
+    try:
+        start = time.monotonic()
+        await store.put("app", "k", b"v")
+        await store.version("app", "k")
+        await store.get("app", "k")
+        assert time.monotonic() - start >= 0.06
+    finally:
+        await store.close()
+
+
+def test_urls_name_their_store_without_a_password(tmp_path: Path) -> None:
+    assert redact("redis://user:pw@host:6380/1") == "redis://user:***@host:6380/1"
+    assert redact("redis://host:6379") == "redis://host:6379"
+    with pytest.raises(ValueError, match="redis://"):
+        open_store("s3://bucket", tmp_path)
