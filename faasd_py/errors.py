@@ -88,3 +88,4 @@ class StorageUnavailable(Unavailable):
     def __init__(self, store: str, cause: str) -> None:
         super().__init__(f"storage unavailable ({store}): {cause}; retry when it is back")
         self.store = store
+        self.cause = cause

@@ -10,6 +10,11 @@ directly. Messages:
     worker -> runtime   {"op": "invoke", "id", "method", "path", "query", "headers", "body",
                          "call_id", "deadline"}
 
+    context.storage, while a handler runs (faasd_py.cache answers in the worker):
+    runtime -> worker   {"op": "storage", "id", "call", "key", "data"}   call: get, put, delete,
+                                                                       exists, list (key: prefix)
+    worker -> runtime   {"op": "storage_reply", "id", "value", "error"}
+
 `error` in a result is None on success, else "<ExceptionType>: <message>" and the status is 500.
 """
 
@@ -125,6 +130,52 @@ class Result:
             error=msg["error"],
             seconds=msg["seconds"],
         )
+
+
+STORAGE_CALLS = ("get", "put", "delete", "exists", "list")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageCall:
+    """A handler's call on `context.storage`; its ids are the runtime's own, apart from those
+    of invocations."""
+
+    id: int
+    call: str
+    key: str  # the prefix, for list
+    data: bytes | None = None  # for put
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "op": "storage",
+            "id": self.id,
+            "call": self.call,
+            "key": self.key,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_wire(cls, msg: dict[str, Any]) -> StorageCall:
+        if msg.get("call") not in STORAGE_CALLS or not isinstance(msg.get("key"), str):
+            raise ProtocolError(f"not a storage call: {msg.get('call')!r}")
+        return cls(id=msg["id"], call=msg["call"], key=msg["key"], data=msg.get("data"))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageReply:
+    id: int
+    # get: bytes or None; put: the new version; delete, exists: bool; list: the keys.
+    value: bytes | int | bool | list[str] | None
+    # None on success; else {"kind": "unavailable" | "invalid" | "failed", "message",
+    # and for unavailable "store" and "cause"}.
+    error: dict[str, str] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"op": "storage_reply", "id": self.id, "value": self.value, "error": self.error}
+
+    @classmethod
+    def from_wire(cls, msg: dict[str, Any]) -> StorageReply:
+        return cls(id=msg["id"], value=msg["value"], error=msg["error"])
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -1,0 +1,90 @@
+"""The worker's side of `context.storage`: an instance's storage calls, answered from its app's
+storage (the app's cache, or the store itself when the cache is off for the function).
+
+The instance reading its channel hands each `storage` message to `StorageService.handle`, run as
+a task of its own so that a slow store does not hold up the results of other invocations. A read
+holds a lease on the cached object (a pin: it cannot be evicted) until its reply is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faasd_py.cache._manager import AppStorage
+from faasd_py.errors import StorageUnavailable
+from faasd_py.protocol import ProtocolError, StorageCall, StorageReply
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class StorageService:
+    def __init__(self, storage: AppStorage, max_value: int) -> None:
+        self.storage = storage
+        # The largest object a reply (or a put) may carry: the channel's frames are bounded.
+        self.max_value = max_value
+
+    @property
+    def app(self) -> str:
+        return self.storage.app
+
+    async def handle(self, message: dict[str, Any], send: Send) -> None:
+        """Answer one storage message; every failure becomes an error reply, not an exception
+        (the instance's reading loop must go on)."""
+        try:
+            call = StorageCall.from_wire(message)
+        except (ProtocolError, KeyError) as exc:
+            await send(StorageReply(int(message.get("id", -1)), None, _invalid(str(exc))).to_wire())
+            return
+        try:
+            if call.call == "get":
+                async with self.storage.lease(call.key) as data:
+                    if data is not None and len(data) > self.max_value:
+                        reply = StorageReply(call.id, None, _too_large(call.key, len(data), self))
+                    else:
+                        reply = StorageReply(call.id, data)
+                    await send(reply.to_wire())
+                return
+            value = await self._call(call)
+            reply = StorageReply(call.id, value)
+        except StorageUnavailable as exc:
+            reply = StorageReply(call.id, None, _unavailable(exc))
+        except ValueError as exc:
+            reply = StorageReply(call.id, None, _invalid(str(exc)))
+        except Exception as exc:
+            logger.exception("storage call %s of app %s failed", call.call, self.app)
+            reply = StorageReply(
+                call.id, None, {"kind": "failed", "message": f"{type(exc).__name__}: {exc}"}
+            )
+        await send(reply.to_wire())
+
+    async def _call(self, call: StorageCall) -> bytes | int | bool | list[str] | None:
+        if call.call == "put":
+            if not isinstance(call.data, bytes):
+                raise ValueError("put needs bytes")
+            if len(call.data) > self.max_value:
+                raise ValueError(_too_large(call.key, len(call.data), self)["message"])
+            return await self.storage.put(call.key, call.data)
+        if call.call == "delete":
+            return await self.storage.delete(call.key)
+        if call.call == "exists":
+            return await self.storage.exists(call.key)
+        return await self.storage.list(call.key)
+
+
+def _unavailable(exc: StorageUnavailable) -> dict[str, str]:
+    return {"kind": "unavailable", "message": exc.message, "store": exc.store, "cause": exc.cause}
+
+
+def _invalid(message: str) -> dict[str, str]:
+    return {"kind": "invalid", "message": message}
+
+
+def _too_large(key: str, size: int, service: StorageService) -> dict[str, str]:
+    return _invalid(
+        f"object {key!r} of {size} bytes is larger than an instance's channel carries "
+        f"({service.max_value} bytes; raise --max-body)"
+    )
