@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any
 
-from faasd_py import native
+from faasd_py import doorbells, native
 from faasd_py.protocol import ChannelClosed, ProtocolError
 from faasd_py.shm import (
     DEFAULT_GEOMETRY,
@@ -33,10 +33,11 @@ _BUSY_LOOP_NS = 20_000
 class ShmChannel:
     """The worker's end of a shm channel, in its event loop (the `Channel` protocol).
 
-    The eventfd is watched with `loop.add_reader`: every instance's doorbell in the loop's one
-    epoll. The peer rings it only while this end is parked, which it is whenever the loop has
-    drained the ring. After a send, once the loop has run what was ready, it may spin for the
-    reply instead (`spin`, adaptive: see AdaptiveSpin; skipped when the loop is busy), which
+    The eventfd is watched by the loop's doorbell engine (faasd_py.doorbells: epoll, or one
+    io_uring for every instance of the loop), which consumes each ring of it and calls
+    `_on_doorbell`. The peer rings it only while this end is parked, which it is whenever the
+    loop has drained the ring. After a send, once the loop has run what was ready, it may spin
+    for the reply instead (`spin`, adaptive: see AdaptiveSpin; skipped when the loop is busy), which
     saves the wake-up of both the peer's doorbell and the loop. When the peer process exits (a
     pidfd, also in the loop), the records it sent are still delivered; then `receive` raises
     ChannelClosed.
@@ -58,7 +59,8 @@ class ShmChannel:
         self._probing = False
         self._probe_scheduled = 0
         self._wait_rx = native.lib.SHM_WAIT_RX
-        self._loop.add_reader(eventfd, self._on_doorbell)
+        self._doorbells = doorbells.for_loop(self._loop)
+        self._doorbells.watch(eventfd, self._on_doorbell)
         if peer_pid is not None:
             self._watch_peer(peer_pid)
         self._ep.park(native.lib.SHM_WAIT_RX)
@@ -158,7 +160,7 @@ class ShmChannel:
         if not self._ep.attached:
             return
         self._stop_watching()
-        self._loop.remove_reader(self._eventfd)
+        self._doorbells.unwatch(self._eventfd)
         self._ep.close()
         os.close(self._eventfd)
         self._fail(ChannelClosed("the channel is closed"))
@@ -166,7 +168,7 @@ class ShmChannel:
     # --- the loop's callbacks ------------------------------------------------------------------
 
     def _on_doorbell(self) -> None:
-        self._ep.clear_doorbell()
+        self._ep.unpark()  # the engine consumed the eventfd's count
         self._drain()
         if self._room is not None:
             room, self._room = self._room, None

@@ -321,6 +321,12 @@ class ShmEndpoint:
         if self._ep is not None:
             native.check(self._lib.shm_clear_doorbell(self._ep))
 
+    def unpark(self) -> None:
+        """Withdraw the parked bits after a doorbell whose count was already consumed (the
+        worker's doorbell engine reads the eventfd itself)."""
+        if self._ep is not None:
+            self._lib.shm_unpark(self._ep)
+
     def wait(self, bits: int, spin: int, timeout: float | None) -> bool:
         """Block (GIL released) until ready; False on timeout or a signal."""
         if self._ep is None:

@@ -458,6 +458,13 @@ int shm_clear_doorbell(struct shm_endpoint *ep)
     uint64_t count;
     if (read(ep->own_efd, &count, sizeof(count)) < 0 && errno != EAGAIN)
         return -errno;
+    return shm_unpark(ep);
+}
+
+int shm_unpark(struct shm_endpoint *ep)
+{
+    /* Relaxed: the caller drains the ring next and parks again (shm_park's fence) before it
+     * sleeps; a peer that still sees the old bits only rings once too often. */
     atomic_store_explicit(&ep->me->parked, 0, memory_order_relaxed);
     return 0;
 }

@@ -143,6 +143,10 @@ int shm_park(struct shm_endpoint *ep, unsigned bits);
  * callback, before it drains the ring. */
 int shm_clear_doorbell(struct shm_endpoint *ep);
 
+/* Withdraw this endpoint's parked bits, for a caller whose doorbell was already consumed
+ * elsewhere (an io_uring read of the eventfd completed): shm_clear_doorbell without the read. */
+int shm_unpark(struct shm_endpoint *ep);
+
 /* Spin up to `spin` iterations (0: look once) until what `bits` ask for is there, without
  * sleeping. 1: ready; 0: not yet. The spin stops early when the peer last ran on this CPU
  * (each side notes its CPU in the region as it spins). Those of `bits` that were parked are withdrawn during the

@@ -1,4 +1,5 @@
-"""The `Channel` contract, held by every channel kind (each test runs for shm and socket)."""
+"""The `Channel` contract, held by every channel kind (each test runs for shm and socket, and
+shm under each doorbell engine: ids shm-epoll, shm-io_uring)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from hypothesis import strategies as st
 
 from faasd_py.protocol import ChannelClosed, ProtocolError
 from faasd_py.shm import DEFAULT_GEOMETRY, ShmGeometry
+from tests.native._engines import use_engine_of_kind, with_engines
 from tests.native.conftest import KINDS, MAX_FRAME, SMALL, ChannelPair, echo, open_pair
+
+KINDS = with_engines(KINDS)  # shm once per doorbell engine
+pytestmark = pytest.mark.usefixtures(use_engine_of_kind.__name__)
 
 MiB = 1024 * 1024
 INLINE = SMALL.slot_size - 64  # what a slot of the small geometry carries inline

@@ -101,6 +101,29 @@ def test_a_full_ring_refuses_then_takes_again(ends: Ends) -> None:
     assert worker.try_send(*record)
 
 
+def test_a_doorbell_rings_only_for_a_parked_end_and_unpark_withdraws(ends: Ends) -> None:
+    """The worker's doorbell engine consumes the eventfd itself, then `unpark`s: from then on
+    the sandbox's sends ring no more until the worker parks again."""
+    worker, sandbox = ends.worker, ends.sandbox
+    rx = native.lib.SHM_WAIT_RX
+    record = sandbox.encode({"op": "result", "id": 1})
+    assert not worker.park(rx)
+    assert sandbox.try_send(*record)
+    assert os.eventfd_read(ends.region.eventfd) == 1  # what the engine does
+    worker.unpark()
+    assert worker.poll() is not None
+    assert sandbox.try_send(*record)
+    assert sandbox.statistics().doorbells == 1
+    with pytest.raises(BlockingIOError):
+        os.eventfd_read(ends.region.eventfd)
+    assert worker.park(rx)  # a record is there: not parked
+    assert worker.poll() is not None
+    assert worker.poll() is None  # releases the record it returned last
+    assert not worker.park(rx)
+    assert sandbox.try_send(*record)
+    assert sandbox.statistics().doorbells == 2
+
+
 def test_a_peer_that_scribbles_on_the_ring_is_a_protocol_error(ends: Ends) -> None:
     assert ends.worker.try_send(*ends.worker.encode({"op": "invoke", "id": 1}))
     with mmap.mmap(ends.region.memfd, 0) as memory:
