@@ -78,6 +78,9 @@ bench-warm: install
 bench-crosscheck: install
 	$(BIN)/python bench/crosscheck.py
 
+bench-prewarm: install
+	$(BIN)/python bench/prewarm.py
+
 bench-datapath: install
 	$(BIN)/python bench/datapath.py
 

@@ -149,7 +149,10 @@ class IdleHistogram:
             raise ValueError(f"percent must be within 0..100, got {percent!r}")
         if not self._total:
             raise ValueError("no idle time within the histogram's range")
-        rank = max(1, math.ceil(percent * self._total / 100 - 1e-9))
+        return self.bin_of_rank(max(1, math.ceil(percent * self._total / 100 - 1e-9)))
+
+    def bin_of_rank(self, rank: int) -> int:
+        """The bin of the ``rank``-th smallest in-range idle time (1 <= rank <= in_range)."""
         counts = self._counts
         if rank * 2 <= self._total:
             seen = 0
@@ -164,7 +167,7 @@ class IdleHistogram:
             seen += counts[index]
             if seen > above:
                 return index
-        raise AssertionError("unreachable: the counts sum to the total")  # pragma: no cover
+        raise ValueError(f"rank {rank} is not within 1..{self._total}")
 
     def statistics(self) -> HistogramStatistics:
         return HistogramStatistics(

@@ -1,0 +1,147 @@
+"""`faasd-py simulate` as a user runs it: trace files in, reports out, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Cli, clean_environment
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+MINUTES = 30
+MEMORY_HEADER = (
+    "HashOwner,HashApp,SampleCount,AverageAllocatedMb,AverageAllocatedMb_pct1,"
+    "AverageAllocatedMb_pct5,AverageAllocatedMb_pct25,AverageAllocatedMb_pct50,"
+    "AverageAllocatedMb_pct75,AverageAllocatedMb_pct95,AverageAllocatedMb_pct99,"
+    "AverageAllocatedMb_pct100"
+)
+
+
+def write_trace(folder: Path) -> tuple[Path, Path]:
+    """App A (100 MB): one invocation at minutes 0, 5 and 20; app B (200 MB): 4 at minute 2,
+    2 at minute 3 (tests/unit/test_simulator.py counts the same trace by hand)."""
+    rows = {("a", "a1"): {0: 1, 5: 1, 20: 1}, ("b", "b1"): {2: 3}, ("b", "b2"): {2: 1, 3: 2}}
+    lines = ["HashOwner,HashApp,HashFunction,Trigger," + ",".join(map(str, range(1, 31)))]
+    for (app, name), active in rows.items():
+        counts = [str(active.get(m, 0)) for m in range(MINUTES)]
+        lines.append(f"owner,{app},{name},http," + ",".join(counts))
+    trace = folder / "invocations.csv"
+    trace.write_text("\n".join(lines) + "\n")
+    memory = folder / "memory.csv"
+    memory.write_text(
+        MEMORY_HEADER
+        + "\n"
+        + "".join(
+            f"owner,{app},1,{mb},{mb},{mb},{mb},{mb},{mb},{mb},{mb},{mb}\n"
+            for app, mb in (("a", 100), ("b", 200))
+        )
+    )
+    return trace, memory
+
+
+def test_a_trace_file_is_simulated_and_reported(offline_cli: Cli, tmp_path: Path) -> None:
+    trace, memory = write_trace(tmp_path)
+    out = tmp_path / "report"
+    stdout = offline_cli.ok(
+        "simulate", "--trace", trace, "--memory", memory, "--no-sweep",
+        "--policy", "fixed:10m", "--policy", "no-unload", "--out", out,
+    )  # fmt: skip
+    assert "fixed:10m" in stdout and "no-unload" in stdout
+    report = json.loads((out / "run.json").read_text())
+    rows = {row["policy"]: row for row in report["policies"]}
+    assert set(rows) == {"fixed:10m", "no-unload"}
+    assert rows["fixed:10m"]["cold_starts"] == 3
+    assert rows["fixed:10m"]["wasted_mb_s"] == pytest.approx(258_000)
+    assert rows["no-unload"]["cold_starts"] == 2
+    assert rows["no-unload"]["wasted_normalized"] == pytest.approx(474_000 / 258_000)
+    assert report["settings"]["memory_defaulted_apps"] == 0
+    assert "| fixed:10m |" in (out / "report.md").read_text()
+    assert (out / "cdf.png").stat().st_size > 0 and (out / "pareto.png").stat().st_size > 0
+
+
+def test_the_published_format_with_durations(offline_cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    offline_cli.ok(
+        "simulate",
+        "--trace", DATA / "invocations_per_function_md.anon.d01.csv",
+        "--durations", DATA / "function_durations_percentiles.anon.d01.csv",
+        "--memory", DATA / "app_memory_percentiles.anon.d01.csv",
+        "--policy", "hybrid", "--no-sweep", "--out", out,
+    )  # fmt: skip
+    report = json.loads((out / "run.json").read_text())
+    assert [r["policy"] for r in report["policies"]] == ["fixed:10m", "hybrid:4h"]
+    assert report["settings"]["apps"] >= 3
+
+
+def test_a_synthetic_day_with_the_pareto_sweep(offline_cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    offline_cli.ok(
+        "simulate", "--synthetic-trace", "--apps", "40", "--hours", "3", "--seed", "3",
+        "--bin-width", "30s", "--range", "2h", "--min-samples", "3", "--out", out,
+    )  # fmt: skip
+    report = json.loads((out / "run.json").read_text())
+    names = [r["policy"] for r in report["policies"]]
+    # The default hybrid (2 h here), then the sweep's fixed and hybrid ranges, once each.
+    assert names[:2] == ["hybrid:2h", "fixed:10m"]
+    assert {"fixed:2h", "hybrid:1h", "hybrid:4h"} <= set(names) and len(names) == len(set(names))
+    assert report["settings"]["hybrid"]["bin_width"] == 30.0
+    assert (out / "pareto.png").exists()
+
+
+def failure(done: subprocess.CompletedProcess[str], code: int, *expected: str) -> None:
+    assert done.returncode == code, (done.stdout, done.stderr)
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_policy_strings_are_usage_errors(offline_cli: Cli) -> None:
+    done = offline_cli("simulate", "--synthetic-trace", "--policy", "lru")
+    failure(done, 2, "unknown policy 'lru'", "fixed:DURATION")
+    done = offline_cli("simulate", "--synthetic-trace", "--policy", "fixed:soon")
+    failure(done, 2, "bad policy 'fixed:soon'")
+
+
+def test_a_trace_is_required_and_only_one(offline_cli: Cli, tmp_path: Path) -> None:
+    failure(offline_cli("simulate"), 2, "--trace FILE or --synthetic-trace")
+    trace, memory = write_trace(tmp_path)
+    done = offline_cli("simulate", "--trace", trace, "--synthetic-trace")
+    failure(done, 2, "not both")
+    failure(offline_cli("simulate", "--synthetic-trace", "--memory", memory), 2, "--memory")
+    failure(offline_cli("simulate", "--trace", tmp_path / "absent.csv"), 2, "does not exist")
+
+
+def test_bad_hybrid_options_are_usage_errors(offline_cli: Cli) -> None:
+    done = offline_cli("simulate", "--synthetic-trace", "--range", "90s")
+    failure(done, 2, "whole number of bins")
+    failure(offline_cli("simulate", "--synthetic-trace", "--bin-width", "0s"), 2, "above 0")
+
+
+def test_a_malformed_trace_names_its_line(offline_cli: Cli, tmp_path: Path) -> None:
+    trace, _ = write_trace(tmp_path)
+    lines = trace.read_text().splitlines()
+    lines[2] = lines[2].replace(",3,", ",x,")
+    trace.write_text("\n".join(lines) + "\n")
+    failure(offline_cli("simulate", "--trace", trace), 1, "line 3", "not a whole number")
+
+
+def test_without_numpy_it_says_what_to_install(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.modules['numpy'] = None; "
+        "from faasd_py.cli import main; "
+        "sys.argv = ['faasd-py', 'simulate', '--synthetic-trace']; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    failure(done, 1, "simulate needs numpy", "faasd-py[sim]")
