@@ -17,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from faasd_py.cache._lru import PinnedLRU
 from faasd_py.cache._stats import AccessStats
@@ -31,7 +30,11 @@ from faasd_py.storage import ObjectStore, Versioned
 
 logger = logging.getLogger(__name__)
 
-PREWARM_CONCURRENCY = 8
+# A pre-warm fetches in pipelined batches (one store round trip each), best keys first, a few
+# batches at a time: the hottest keys land after one round trip, not after the whole pre-warm.
+PREWARM_BATCH_KEYS = 64
+PREWARM_BATCH_BYTES = 8 * 1024 * 1024
+PREWARM_CONCURRENCY = 4
 
 
 class Peers(Protocol):
@@ -96,7 +99,8 @@ class AppCache:
         self._lru = PinnedLRU(capacity, bypass_bytes)
         self._clock = clock
         self._peers = peers
-        self._fetches: dict[str, asyncio.Task[Versioned | None]] = {}
+        # Fetches under way, per key: a reader's (a task) or a pre-warm batch's (a future).
+        self._fetches: dict[str, asyncio.Future[Versioned | None]] = {}
         self._prewarm_task: asyncio.Task[None] | None = None
         # Keys the pre-warm set out to fetch, those it did fetch, and the planned ones read since.
         self._prewarm_planned: set[str] = set()
@@ -168,7 +172,9 @@ class AppCache:
         shared = self._fetches.get(key)
         if shared is not None:
             result = await asyncio.shield(shared)
-            if result is None or result.version >= version:
+            # None or an older version: that fetch read the store before the write this reader
+            # saw; only a fetch of its own will do.
+            if result is not None and result.version >= version:
                 return result
         return await self._start_fetch(key, version)
 
@@ -245,47 +251,73 @@ class AppCache:
     # -- pre-warm ------------------------------------------------------------------------------
 
     def prewarm(self, keys: Sequence[str]) -> asyncio.Task[None]:
-        """Fetch `keys` (best first) in the background; reads do not wait for the whole of it."""
-        self._prewarm_task = asyncio.create_task(self._prewarm(list(keys)))
-        return self._prewarm_task
-
-    async def _prewarm(self, keys: builtins.list[str]) -> None:
-        # Start every fetch up front (so a read of any of them finds its fetch), but let only a
-        # few run against the store at once.
-        gate = asyncio.Semaphore(PREWARM_CONCURRENCY)
-
-        async def one(key: str) -> Versioned | None:
-            async with gate:
-                return await self._fetch_from_source(key, None)
-
-        tasks: builtins.list[asyncio.Task[Versioned | None]] = []
+        """Fetch `keys` (best first) in the background; a read of one of them waits for that
+        key's batch, not for the whole pre-warm."""
+        loop = asyncio.get_running_loop()
+        batches: builtins.list[builtins.list[str]] = [[]]
+        batch_bytes = 0
         for key in keys:
             if key in self._fetches or key in self._lru:
                 continue
+            size = getattr(self.access.get(key), "size", 0)
+            if batches[-1] and (
+                len(batches[-1]) >= PREWARM_BATCH_KEYS or batch_bytes + size > PREWARM_BATCH_BYTES
+            ):
+                batches.append([])
+                batch_bytes = 0
+            batches[-1].append(key)
+            batch_bytes += size
             self._prewarm_planned.add(key)
-            task = asyncio.create_task(one(key))
-            self._fetches[key] = task
-            task.add_done_callback(functools.partial(self._prewarm_done, key))
-            tasks.append(task)
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
+            future: asyncio.Future[Versioned | None] = loop.create_future()
+            # Retrieved here, so a failed batch nobody read is not reported as an error left
+            # unseen; readers waiting on it still get the exception.
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._fetches[key] = future
+        self._prewarm_task = asyncio.create_task(self._prewarm([b for b in batches if b]))
+        return self._prewarm_task
+
+    async def _prewarm(self, batches: builtins.list[builtins.list[str]]) -> None:
+        gate = asyncio.Semaphore(PREWARM_CONCURRENCY)
+
+        async def one(batch: builtins.list[str]) -> None:
+            try:
+                async with gate:
+                    found = await self.store.get_many(self.app, batch)
+            except BaseException as exc:
+                for key in batch:
+                    self._settle(key, None, exc)
+                raise
+            for key, obj in zip(batch, found, strict=True):
+                if obj is not None and self._lru.insert(key, obj.version, obj.data).cached:
+                    self._prewarmed.add(key)
+                self._settle(key, obj, None)
+
+        results = await asyncio.gather(*(one(b) for b in batches), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, Exception)]
         if failed:
+            self._errors += len(failed)
             logger.warning(
-                "pre-warm of app %s: %d of %d fetches failed: %s",
+                "pre-warm of app %s: %d of %d batches failed: %s",
                 self.app,
                 len(failed),
-                len(tasks),
+                len(batches),
                 failed[0],
             )
 
-    def _prewarm_done(self, key: str, task: asyncio.Task[Versioned | None]) -> None:
-        if self._fetches.get(key) is task:
-            del self._fetches[key]
-        if not task.cancelled() and task.exception() is None and key in self._lru:
-            self._prewarmed.add(key)
+    def _settle(self, key: str, obj: Versioned | None, exc: BaseException | None) -> None:
+        future = self._fetches.get(key)
+        if future is None or future.done() or isinstance(future, asyncio.Task):
+            return
+        del self._fetches[key]
+        if exc is None:
+            future.set_result(obj)
+        elif isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
 
     async def close(self) -> None:
-        tasks = list(self._fetches.values())
+        tasks: builtins.list[asyncio.Future[Any]] = list(self._fetches.values())
         if self._prewarm_task is not None:
             tasks.append(self._prewarm_task)
         for task in tasks:

@@ -17,7 +17,7 @@ is HGET of one small field.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -98,6 +98,17 @@ class RedisStore:
         if data is None or version is None:
             return None
         return Versioned(bytes(data), int(version))
+
+    async def get_many(self, app: str, keys: Sequence[str]) -> list[Versioned | None]:
+        for key in keys:
+            check_key(key)
+        # A pipeline without MULTI: one round trip; each HMGET is atomic on its own, which is
+        # all a read needs (bytes and version of one object together).
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(self._keys(app, key)[0], ["d", "v"])
+        rows: list[Any] = await self._call(pipe.execute())
+        return [None if d is None or v is None else Versioned(bytes(d), int(v)) for d, v in rows]
 
     async def version(self, app: str, key: str) -> int | None:
         check_key(key)

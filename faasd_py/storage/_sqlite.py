@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -74,6 +74,22 @@ class SqliteStore:
             ).fetchone()
         )
         return None if row is None else Versioned(bytes(row[0]), int(row[1]))
+
+    async def get_many(self, app: str, keys: Sequence[str]) -> list[Versioned | None]:
+        for key in keys:
+            check_key(key)
+
+        def read(db: sqlite3.Connection) -> list[Versioned | None]:
+            # One statement, so one consistent snapshot of all of them.
+            marks = ",".join("?" * len(keys))
+            rows = db.execute(
+                f"SELECT key, data, version FROM objects WHERE app = ? AND key IN ({marks})",
+                (app, *keys),
+            ).fetchall()
+            found = {k: Versioned(bytes(d), int(v)) for k, d, v in rows}
+            return [found.get(k) for k in keys]
+
+        return await self._run(read) if keys else []
 
     async def version(self, app: str, key: str) -> int | None:
         check_key(key)

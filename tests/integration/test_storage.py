@@ -56,6 +56,21 @@ async def test_every_write_gets_a_new_version_kept_with_its_bytes(make_store: St
     assert v3 > v2 and await store.exists("app", "k")
 
 
+async def test_get_many_reads_several_objects_in_one_call(make_store: StoreFactory) -> None:
+    store = make_store()
+    v1 = await store.put("app", "a", b"1")
+    v2 = await store.put("app", "b", b"22")
+    await store.put("other", "c", b"not mine")
+    found = await store.get_many("app", ["b", "missing", "a", "c"])
+    assert [(f.data, f.version) if f else None for f in found] == [
+        (b"22", v2),
+        None,
+        (b"1", v1),
+        None,
+    ]
+    assert await store.get_many("app", []) == []
+
+
 async def test_a_second_client_sees_the_first_ones_writes(make_store: StoreFactory) -> None:
     writer, reader = make_store(), make_store()
     version = await writer.put("app", "shared", b"x")
