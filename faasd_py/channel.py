@@ -6,36 +6,45 @@ DESIGN.md's modes, as the worker's end sees them:
   when the shim is built.
 - `socket` (`SocketChannel`): a Unix socketpair carrying length-prefixed msgpack frames; works
   without a compiler.
+- `net` (`faasd_py.channel_net.NetChannel`): HTTP to the runtime, the faasd-style path. A
+  sandboxed instance serves on its own address on the worker's bridge (faasd_py.netns); a plain
+  process (`--isolation process`, no network namespace of its own) on a loopback port the
+  worker bound for it.
 
 The instance's ends are blocking (faasd_py.runtime: `BlockingShmChannel`,
-`BlockingSocketChannel`). `prepare_channel` makes both ends of either kind for an instance
-about to be launched: the fds it inherits, the flags that tell its runtime, and the worker's
-end once the process runs.
+`BlockingSocketChannel`, `BlockingHttpChannel`). `prepare_channel` makes both ends of any kind
+for an instance about to be launched: the fds it inherits, the flags that tell its runtime, and
+the worker's end once the process runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import socket
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from faasd_py import native
 from faasd_py.errors import NativeUnavailable, SpecError
 from faasd_py.protocol import ChannelClosed, FrameDecoder, encode
+
+if TYPE_CHECKING:
+    from faasd_py.netns import BridgeNetwork
 
 __all__ = [
     "KINDS",
     "Channel",
     "ChannelClosed",
     "ChannelHandoff",
+    "Mailbox",
     "SocketChannel",
     "default_kind",
     "prepare_channel",
     "resolve_kind",
 ]
 
-KINDS = ("shm", "socket")
+KINDS = ("shm", "socket", "net")
 
 
 class Channel(Protocol):
@@ -91,6 +100,49 @@ class SocketChannel:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class Mailbox:
+    """Messages on their way to one receiving task: those that came before it asked wait in
+    order; once the channel fails, `get` raises the failure after them. A worker's end that is
+    fed by callbacks (the net channel's requests) delivers through one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._inbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._receiver: asyncio.Future[dict[str, Any]] | None = None
+        self.failure: BaseException | None = None
+
+    def deliver(self, message: dict[str, Any]) -> None:
+        if self.failure is not None:
+            return
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None and not receiver.done():
+            receiver.set_result(message)
+        else:
+            self._inbox.append(message)
+
+    def fail(self, exc: BaseException) -> None:
+        """No more messages: `get` raises `exc` once the waiting ones are taken."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        receiver, self._receiver = self._receiver, None
+        if receiver is not None and not receiver.done():
+            receiver.set_exception(exc)
+
+    async def get(self) -> dict[str, Any]:
+        if self._inbox:
+            return self._inbox.popleft()
+        if self.failure is not None:
+            raise self.failure
+        if self._receiver is not None:
+            raise RuntimeError("receive() is already awaited by another task")
+        self._receiver = self._loop.create_future()
+        try:
+            return await self._receiver
+        finally:
+            self._receiver = None
 
 
 # --- choosing a channel ------------------------------------------------------------------------
@@ -205,14 +257,79 @@ class _ShmHandoff:
         self._region.close()
 
 
+# Where a sandboxed instance's runtime serves HTTP, as an OpenFaaS watchdog does.
+RUNTIME_PORT = 8080
+
+
+class _NetHandoff:
+    """A sandboxed instance listens on RUNTIME_PORT in its own network namespace; `connect`
+    gives that namespace a veth on the worker's bridge. A plain process shares the host's
+    network: it inherits a listening socket the worker bound to a free loopback port."""
+
+    kind = "net"
+
+    def __init__(self, max_frame: int, network: BridgeNetwork | None) -> None:
+        self._max_frame = max_frame
+        self._network = network
+        self._listener: socket.socket | None = None
+        pidfd = worker_pidfd()
+        if network is None:
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._listener.bind(("127.0.0.1", 0))
+            self._listener.listen(128)
+            fd = self._listener.fileno()
+            self.child_fds: tuple[int, ...] = (fd, pidfd)
+            self.runtime_args = ["--channel=net", f"--fd={fd}", f"--worker-pidfd={pidfd}"]
+        else:
+            self.child_fds = (pidfd,)
+            self.runtime_args = [
+                "--channel=net",
+                f"--listen=0.0.0.0:{RUNTIME_PORT}",
+                f"--worker-pidfd={pidfd}",
+            ]
+
+    async def connect(self, pid: int) -> Channel:
+        from faasd_py.channel_net import NetChannel
+
+        network = self._network
+        if network is None:
+            assert self._listener is not None
+            port = self._listener.getsockname()[1]
+            self._listener.close()  # the instance has its copy
+            return NetChannel("127.0.0.1", port, self._max_frame, peer_pid=pid)
+        attachment = await asyncio.to_thread(network.attach, pid)
+        return NetChannel(
+            str(attachment.address),
+            RUNTIME_PORT,
+            self._max_frame,
+            peer_pid=pid,
+            on_close=lambda: network.detach(attachment),
+        )
+
+    def release_child_side(self) -> None:
+        pass  # the listener stays open until connect: it tells the worker the port
+
+    def abort(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+
 def prepare_channel(
-    kind: str, max_frame: int, *, spin: int = 0, worker_spin: int = 0
+    kind: str,
+    max_frame: int,
+    *,
+    spin: int = 0,
+    worker_spin: int = 0,
+    network: BridgeNetwork | None = None,
 ) -> ChannelHandoff:
     """Both ends of a new channel of `kind` (see resolve_kind) for an instance to launch.
     shm only: `spin`, iterations the instance's end spins before it sleeps; `worker_spin`, the
-    most the worker's end spins for a reply after a send (adaptive)."""
+    most the worker's end spins for a reply after a send (adaptive). net only: `network`, the
+    worker's bridge when instances are sandboxed (None: plain processes, over loopback)."""
     if kind == "shm":
         return _ShmHandoff(max_frame, spin, worker_spin)
     if kind == "socket":
         return _SocketHandoff(max_frame)
+    if kind == "net":
+        return _NetHandoff(max_frame, network)
     raise ValueError(f"unknown channel kind {kind!r}")

@@ -1,7 +1,8 @@
 """The instance's ends of the channels: blocking, for a loop with no asyncio in it.
 
 `BlockingShmChannel` waits in C with the GIL released (spin, then a futex); the socket one
-blocks in recv. Either may be read by one thread while another sends. `open_channel` opens the
+blocks in recv; the net one (`faasd_py.runtime._http`) is an HTTP server with a thread per
+connection. Either may be read by one thread while another sends. `open_channel` opens the
 one the runtime's flags name. No asyncio here: a plain loop imports only what it uses.
 """
 
@@ -147,15 +148,28 @@ class BlockingShmChannel:
 
 def open_channel(
     kind: str,
-    fd: int,
+    fd: int | None,
     doorbell_fd: int | None,
     max_frame: int,
     spin: int,
     worker_pidfd: int | None = None,
+    *,
+    listen: str | None = None,
+    max_body: int | None = None,
 ) -> BlockingChannel:
     """The instance's end of the channel the worker set up (runtime flags --channel, --fd,
-    --doorbell-fd, --worker-pidfd, --spin). A shm end gives up when the worker is gone: its
-    pidfd turns readable (or, without one, this process gets a new parent)."""
+    --doorbell-fd, --worker-pidfd, --spin, --listen). A shm or net end gives up when the worker
+    is gone: its pidfd turns readable (or, without one, this process gets a new parent).
+    net: an HTTP server on `listen` (an address in the instance's own network namespace) or on
+    the listening socket `fd` (plain processes: bound to loopback by the worker); bodies above
+    `max_body` (default: the frame limit) are refused with 413."""
+    if kind == "net":
+        from faasd_py.runtime._http import BlockingHttpChannel
+
+        limit = max_frame if max_body is None else max_body
+        return BlockingHttpChannel.open(listen, fd, limit, worker_pidfd)
+    if fd is None:
+        raise ValueError(f"the {kind} channel needs --fd")
     if kind == "socket":
         return BlockingSocketChannel(socket.socket(fileno=fd), max_frame)
     if kind == "shm":
