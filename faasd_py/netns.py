@@ -165,7 +165,6 @@ class BridgeNetwork:
         # thread's: each call here opens one and closes it in the thread it runs in.
         self._up = False
         self._index = 0
-        self._veths: set[str] = set()
 
     @property
     def gateway(self) -> ipaddress.IPv4Address:
@@ -224,15 +223,17 @@ class BridgeNetwork:
                 )
 
     def close(self) -> None:
-        """Remove the bridge and any veth still on it (instances have stopped by now)."""
+        """Remove the bridge and every veth still on it (instances have stopped by now)."""
         with self._lock:
             if not self._up:
                 return
             self._up = False
             with _host_iproute() as ipr:
-                for name in self._veths:
-                    _delete_link(ipr, name)  # most went with their namespaces already
-                self._veths.clear()
+                # A veth goes with its namespace, but the kernel tears namespaces down in the
+                # background: some may still hang on the bridge after their instances exited.
+                for index in ipr.link_lookup(master=self._index):
+                    with contextlib.suppress(Exception):  # went away meanwhile
+                        ipr.link("del", index=index)
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=self._index)
 
@@ -249,7 +250,6 @@ class BridgeNetwork:
             try:
                 with _host_iproute() as ipr:
                     self._add_veth(ipr, host, peer, pid)
-                self._veths.add(host)
             except BaseException:
                 self.pool.release(address)
                 raise
@@ -276,7 +276,6 @@ class BridgeNetwork:
         process exits; `delete` removes it now (a launch that failed half way)."""
         with self._lock:
             self.pool.release(attachment.address)
-            self._veths.discard(attachment.host_ifname)
             if delete and self._up:
                 with _host_iproute() as ipr:
                     _delete_link(ipr, attachment.host_ifname)
