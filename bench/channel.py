@@ -3,6 +3,7 @@ against socket, at 64 B, 4 KiB and 1 MiB.
 
     python bench/channel.py                          # writes bench/results/channel.{json,md,png}
     python bench/channel.py --rounds 2000 --sizes 64,4096
+    python bench/channel.py --engine-runs 0          # without the doorbell-engine section
 
 What one round trip is: the worker's end (asyncio on uvloop, as in `faasd-py up`) sends an
 invoke message (the protocol's map) whose body has the size under test and awaits the reply;
@@ -14,6 +15,9 @@ alternate in blocks so drift on the machine hits both alike. Both ends are the p
 classes, set up by `faasd_py.channel.prepare_channel` exactly as the worker sets up an instance.
 
 Targets (issue 4): shm p50 at most 15 us, and at least 3x faster than the socketpair.
+
+A second section (bench/_engines.py) compares the worker's doorbell engines, epoll and
+io_uring, for shm round trips at 1 and 16 instances at once.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import _engines
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -344,6 +350,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {size_label(s['size'])} | {st['received']} | {st['spin_hits']} | "
                 f"{st['doorbells']} | {st['full']} |"
             )
+    if report.get("engines"):
+        lines += _engines.engines_markdown(report["engines"])
     return "\n".join(lines) + "\n"
 
 
@@ -356,9 +364,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     sizes = sorted({s["size"] for s in report["results"]})
     kinds = sorted({s["kind"] for s in report["results"]})
     by = {(s["kind"], s["size"]): s for s in report["results"]}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    engines = report.get("engines")
+    fig, axes = plt.subplots(1, 3 if engines else 2, figsize=(15 if engines else 10, 4))
+    if engines:
+        _engines.plot_engines(axes[2], engines)
     width = 0.8 / len(kinds)
-    for ax, figure in zip(axes, ("p50_us", "p99_us"), strict=True):
+    for ax, figure in zip(axes[:2], ("p50_us", "p99_us"), strict=True):
         for k, kind in enumerate(kinds):
             xs = [i + k * width for i in range(len(sizes))]
             ys = [by[(kind, size)][figure] for size in sizes]
@@ -371,7 +382,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
         if figure == "p50_us":
             ax.axhline(TARGET_P50_US, color="grey", linestyle="--", linewidth=1)
         ax.legend()
-    fig.suptitle("faasd-py channel round trip: shm vs socketpair")
+    fig.suptitle(
+        "faasd-py channel round trip: shm vs socketpair" + (", doorbell engines" if engines else "")
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -407,6 +420,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="leave both ends to the scheduler (default: the worker's end on CPU 0, the "
         "instance's on CPU 1, as a Junction-style runtime dedicates cores)",
     )
+    parser.add_argument(
+        "--engine-runs", type=int, default=5, help="runs per doorbell engine (0: no section)"
+    )
+    parser.add_argument("--engine-rounds", type=int, default=4000, help="round trips per run")
+    parser.add_argument("--engines", default=",".join(_engines.VARIANTS))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     # The instance's end, started by the benchmark itself.
     parser.add_argument("--peer", action="store_true", help=argparse.SUPPRESS)
@@ -443,6 +461,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries = runner.run(
             measure(kinds, sizes, args.rounds, args.blocks, spin, worker_spin, peer_cpu)
         )
+    engines = None
+    if args.engine_runs > 0:
+        results = _engines.measure_engines(
+            Peer.start,
+            variants=[v for v in args.engines.split(",") if v],
+            instance_counts=(1, 16),
+            worker_spins=(worker_spin, 0),
+            runs=args.engine_runs,
+            rounds=args.engine_rounds,
+            spin=spin,
+            peer_cpu=peer_cpu,
+        )
+        engines = _engines.engines_report(results, args.engine_runs, args.engine_rounds)
     report = {
         "benchmark": "channel",
         "machine": report_machine,
@@ -452,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "native": native.describe(),
         "results": [s.to_json() for s in summaries],
         "verdicts": verdicts(summaries),
+        "engines": engines,
     }
     write_reports(report, args.out)
     print(markdown(report))

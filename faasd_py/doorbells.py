@@ -24,7 +24,7 @@ import logging
 import os
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from faasd_py import native
@@ -165,21 +165,23 @@ class EpollDoorbells(_LoopBound):
 
 
 @dataclass(eq=False)
-class _Read:
-    """One doorbell's read in the ring: its buffer must outlive the request."""
+class _Watch:
+    """One doorbell in the ring: `db` (C memory, the read's user_data and buffer) must live
+    until the kernel is done with it."""
 
     fd: int
     callback: Callback
-    buffer: Any  # uint64_t[1] that the kernel writes the count into
-    token: int
+    db: Any  # struct uring_doorbell *
 
 
 class UringDoorbells(_LoopBound):
     """One io_uring per loop; a read queued on every watched eventfd (see the module doc)."""
 
     name = "io_uring"
-    # Completions taken from the ring per uring_reap call.
+    # Completions taken from the ring per uring_doorbell_reap call.
     BATCH = 64
+    # With SQPOLL, how long the kernel's SQ thread polls without work before it sleeps.
+    SQ_IDLE_MS = 10
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, *, entries: int = 256, sqpoll: bool = False
@@ -189,15 +191,16 @@ class UringDoorbells(_LoopBound):
             raise NativeUnavailable(f"io_uring needs the native shim, which is {native.REASON}")
         self._lib, self._ffi = lib, native.ffi
         out = self._ffi.new("struct uring **")
-        native.check(lib.uring_open(entries, lib.URING_SQPOLL if sqpoll else 0, 50, out))
+        flags = lib.URING_SQPOLL if sqpoll else 0
+        native.check(lib.uring_open(entries, flags, self.SQ_IDLE_MS, out))
         # Closed by the garbage collector too, should the loop go away without close().
         self._ring: Any = self._ffi.gc(out[0], lib.uring_close)
         self._fd = lib.uring_fd(self._ring)
         self._loop_ref = weakref.ref(loop)
-        self._cqes = self._ffi.new("struct uring_cqe[]", self.BATCH)
-        self._watched: dict[int, _Read] = {}  # fd -> its current read
-        self._in_flight: dict[int, _Read] = {}  # token -> read the kernel may still complete
-        self._next_token = 1  # 0 is the user_data of cancellations
+        self._ready = self._ffi.new("struct uring_doorbell *[]", self.BATCH)
+        self._watched: dict[int, _Watch] = {}  # fd -> its watch
+        self._in_kernel: dict[int, _Watch] = {}  # id -> watch whose read the kernel may hold
+        self._next_id = 1
         self._flush_scheduled = False
         self._wakeups = 0
         self._doorbells = 0
@@ -213,40 +216,33 @@ class UringDoorbells(_LoopBound):
         if current is not None:
             current.callback = callback
             return
-        read = _Read(fd, callback, self._ffi.new("uint64_t[1]"), 0)
-        self._watched[fd] = read
-        self._queue(read)
-        self._schedule_flush()
-
-    def unwatch(self, fd: int) -> bool:
-        read = self._watched.pop(fd, None)
-        if read is None:
-            return False
-        if read.token in self._in_flight:
-            # Cancelled now, not at the next flush: the read must not take a ring that comes
-            # after this returns. If it had already completed, the count it consumed goes back
-            # to the eventfd (still open: the caller has not closed it yet), so that whoever
-            # watches the doorbell next sees it. The read stays in _in_flight, its buffer
-            # alive, until its completion is reaped.
-            rc = self._lib.uring_cancel_sync(self._ring, read.token)
-            if rc == -errno.ENOENT and read.buffer[0]:
-                os.eventfd_write(fd, read.buffer[0])
-            elif rc != -errno.ENOENT:
-                native.check(rc)
-        return True
-
-    def _queue(self, read: _Read) -> None:
-        read.token = self._next_token
-        self._next_token += 1
-        read.buffer[0] = 0
-        native.check(self._lib.uring_queue_read(self._ring, read.fd, read.buffer, 8, read.token))
-        self._in_flight[read.token] = read
-
-    def _schedule_flush(self) -> None:
-        # Everything queued in this loop iteration goes to the kernel in one io_uring_enter.
+        db = self._ffi.new("struct uring_doorbell *")
+        db.fd, db.id = fd, self._next_id
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
+        watch = _Watch(fd, callback, db)
+        native.check(self._lib.uring_doorbell_arm(self._ring, db))
+        self._watched[fd] = self._in_kernel[db.id] = watch
+        # Everything armed in this loop iteration goes to the kernel in one io_uring_enter.
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+
+    def unwatch(self, fd: int) -> bool:
+        watch = self._watched.pop(fd, None)
+        if watch is None:
+            return False
+        if watch.db.armed:
+            # Cancelled now, not at the next flush: the read must not take a ring that comes
+            # after this returns. If it had already completed, the count it consumed goes back
+            # to the eventfd (still open: the caller has not closed it yet), so that whoever
+            # watches the doorbell next sees it. The watch stays in _in_kernel, its memory
+            # alive, until its last completion is reaped.
+            rc = self._lib.uring_doorbell_disarm(self._ring, watch.db)
+            if rc == -errno.ENOENT and watch.db.count:
+                os.eventfd_write(fd, watch.db.count)
+            elif rc != -errno.ENOENT:
+                native.check(rc)
+        return True
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -254,32 +250,34 @@ class UringDoorbells(_LoopBound):
             native.check(self._lib.uring_submit(self._ring))
 
     def _on_ring(self) -> None:
+        """The loop's one callback for every doorbell: one C call reaps, re-arms and
+        resubmits; then the callbacks of the doorbells that rang."""
         self._wakeups += 1
-        lib, ring, cqes, batch = self._lib, self._ring, self._cqes, self.BATCH
+        ready, batch = self._ready, self.BATCH
         while True:
-            count = lib.uring_reap(ring, cqes, batch)
+            count = native.check(self._lib.uring_doorbell_reap(self._ring, ready, batch))
             for i in range(count):
-                self._complete(cqes[i].user_data, cqes[i].res)
-            if count < batch:
+                self._complete(ready[i])
+            if count < batch or self._closed:
                 break
-        if not self._closed:
-            native.check(lib.uring_submit(ring))
 
-    def _complete(self, token: int, res: int) -> None:
-        read = self._in_flight.pop(token, None)
-        if read is None or self._watched.get(read.fd) is not read:
-            return  # a cancellation's own completion, or a read that was unwatched
-        if res < 0:
-            # The fd went bad under its read (e.g. closed, and something else got the number):
-            # the watch ends, and the callback runs once so its owner finds out from its fd.
+    def _complete(self, db: Any) -> None:
+        watch = self._in_kernel.get(db.id)
+        if watch is None:
+            return
+        if not db.armed:
+            del self._in_kernel[db.id]  # its last completion: the kernel is done with it
+        if self._watched.get(watch.fd) is not watch:
+            return  # unwatched after this completion came
+        if db.res < 0:
+            # The fd went bad under its read: the watch ends, and the callback runs once so
+            # that its owner finds out from its fd.
             self._errors += 1
-            del self._watched[read.fd]
-            log.debug("doorbell fd %d failed: %s", read.fd, os.strerror(-res))
-        else:
-            self._queue(read)  # before the callback, which may unwatch it
+            del self._watched[watch.fd]
+            log.debug("doorbell fd %d failed: %s", watch.fd, os.strerror(-db.res))
         self._doorbells += 1
         try:
-            read.callback()
+            watch.callback()
         except Exception as exc:  # as asyncio.Handle does: report it, and go on
             self._loop.call_exception_handler(
                 {"message": "exception in a doorbell callback", "exception": exc}
@@ -300,7 +298,7 @@ class UringDoorbells(_LoopBound):
         )
 
     def close(self) -> None:
-        """Cancel every read, wait (briefly) until the kernel is done with their buffers, and
+        """Cancel every read, wait (briefly) until the kernel is done with their memory, and
         tear the ring down."""
         if self._closed:
             return
@@ -308,15 +306,17 @@ class UringDoorbells(_LoopBound):
         self._loop.remove_reader(self._fd)
         self._watched.clear()
         lib, ring = self._lib, self._ring
-        if self._in_flight and lib.uring_queue_cancel(ring, 0, 1) == 0:
+        for watch in self._in_kernel.values():
+            watch.db.armed = 0  # reaping must not queue them again
+        if self._in_kernel and lib.uring_queue_cancel(ring, 0, 1) == 0:
             for _ in range(100):
-                if not self._in_flight:
+                if not self._in_kernel:
                     break
                 lib.uring_wait(ring, 1, 10_000_000)
-                count = lib.uring_reap(ring, self._cqes, self.BATCH)
-                for i in range(count):
-                    self._in_flight.pop(self._cqes[i].user_data, None)
-        self._in_flight.clear()
+                count = lib.uring_doorbell_reap(ring, self._ready, self.BATCH)
+                for i in range(max(count, 0)):
+                    self._in_kernel.pop(self._ready[i].id, None)
+        self._in_kernel.clear()
         self._ffi.release(ring)  # uring_close now
 
 
@@ -331,9 +331,13 @@ class Selection:
     requested: str
     engine: str
     reason: str
+    # io_uring with a kernel thread polling its SQ (IORING_SETUP_SQPOLL): for benchmarks only,
+    # it did not pay on 2 cores (bench/results/channel.md).
+    sqpoll: bool = False
 
     def describe(self) -> str:
-        return f"{self.engine} ({self.reason})" if self.reason else self.engine
+        name = f"{self.engine}+sqpoll" if self.sqpoll else self.engine
+        return f"{name} ({self.reason})" if self.reason else name
 
 
 def probe() -> str:
@@ -370,11 +374,12 @@ _engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DoorbellEngine] =
 )
 
 
-def configure(requested: str) -> Selection:
+def configure(requested: str, *, sqpoll: bool = False) -> Selection:
     """Choose this process's engine (the worker does, from Config.io_engine). Loops that
     already have an engine keep it; new ones get the new choice."""
     global _selection
-    _selection = select(requested)
+    chosen = select(requested)
+    _selection = replace(chosen, sqpoll=sqpoll and chosen.engine == "io_uring")
     return _selection
 
 
@@ -388,8 +393,9 @@ def for_loop(loop: asyncio.AbstractEventLoop | None = None) -> DoorbellEngine:
     loop = loop or asyncio.get_running_loop()
     engine = _engines.get(loop)
     if engine is None:
-        uring = selection().engine == "io_uring"
-        engine = UringDoorbells(loop) if uring else EpollDoorbells(loop)
+        chosen = selection()
+        uring = chosen.engine == "io_uring"
+        engine = UringDoorbells(loop, sqpoll=chosen.sqpoll) if uring else EpollDoorbells(loop)
         _engines[loop] = engine
     return engine
 

@@ -368,6 +368,52 @@ void uring_get_stats(const struct uring *r, struct uring_stats *out)
     *out = r->stats;
 }
 
+int uring_doorbell_arm(struct uring *r, struct uring_doorbell *db)
+{
+    db->count = 0;
+    int rc = uring_queue_read(r, db->fd, &db->count, sizeof(db->count), (uint64_t)(uintptr_t)db);
+    db->armed = rc == 0;
+    return rc;
+}
+
+int uring_doorbell_disarm(struct uring *r, struct uring_doorbell *db)
+{
+    db->armed = 0;
+    return uring_cancel_sync(r, (uint64_t)(uintptr_t)db);
+}
+
+int uring_doorbell_reap(struct uring *r, struct uring_doorbell **out, unsigned max)
+{
+    unsigned head = atomic_load_explicit(r->cq_head, memory_order_relaxed);
+    /* Acquire, as in uring_reap: the CQEs (and the counts the reads wrote) are visible. */
+    unsigned tail = atomic_load_explicit(r->cq_tail, memory_order_acquire);
+    unsigned n = 0, seen = 0;
+    int rc = 0;
+    for (; head != tail && n < max; head++, seen++) {
+        const struct io_uring_cqe *cqe = &r->cqes[head & r->cq_mask];
+        struct uring_doorbell *db = (struct uring_doorbell *)(uintptr_t)cqe->user_data;
+        if (!db)
+            continue; /* a cancellation's own completion */
+        db->res = cqe->res;
+        out[n++] = db;
+        if (cqe->res < 0) {
+            db->armed = 0;
+        } else if (db->armed) {
+            /* The count is the caller's once reaped: the read that follows starts from 0. */
+            rc = uring_doorbell_arm(r, db);
+            if (rc < 0)
+                break;
+        }
+    }
+    /* Release: we are done with those slots before the kernel may reuse them. */
+    if (seen)
+        atomic_store_explicit(r->cq_head, head, memory_order_release);
+    r->stats.completed += seen;
+    if (rc == 0)
+        rc = uring_submit(r);
+    return rc < 0 ? rc : (int)n;
+}
+
 int uring_probe(unsigned flags)
 {
     struct uring *r;
@@ -385,7 +431,7 @@ int uring_probe(unsigned flags)
      * kernel that does not arm a poll for them fails the read at once with -EAGAIN. */
     rc = uring_queue_read(r, efd, &value, sizeof(value), 1);
     if (rc == 0)
-        rc = uring_wait(r, 1, 20 * 1000 * 1000); /* 20 ms: a waiting read does not complete */
+        rc = uring_wait(r, 1, 2 * 1000 * 1000); /* 2 ms: a waiting read does not complete */
     if (rc == 0) {
         rc = uring_reap(r, &cqe, 1) == 1 && cqe.res == -EAGAIN ? -EOPNOTSUPP : -EPROTO;
         goto out;
@@ -469,6 +515,21 @@ void uring_get_stats(const struct uring *ring, struct uring_stats *out)
 {
     (void)ring;
     memset(out, 0, sizeof(*out));
+}
+int uring_doorbell_arm(struct uring *ring, struct uring_doorbell *db)
+{
+    (void)ring, (void)db;
+    return -ENOSYS;
+}
+int uring_doorbell_disarm(struct uring *ring, struct uring_doorbell *db)
+{
+    (void)ring, (void)db;
+    return -ENOSYS;
+}
+int uring_doorbell_reap(struct uring *ring, struct uring_doorbell **out, unsigned max)
+{
+    (void)ring, (void)out, (void)max;
+    return -ENOSYS;
 }
 
 #endif

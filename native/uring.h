@@ -91,4 +91,32 @@ int uring_wait(struct uring *ring, unsigned min_complete, int64_t timeout_ns);
 
 void uring_get_stats(const struct uring *ring, struct uring_stats *out);
 
+/*
+ * Doorbells: an eventfd with a read of its count kept queued. The struct is the caller's
+ * memory and the read's user_data, so it must stay valid until uring_doorbell_reap has
+ * handed it out with `armed` 0 (its last completion).
+ */
+struct uring_doorbell {
+    int32_t fd;
+    int32_t res;    /* the last completion's result: 8, or -errno */
+    uint32_t id;    /* the caller's */
+    uint32_t armed; /* while 1, each completion queues the read again */
+    uint64_t count; /* the read's buffer: the doorbell's count */
+};
+
+/* Queue the first read of `db` (fd set by the caller) and mark it armed. */
+int uring_doorbell_arm(struct uring *ring, struct uring_doorbell *db);
+
+/* Disarm `db` and cancel its read at once (uring_cancel_sync): 0 if it was cancelled, -ENOENT
+ * if it had completed, in which case db->count is the count it consumed. */
+int uring_doorbell_disarm(struct uring *ring, struct uring_doorbell *db);
+
+/*
+ * Reap up to `max` completions of doorbells into `out` (cancellations' own are skipped). An
+ * armed doorbell whose read succeeded has it queued again, and all of those go to the kernel
+ * in one uring_submit at the end: the event loop's whole wake-up is this one call. A failed
+ * read disarms its doorbell. The number handed out.
+ */
+int uring_doorbell_reap(struct uring *ring, struct uring_doorbell **out, unsigned max);
+
 #endif /* FAASD_URING_H */

@@ -63,6 +63,20 @@ static int reap_all(struct uring *r, struct uring_cqe *out, int want)
     return got;
 }
 
+static int reap_all_doorbells(struct uring *r, struct uring_doorbell **out, int want)
+{
+    int got = 0;
+    for (int tries = 0; got < want && tries < 100; tries++) {
+        int n = uring_doorbell_reap(r, out + got, (unsigned)(want - got));
+        if (n < 0)
+            return n;
+        got += n;
+        if (got < want)
+            uring_wait(r, 1, 10 * MS);
+    }
+    return got;
+}
+
 static int test_probe(void)
 {
     return unavailable() == T_FAIL ? T_FAIL : T_OK;
@@ -193,6 +207,44 @@ static int test_cancel_sync(void)
     return T_OK;
 }
 
+/* The doorbell API: reaping re-arms, a failed read disarms, disarm hands back a count. */
+static int test_doorbells(void)
+{
+    REQUIRE_URING();
+    struct uring *r;
+    CHECK_RC(uring_open(4, 0, 0, &r), 0);
+    struct uring_doorbell db[3];
+    memset(db, 0, sizeof(db));
+    for (int i = 0; i < 3; i++) {
+        db[i].fd = doorbell(0);
+        db[i].id = (uint32_t)i;
+        CHECK_RC(uring_doorbell_arm(r, &db[i]), 0);
+    }
+    CHECK(uring_submit(r) >= 0);
+    uint64_t v = 4;
+    for (int round = 0; round < 3; round++) { /* re-armed each time */
+        CHECK_RC(write(db[1].fd, &v, 8), 8);
+        CHECK_RC(uring_wait(r, 1, 1000 * MS), 0);
+        struct uring_doorbell *out[4];
+        CHECK_RC(uring_doorbell_reap(r, out, 4), 1);
+        CHECK(out[0] == &db[1] && db[1].res == 8 && db[1].armed);
+    }
+    close(db[2].fd); /* a read survives its fd's close (it holds the file) */
+    CHECK_RC(write(db[0].fd, &v, 8), 8);
+    CHECK_RC(uring_doorbell_disarm(r, &db[0]), -ENOENT); /* it had taken the count */
+    CHECK(db[0].count == 4 && !db[0].armed);
+    CHECK_RC(uring_doorbell_disarm(r, &db[1]), 0);
+    struct uring_doorbell *out[4];
+    CHECK_RC(reap_all_doorbells(r, out, 2), 2); /* db[0]'s read, db[1]'s -ECANCELED */
+    for (int i = 0; i < 2; i++)
+        CHECK(out[i] == &db[0] ? db[0].res == 8 : (out[i] == &db[1] && db[1].res == -ECANCELED));
+    CHECK_RC(uring_wait(r, 1, 20 * MS), -ETIME); /* not re-armed */
+    uring_close(r);
+    close(db[0].fd);
+    close(db[1].fd);
+    return T_OK;
+}
+
 /* More completions at once than the CQ holds: none is lost (IORING_FEAT_NODROP). */
 static int test_cq_overflow(void)
 {
@@ -292,6 +344,7 @@ int main(int argc, char **argv)
         {"rung_before_read", test_rung_before_read},
         {"cancel", test_cancel},
         {"cancel_sync", test_cancel_sync},
+        {"doorbells", test_doorbells},
         {"cq_overflow", test_cq_overflow},
         {"bad_fd", test_bad_fd},
         {"bad_arguments", test_bad_arguments},
