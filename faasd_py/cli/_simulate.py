@@ -342,7 +342,7 @@ def write_reports(
     from faasd_py.loadgen._plots import PlotsUnavailable
 
     try:
-        report.plot_cdf(rows, folder / "cdf.png")
-        report.plot_pareto(rows, folder / "pareto.png")
+        report.plot(rows, folder / "cdf.png", report.draw_cdf)
+        report.plot(rows, folder / "pareto.png", report.draw_pareto)
     except PlotsUnavailable as exc:
         err.print(str(exc))

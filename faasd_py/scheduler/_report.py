@@ -6,7 +6,7 @@ plot writers, which import matplotlib (the ``bench`` extra) when called.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,8 @@ def _pyplot() -> Any:
     return pyplot()
 
 
-def plot_cdf(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
-    """The CDF of per-app cold-start % for every policy."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+def draw_cdf(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """The CDF of per-app cold-start % for every policy, on a matplotlib axis."""
     for row in rows:
         points = row["cdf"]
         axis.step([v for v, _ in points], [s for _, s in points], where="post", label=row["policy"])
@@ -93,16 +91,11 @@ def plot_cdf(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     axis.axhline(0.75, color="grey", linewidth=0.6, linestyle=":")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
 
 
-def plot_pareto(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+def draw_pareto(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """The paper's view: the 75th-percentile app's cold-start % against wasted memory
     (normalized to fixed 10 min), fixed keep-alives as one line, hybrid ranges as another."""
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7, 4.5))
     series = {
         "fixed keep-alive": [r for r in rows if str(r["policy"]).startswith("fixed:")],
         "hybrid": [r for r in rows if str(r["policy"]).startswith("hybrid")],
@@ -127,6 +120,14 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     axis.set_ylim(bottom=0)
     axis.grid(alpha=0.3)
     axis.legend()
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path: Path, *draw: Callable[[Any, Any], None]) -> None:
+    """A PNG of one panel per drawing function, side by side."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(draw), figsize=(7 * len(draw), 4.5), squeeze=False)
+    for axis, drawing in zip(axes[0], draw, strict=True):
+        drawing(axis, rows)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
