@@ -145,3 +145,22 @@ def test_without_numpy_it_says_what_to_install(tmp_path: Path) -> None:
         check=False,
     )
     failure(done, 1, "simulate needs numpy", "faasd-py[sim]")
+
+
+def test_help_lists_the_options(offline_cli: Cli) -> None:
+    text = offline_cli.ok("simulate", "--help")
+    for option in (
+        "--trace",
+        "--synthetic-trace",
+        "--apps",
+        "--memory",
+        "--policy",
+        "--range",
+        "--bin-width",
+        "--min-samples",
+        "--oob-threshold",
+        "--cv-threshold",
+        "--out",
+    ):
+        assert option in text
+    assert "simulate" in offline_cli.ok("--help")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -237,3 +239,14 @@ def test_bad_policy_names_say_what_is_accepted(text: str) -> None:
 def test_bad_hybrid_parameters_are_refused(config: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         HybridConfig(**config)  # type: ignore[arg-type]
+
+
+def test_the_policies_import_without_numpy() -> None:
+    # The worker drives the policies and must not pay for numpy; only the simulator needs it.
+    script = (
+        "import sys, faasd_py.scheduler as s; "
+        "s.parse_policy('hybrid').new_app().windows(0.0); "
+        "sys.exit('numpy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    assert done.returncode == 0
