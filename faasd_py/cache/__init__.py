@@ -15,6 +15,7 @@ from faasd_py.cache._manager import (
     CacheManager,
     CacheSettings,
     DirectStorage,
+    MemoryStats,
     StatsStore,
 )
 from faasd_py.cache._sizing import Decision, Demand, SizingPolicy
@@ -32,6 +33,7 @@ __all__ = [
     "DirectStorage",
     "Insertion",
     "LRUStatistics",
+    "MemoryStats",
     "Peers",
     "PinnedLRU",
     "Ranked",

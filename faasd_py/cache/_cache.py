@@ -30,11 +30,14 @@ from faasd_py.storage import ObjectStore, Versioned
 
 logger = logging.getLogger(__name__)
 
-# A pre-warm fetches in pipelined batches (one store round trip each), best keys first, a few
-# batches at a time: the hottest keys land after one round trip, not after the whole pre-warm.
+# A pre-warm fetches in pipelined batches (one store round trip each), best keys first, several
+# batches at a time. Batches start small and double (keys and bytes) up to a cap: the hottest
+# keys land after one round trip and little transfer, not after the whole pre-warm.
+PREWARM_FIRST_BATCH_KEYS = 8
 PREWARM_BATCH_KEYS = 64
+PREWARM_FIRST_BATCH_BYTES = 512 * 1024
 PREWARM_BATCH_BYTES = 8 * 1024 * 1024
-PREWARM_CONCURRENCY = 4
+PREWARM_CONCURRENCY = 8
 
 
 class Peers(Protocol):
@@ -133,18 +136,24 @@ class AppCache:
         self.access.record(key, self._clock())
         if key in self._prewarm_planned:
             self._prewarm_touched.add(key)
-        version = await self._checked_version(key)
-        if version is None:
-            self._lru.discard(key)
-            self._misses += 1
-            return None
-        data = self._lru.lookup(key, version)
-        if data is not None:
-            self._hits += 1
-            self.access.note_size(key, len(data))
-            return data
-        fetched = await self._fetch(key, version)
-        if fetched is None:  # deleted between the check and the fetch
+        if self._peers is None and key not in self._lru and key not in self._fetches:
+            # Nothing cached, no fetch under way: a version check could only answer "fetch".
+            # The fetch itself (bytes and version together, read after this read began) is as
+            # fresh, and a miss costs one round trip, as it would without a cache.
+            fetched = await self._start_fetch(key, None)
+        else:
+            version = await self._checked_version(key)
+            if version is None:
+                self._lru.discard(key)
+                self._misses += 1
+                return None
+            data = self._lru.lookup(key, version)
+            if data is not None:
+                self._hits += 1
+                self.access.note_size(key, len(data))
+                return data
+            fetched = await self._fetch(key, version)
+        if fetched is None:  # absent, or deleted between the check and the fetch
             self._misses += 1
             return None
         if self._lru.bypasses(len(fetched.data)):
@@ -256,15 +265,16 @@ class AppCache:
         loop = asyncio.get_running_loop()
         batches: builtins.list[builtins.list[str]] = [[]]
         batch_bytes = 0
+        max_keys, max_bytes = PREWARM_FIRST_BATCH_KEYS, PREWARM_FIRST_BATCH_BYTES
         for key in keys:
             if key in self._fetches or key in self._lru:
                 continue
             size = getattr(self.access.get(key), "size", 0)
-            if batches[-1] and (
-                len(batches[-1]) >= PREWARM_BATCH_KEYS or batch_bytes + size > PREWARM_BATCH_BYTES
-            ):
+            if batches[-1] and (len(batches[-1]) >= max_keys or batch_bytes + size > max_bytes):
                 batches.append([])
                 batch_bytes = 0
+                max_keys = min(2 * max_keys, PREWARM_BATCH_KEYS)
+                max_bytes = min(2 * max_bytes, PREWARM_BATCH_BYTES)
             batches[-1].append(key)
             batch_bytes += size
             self._prewarm_planned.add(key)

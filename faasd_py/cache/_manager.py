@@ -38,6 +38,20 @@ class StatsStore(Protocol):
     async def put_cache_stats(self, app: str, stats: str) -> None: ...
 
 
+class MemoryStats:
+    """A StatsStore in memory: statistics outlive a dropped cache but not the process (a worker
+    with no registry, the benchmarks, the tests)."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, str] = {}
+
+    async def get_cache_stats(self, app: str) -> str | None:
+        return self.saved.get(app)
+
+    async def put_cache_stats(self, app: str, stats: str) -> None:
+        self.saved[app] = stats
+
+
 class AppStorage(Protocol):
     """What an instance's `context.storage` calls reach in the worker: a cache or the store."""
 
@@ -96,7 +110,8 @@ class CacheSettings:
     prewarm: bool = True
     stats_max_keys: int = 10_000
     half_life: float = 600.0
-    rebalance_every: float = 5.0
+    # Cheap (one pass over each app's statistics); often enough to follow a warming app.
+    rebalance_every: float = 1.0
     persist_every: float = 60.0
 
 
@@ -129,9 +144,10 @@ class CacheManager:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def open(self, app: str, *, cached: bool = True) -> AppStorage:
-        """Storage for an instance of `app` that is loading; `release(app)` when it unloads."""
-        if not (cached and self.settings.enabled):
+    async def open(self, app: str, *, cached: bool | None = None) -> AppStorage:
+        """Storage for an instance of `app` that is loading; `release(app)` when it unloads.
+        `cached`: the function's own choice (its annotation), else the worker's (--cache)."""
+        if not (self.settings.enabled if cached is None else cached):
             return DirectStorage(app, self.store)
         async with self._lock:
             loaded = self._apps.get(app)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from faasd_py.cache._manager import AppStorage
+from faasd_py.cache._manager import AppStorage, CacheManager, DirectStorage
 from faasd_py.errors import StorageUnavailable
 from faasd_py.protocol import ProtocolError, StorageCall, StorageReply
 
@@ -88,3 +88,45 @@ def _too_large(key: str, size: int, service: StorageService) -> dict[str, str]:
         f"object {key!r} of {size} bytes is larger than an instance's channel carries "
         f"({service.max_value} bytes; raise --max-body)"
     )
+
+
+# A function's annotation that turns the cache off (or on) for it, whatever --cache says.
+ANNOTATION_CACHE = "com.faasd-py.cache"
+
+
+def cache_wanted(annotations: dict[str, str], default: bool) -> bool:
+    """What the function's com.faasd-py.cache annotation asks for ("on"/"off"), else `default`;
+    ValueError naming the annotation for anything else."""
+    value = annotations.get(ANNOTATION_CACHE)
+    if value is None:
+        return default
+    if value.lower() in ("on", "true", "1"):
+        return True
+    if value.lower() in ("off", "false", "0"):
+        return False
+    raise ValueError(f"annotation {ANNOTATION_CACHE} must be on or off, got {value!r}")
+
+
+class WorkerStorage:
+    """What the worker hands its instances: `attach` when an instance of an app has loaded,
+    `detach` when it exits. The app's cache lives from its first attach to its last detach."""
+
+    def __init__(self, manager: CacheManager, max_value: int) -> None:
+        self.manager = manager
+        self.max_value = max_value
+
+    async def attach(self, app: str, annotations: dict[str, str]) -> StorageService:
+        try:
+            cached = cache_wanted(annotations, self.manager.settings.enabled)
+        except ValueError as exc:
+            logger.warning("%s; using the worker's setting", exc)
+            cached = self.manager.settings.enabled
+        storage = await self.manager.open(app, cached=cached)
+        return StorageService(storage, self.max_value)
+
+    async def detach(self, service: StorageService) -> None:
+        if not isinstance(service.storage, DirectStorage):
+            await self.manager.release(service.app)
+
+    async def close(self) -> None:
+        await self.manager.close()

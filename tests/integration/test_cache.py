@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from faasd_py.cache import AccessStats, AppCache, CacheManager, SizingPolicy
+from faasd_py.cache import AccessStats, AppCache, CacheManager, MemoryStats, SizingPolicy
 from faasd_py.cache._manager import CacheSettings
 from faasd_py.errors import StorageUnavailable
 from faasd_py.storage import ObjectStore, open_store
@@ -40,19 +40,6 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
     yield make
     for store in opened:
         await store.close()
-
-
-class MemoryStats:
-    """A registry's cache_stats table, in memory."""
-
-    def __init__(self) -> None:
-        self.saved: dict[str, str] = {}
-
-    async def get_cache_stats(self, app: str) -> str | None:
-        return self.saved.get(app)
-
-    async def put_cache_stats(self, app: str, stats: str) -> None:
-        self.saved[app] = stats
 
 
 def manager(store: ObjectStore, stats: MemoryStats | None = None, **policy: int) -> CacheManager:
@@ -281,3 +268,40 @@ async def test_cache_off_goes_straight_to_the_store(make_store: StoreFactory) ->
     assert await direct.get("k") == b"v"
     assert caches.statistics() == {}
     await caches.close()
+
+
+async def test_access_statistics_outlive_the_cache_in_the_registry(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    from faasd_py.store import SqliteRegistry
+
+    registry = SqliteRegistry(tmp_path / "registry.sqlite3")
+    caches = manager(make_store())
+    caches = CacheManager(caches.store, caches.settings, registry)
+    app = await caches.open("app")
+    await app.put("k", b"v" * 100)
+    await app.get("k")
+    await caches.release("app")
+    await registry.close()
+    reopened = SqliteRegistry(tmp_path / "registry.sqlite3")
+    saved = await reopened.get_cache_stats("app")
+    assert saved is not None
+    stats = AccessStats.from_json(json.loads(saved))
+    assert "k" in stats and stats.get("k") is not None and stats.get("k").size == 100  # type: ignore[union-attr]
+    await reopened.close()
+    await caches.close()
+
+
+async def test_a_failed_prewarm_batch_fails_the_reads_waiting_on_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    store = open_store(redis_server.url, tmp_path)
+    await store.put("app", "k", b"v")
+    cache = AppCache("app", store, capacity=MiB, bypass_bytes=MiB)
+    redis_server.stop()
+    cache.prewarm(["k"])
+    with pytest.raises(StorageUnavailable):
+        await cache.get("k")
+    await cache.close()
+    assert cache.statistics().prewarmed_keys == 0
+    await store.close()
