@@ -236,6 +236,7 @@ def plot_engines(ax: Any, section: dict[str, Any]) -> None:
         ax.scatter(xs, p99, marker="_", s=200, color="black")
     ax.set_xticks([i + width * (len(variants) - 1) / 2 for i in range(len(points))])
     ax.set_xticklabels([f"{n} inst.\nspin {s}" for n, s in points])
-    ax.set_ylabel("round trip (us); bars p50, dashes p99")
+    ax.set_yscale("log")
+    ax.set_ylabel("round trip (us, log); bars p50, dashes p99")
     ax.set_title("doorbell engines, 64 B")
     ax.legend(fontsize="small")

@@ -48,12 +48,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "io_uring", "epoll")
-# What `auto` runs where io_uring works. bench/channel.py measures both (bench/results/channel.md):
-# on this machine io_uring is not faster for shm round trips, see AUTO_REASON.
+# What `auto` runs where io_uring works. bench/channel.py measures both (bench/results/channel.md,
+# 2 cores): io_uring's p50 is no better with one instance (worse when every reply comes by its
+# doorbell: 36 vs 26 us, the completion's task_work interrupts the loop's epoll_wait once more),
+# within the noise at 16; SQPOLL is faster per round trip but its polling thread triples the
+# worker's CPU time, which a 2-core machine cannot spare.
 AUTO_PREFERS = "epoll"
 AUTO_REASON = (
-    "auto: epoll measured as fast or faster than io_uring for shm doorbells "
-    "(bench/results/channel.md)"
+    "auto: epoll, as fast as io_uring or faster for shm doorbells here (bench/results/channel.md)"
 )
 
 Callback = Callable[[], None]
