@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from prometheus_client.parser import text_string_to_metric_families
 from rich.markup import escape
 
 from faasd_py.cli._app import add_row, bold, cli, err, fail, new_table, out, print_table
 from faasd_py.cli._client import Gateway, GatewayOptions, gateway_command
 from faasd_py.cli._options import STACK_FILE, parse_pairs, since_to_rfc3339, stack_file_option
 from faasd_py.errors import FaasdError, NotFound, Unauthorized, Unavailable
-from faasd_py.spec import FunctionSpec, load_stack, parse_deployment
+from faasd_py.spec import LABEL_APP, FunctionSpec, load_stack, parse_deployment
 
 # --- deploy ------------------------------------------------------------------------------------
 
@@ -201,12 +202,56 @@ def describe(target: GatewayOptions, name: str, as_json: bool) -> None:
     Example:
       faasd-py describe hello
     """
-    status = target.client().send("GET", f"/system/function/{_quote(name)}").json()
+    client = target.client()
+    status = client.send("GET", f"/system/function/{_quote(name)}").json()
+    labels = status.get("labels") if isinstance(status, dict) else None
+    app = (labels or {}).get(LABEL_APP) or name
+    cache = _cache_figures(client.send("GET", "/metrics").body.decode(errors="replace"), app)
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        click.echo(json.dumps({**status, "cache": cache} if cache else status, indent=2))
         return
     for line in describe_lines(status):
         click.echo(line)
+    if cache:
+        for line in cache_lines(app, cache):
+            click.echo(line)
+
+
+def _cache_figures(metrics_text: str, app: str) -> dict[str, float]:
+    """The app's faasd_cache_* figures in a /metrics page: {"hits": 12.0, ...}; empty when the
+    app has no cache loaded on the worker."""
+    figures: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if not family.name.startswith("faasd_cache_"):
+            continue
+        for sample in family.samples:
+            if sample.labels.get("app") == app and not sample.name.endswith("_created"):
+                figures[sample.name.removeprefix("faasd_cache_").removesuffix("_total")] = (
+                    sample.value
+                )
+    return figures
+
+
+def cache_lines(app: str, figures: dict[str, float]) -> list[str]:
+    """The cache's figures as `describe` prints them, under the function's other fields."""
+    reads = figures.get("hits", 0) + figures.get("misses", 0) + figures.get("bypassed_reads", 0)
+    checks = figures.get("version_checks", 0)
+    mean_check = figures.get("version_check_seconds", 0) / checks if checks else 0.0
+    rate = f"{figures.get('hits', 0) / reads:.0%}" if reads else "-"
+    return [
+        f"Cache (app {app}):",
+        f"  hits {figures.get('hits', 0):.0f}, misses {figures.get('misses', 0):.0f}, "
+        f"bypassed {figures.get('bypassed_reads', 0):.0f} (hit rate {rate}); "
+        f"writes {figures.get('writes', 0):.0f}",
+        f"  {figures.get('bytes', 0):,.0f} bytes in {figures.get('entries', 0):.0f} objects, "
+        f"budget {figures.get('capacity_bytes', 0):,.0f}; "
+        f"evictions {figures.get('evictions', 0):.0f}",
+        f"  version checks {checks:.0f}, mean {mean_check * 1e3:.2f} ms, "
+        f"max {figures.get('version_check_seconds_max', 0) * 1e3:.2f} ms; "
+        f"storage errors {figures.get('storage_errors', 0):.0f}",
+        f"  pre-warmed {figures.get('prewarmed_keys', 0):.0f} objects, "
+        f"{figures.get('prewarmed_read', 0):.0f} of them read since",
+    ]
 
 
 @cli.command()

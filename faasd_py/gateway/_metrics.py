@@ -1,8 +1,8 @@
-"""Prometheus metrics under OpenFaaS's names, plus cold starts."""
+"""Prometheus metrics under OpenFaaS's names, plus cold starts and the per-app caches."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -11,7 +11,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from faasd_py.spec import DEFAULT_NAMESPACE
@@ -68,6 +68,10 @@ class GatewayMetrics:
             self._cold_starts.labels(name).inc()
             self._cold_start_seconds.labels(name).observe(cold_start)
 
+    def add_caches(self, caches: Callable[[], Mapping[str, object]]) -> None:
+        """Expose the worker's per-app cache statistics (faasd_py.cache) too."""
+        self.registry.register(CacheCollector(caches))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -96,3 +100,57 @@ class _PoolCollector(Collector):
         yield replicas
         yield queued
         yield inflight
+
+
+# The Faa$T cache's figures per app (faasd_py.cache.CacheStatistics), read at scrape time:
+# (metric, help, statistics field, kind). `faasd-py describe` reads these series back.
+CACHE_SERIES = (
+    ("faasd_cache_hits", "Reads served from the app's cache", "hits", "counter"),
+    ("faasd_cache_misses", "Reads fetched from the store", "misses", "counter"),
+    (
+        "faasd_cache_bypassed_reads",
+        "Reads of objects too large to cache",
+        "bypassed_reads",
+        "counter",
+    ),
+    ("faasd_cache_writes", "Writes through the cache", "writes", "counter"),
+    ("faasd_cache_version_checks", "Version checks against the store", "version_checks", "counter"),
+    (
+        "faasd_cache_version_check_seconds",
+        "Time spent in version checks",
+        "version_check_seconds_total",
+        "counter",
+    ),
+    (
+        "faasd_cache_version_check_seconds_max",
+        "Slowest version check",
+        "version_check_seconds_max",
+        "gauge",
+    ),
+    ("faasd_cache_bytes", "Bytes cached", "bytes_cached", "gauge"),
+    ("faasd_cache_entries", "Objects cached", "entries", "gauge"),
+    ("faasd_cache_capacity_bytes", "The app's cache budget (sizing policy)", "capacity", "gauge"),
+    ("faasd_cache_evictions", "Objects evicted", "evictions", "counter"),
+    ("faasd_cache_prewarmed_keys", "Objects pre-warmed at load", "prewarmed_keys", "gauge"),
+    ("faasd_cache_prewarmed_read", "Pre-warmed objects read since", "prewarmed_read", "gauge"),
+    ("faasd_cache_storage_errors", "Store calls that failed", "storage_errors", "counter"),
+)
+
+
+class CacheCollector(Collector):
+    """Per-app cache series, read from the worker's cache manager at scrape time."""
+
+    def __init__(self, caches: Callable[[], Mapping[str, object]]) -> None:
+        self._caches = caches
+
+    def collect(self) -> Iterator[Metric]:
+        caches = self._caches()
+        for name, help_text, field, kind in CACHE_SERIES:
+            family: Metric
+            if kind == "counter":
+                family = CounterMetricFamily(name, help_text, labels=["app"])
+            else:
+                family = GaugeMetricFamily(name, help_text, labels=["app"])
+            for app, stats in caches.items():
+                family.add_metric([app], float(getattr(stats, field)))
+            yield family
