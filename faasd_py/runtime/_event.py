@@ -8,7 +8,11 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
+
+if TYPE_CHECKING:
+    from faasd_py.runtime._storage import Storage
 
 
 class CaseInsensitiveHeaders(Mapping[str, str]):
@@ -66,6 +70,9 @@ class Context:
     call_id: str
     secrets_dir: Path
     deadline: float = field(repr=False)
+    # The app's objects (`get`/`put`/`delete`/`exists`/`list`, see faasd_py.runtime._storage),
+    # through the worker and its cache; None only where no worker is at the other end.
+    storage: Storage | None = field(default=None, repr=False)
 
     def remaining_time(self) -> float:
         """Seconds until the invocation times out."""
