@@ -18,6 +18,7 @@ import uvloop
 from aiohttp import web
 from rich.console import Console
 
+from faasd_py import doorbells
 from faasd_py.config import Config
 from faasd_py.errors import FaasdError
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
@@ -174,6 +175,7 @@ def _banner(console: Console, platform: Platform) -> None:
         f"({created}; user {user!r}, mode 0600)"
     )
     console.print(f"  channel:      {_channel_line(config)}")
+    console.print(f"  doorbells:    {doorbells.selection().describe()}")
     console.print(f"  isolation:    {_isolation_line(platform.worker)}")
     console.print("  stop with Ctrl-C or SIGTERM")
 

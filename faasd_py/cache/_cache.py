@@ -206,6 +206,7 @@ class AppCache:
             if owner is not None:
                 data = await self._peers.fetch(owner, self.app, key, version)
                 if data is not None:
+                    # Not cached here as well: one copy per app across workers, at its owner.
                     return Versioned(data, version)
         fetched = await self.store.get(self.app, key)
         if fetched is not None:

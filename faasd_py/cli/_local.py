@@ -20,7 +20,14 @@ from faasd_py.cli._options import (
     shared_option,
     stack_file_option,
 )
-from faasd_py.config import CHANNELS, DEFAULT_GATEWAY, ISOLATIONS, Config, default_channel
+from faasd_py.config import (
+    CHANNELS,
+    DEFAULT_GATEWAY,
+    IO_ENGINES,
+    ISOLATIONS,
+    Config,
+    default_channel,
+)
 from faasd_py.errors import SpecError
 from faasd_py.packages import PackageStore
 from faasd_py.spec import load_stack, validate_name
@@ -91,6 +98,14 @@ from faasd_py.units import parse_duration, parse_size
     "shim), process (plain processes), or auto: sandbox where possible.",
 )
 @shared_option(
+    "--io-engine",
+    type=click.Choice(IO_ENGINES),
+    default="auto",
+    show_default=True,
+    help="How the worker waits on shm instances' doorbells: io_uring, epoll, or auto (the "
+    "faster one here where io_uring works, else epoll; the banner says which and why).",
+)
+@shared_option(
     "--log-level",
     default="info",
     show_default=True,
@@ -109,6 +124,7 @@ def up(
     python: str,
     channel: str | None,
     isolation: str,
+    io_engine: str,
     log_level: str,
 ) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -134,6 +150,7 @@ def up(
         python=python,
         channel=channel or default_channel(),
         isolation=isolation,
+        io_engine=io_engine,
     )
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run

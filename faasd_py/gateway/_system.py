@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 import faasd_py
-from faasd_py import native
+from faasd_py import doorbells, native
 from faasd_py.errors import BadRequest, NotFound
 from faasd_py.gateway._errors import error_response, read_json
 from faasd_py.gateway._keys import CONFIG, REGISTRY, WORKER
@@ -192,6 +192,10 @@ async def info(request: web.Request) -> web.Response:
             "channel": request.app[CONFIG].channel,
             "native": native.HAS_NATIVE,
             "io_uring": native.FEATURES.io_uring,
-            "event_engine": "epoll",
+            # What the worker's loop waits on shm doorbells with (faasd_py.doorbells): the
+            # engine, what was asked for, and why auto chose it or why io_uring is not in use.
+            "event_engine": doorbells.selection().engine,
+            "event_engine_requested": doorbells.selection().requested,
+            "event_engine_reason": doorbells.selection().reason,
         }
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgpack
 
 import faasd_py
-from faasd_py import native
+from faasd_py import doorbells, native
 from faasd_py.cgroups import remove_stale
 from faasd_py.channel import resolve_kind
 from faasd_py.config import Config
@@ -61,6 +61,9 @@ class Worker:
             resolve_isolation, self._config.isolation
         )
         self._settings = replace(self._settings, isolation=isolation)
+        # What shm doorbells wait on in this loop: probed now, so that `up` says it (and a
+        # requested io_uring that cannot run stops the start here).
+        doorbells.configure(self._config.io_engine)
         if isolation == "sandbox":
             swept = await asyncio.to_thread(remove_stale)
             if swept:
@@ -174,6 +177,7 @@ class Worker:
         await asyncio.gather(*self._retiring, return_exceptions=True)
         for logs in self._logs.values():
             logs.close()
+        doorbells.close_for(asyncio.get_running_loop())  # every shm channel is closed now
 
 
 def _link_runtime(path: Path) -> None:

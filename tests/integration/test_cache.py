@@ -305,3 +305,30 @@ async def test_a_failed_prewarm_batch_fails_the_reads_waiting_on_it(
     await cache.close()
     assert cache.statistics().prewarmed_keys == 0
     await store.close()
+
+
+class OnePeer:
+    """The multi-host seam: every key is owned by worker "w2", which holds some of them."""
+
+    def __init__(self, held: dict[str, tuple[int, bytes]]) -> None:
+        self.held = held
+        self.asked: list[tuple[str, str, int]] = []
+
+    def owner(self, app: str, key: str) -> str | None:
+        return "w2"
+
+    async def fetch(self, owner: str, app: str, key: str, version: int) -> bytes | None:
+        self.asked.append((owner, key, version))
+        found = self.held.get(key)
+        return found[1] if found is not None and found[0] == version else None
+
+
+async def test_a_miss_asks_the_keys_owner_before_the_store(make_store: StoreFactory) -> None:
+    store = make_store()
+    v_a = await store.put("app", "a", b"from the store")
+    v_b = await store.put("app", "b", b"from the store")
+    peer = OnePeer({"a": (v_a, b"owner's copy"), "b": (v_b - 1, b"stale copy")})
+    cache = AppCache("app", store, capacity=MiB, bypass_bytes=MiB, peers=peer)
+    assert await cache.get("a") == b"owner's copy"  # same version: the owner's bytes will do
+    assert await cache.get("b") == b"from the store"  # the owner's copy is older: the store
+    assert [(k, v) for _, k, v in peer.asked] == [("a", v_a), ("b", v_b)]
