@@ -50,6 +50,11 @@ def _trace_params() -> list[click.Parameter]:
     found = [p for p in params if p.name in _REUSED]
     if len(found) != len(_REUSED):
         raise RuntimeError("the bench command's trace options changed: update _simulate._REUSED")
+    for param in found:
+        # Each application of an option makes a new Parameter, so this changes only ours: the
+        # policies are about days (the paper's ranges are hours), not a replay's two hours.
+        if param.name == "hours":
+            param.default = 24.0
     return found
 
 

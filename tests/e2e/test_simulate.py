@@ -163,4 +163,5 @@ def test_help_lists_the_options(offline_cli: Cli) -> None:
         "--out",
     ):
         assert option in text
+    assert "default: 24.0" in text  # a synthetic day, where `bench` replays two hours
     assert "simulate" in offline_cli.ok("--help")
