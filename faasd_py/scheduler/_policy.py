@@ -73,6 +73,17 @@ class Windows(NamedTuple):
         return self.load_at <= arrival <= self.unload_at
 
 
+@dataclass(frozen=True)
+class AppStatistics:
+    """One app's policy now: the windows it would give and why (what `describe` shows)."""
+
+    reason: Reason
+    prewarm: float
+    keepalive: float
+    histogram: HistogramStatistics | None = None
+    """What the hybrid policy learnt; None for policies that learn nothing."""
+
+
 @runtime_checkable
 class AppPolicy(Protocol):
     """One app's policy state."""
@@ -93,6 +104,8 @@ class AppPolicy(Protocol):
     def to_state(self) -> dict[str, Any]:
         """What the registry persists for this app (JSON-ready)."""
         ...
+
+    def statistics(self) -> AppStatistics: ...
 
 
 @runtime_checkable
@@ -136,6 +149,9 @@ class _ConstantApp:
 
     def to_state(self) -> dict[str, Any]:
         return {}
+
+    def statistics(self) -> AppStatistics:
+        return AppStatistics(self._reason, 0.0, self._keepalive)
 
 
 @dataclass(frozen=True)
@@ -235,16 +251,6 @@ def _whole(value: float) -> bool:
     return abs(value - round(value)) < 1e-9
 
 
-@dataclass(frozen=True)
-class HybridStatistics:
-    """One app under the hybrid policy: its histogram and the rule its windows come from now."""
-
-    histogram: HistogramStatistics
-    reason: Reason
-    prewarm: float
-    keepalive: float
-
-
 class HybridApp:
     """One app's histogram and the hybrid rules over it."""
 
@@ -290,9 +296,9 @@ class HybridApp:
         tail = (histogram.percentile_bin(config.tail_percentile) + 1) * width
         return head, tail * (1 + config.margin), Reason.HISTOGRAM
 
-    def statistics(self) -> HybridStatistics:
+    def statistics(self) -> AppStatistics:
         prewarm, keepalive, reason = self._cached or self._decide()
-        return HybridStatistics(self.histogram.statistics(), reason, prewarm, keepalive)
+        return AppStatistics(reason, prewarm, keepalive, self.histogram.statistics())
 
     def to_state(self) -> dict[str, Any]:
         return {"histogram": self.histogram.to_state()}

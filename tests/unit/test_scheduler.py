@@ -250,3 +250,15 @@ def test_the_policies_import_without_numpy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
     assert done.returncode == 0
+
+
+def test_statistics_say_what_the_windows_are_and_why() -> None:
+    app = HybridPolicy().new_app()
+    for _ in range(20):
+        app.observe(0.0, 10 * MINUTE)
+    stats = app.statistics()
+    assert stats.reason is Reason.HISTOGRAM
+    assert stats.prewarm == pytest.approx(540.0)
+    assert stats.histogram is not None and stats.histogram.in_range == 20
+    fixed = FixedKeepAlive(600.0).new_app().statistics()
+    assert (fixed.reason, fixed.keepalive, fixed.histogram) == (Reason.FIXED, 600.0, None)
