@@ -165,3 +165,12 @@ def test_help_lists_the_options(offline_cli: Cli) -> None:
         assert option in text
     assert "default: 24.0" in text  # a synthetic day, where `bench` replays two hours
     assert "simulate" in offline_cli.ok("--help")
+
+
+def test_a_trace_without_invocations_is_an_error(offline_cli: Cli, tmp_path: Path) -> None:
+    header = "HashOwner,HashApp,HashFunction,Trigger,1,2,3\n"
+    silent, empty = tmp_path / "silent.csv", tmp_path / "empty.csv"
+    silent.write_text(header + "o,a,f,http,0,0,0\n")
+    empty.write_text(header)
+    failure(offline_cli("simulate", "--trace", silent), 1, "has no invocations")
+    failure(offline_cli("simulate", "--trace", empty), 1, "has no functions")
