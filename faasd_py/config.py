@@ -13,8 +13,11 @@ from pathlib import Path
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
-# Channels between worker and instance (DESIGN.md); `net` is not built yet.
-CHANNELS = ("shm", "socket")
+# Channels between worker and instance (DESIGN.md).
+CHANNELS = ("shm", "socket", "net")
+# The net channel's bridge and subnet (faasd_py.netns): the bridge takes the first address.
+DEFAULT_NET_BRIDGE = "faasd0"
+DEFAULT_NET_SUBNET = "10.62.0.0/16"
 # Iterations an instance's end of a shm channel spins before it sleeps on its futex: about 50 us
 # here, long enough to catch the next invocation of a busy function without a wake-up. 0 suits a
 # machine with more instances than cores.
@@ -70,8 +73,14 @@ class Config:
     # How instances are isolated: sandbox (namespaces, cgroups, seccomp), process (a plain
     # child process), or auto: sandbox where this machine can run them, else process.
     isolation: str = "auto"
+    # The bridge sandboxed instances of `net` functions get a veth on, and its subnet.
+    net_bridge: str = DEFAULT_NET_BRIDGE
+    net_subnet: str = DEFAULT_NET_SUBNET
     # How the worker waits on shm instances' doorbells: auto, io_uring or epoll (IO_ENGINES).
     io_engine: str = "auto"
+    # Cold starts fork a per-function zygote that has imported the handler, instead of
+    # starting a fresh interpreter (functions on the shm and socket channels).
+    zygote: bool = True
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:

@@ -161,6 +161,8 @@ def _channel_line(config: Config) -> str:
     what = {
         "shm": "shared-memory rings, futex/eventfd doorbells",
         "socket": "Unix socketpair, msgpack frames",
+        "net": f"HTTP to each instance, sandboxes on bridge {config.net_bridge} "
+        f"({config.net_subnet}), plain processes over loopback",
     }[config.channel]
     return f"{config.channel} ({what}); native shim {native.describe()}"
 
@@ -181,6 +183,14 @@ def _banner(console: Console, platform: Platform) -> None:
 
 
 def _isolation_line(worker: Worker) -> str:
+    starts = (
+        "cold starts fork a zygote per function"
+        if worker.zygote
+        else "each instance a fresh interpreter"
+    )
     if worker.isolation == "sandbox":
-        return "sandbox (namespaces, cgroup limits, seccomp, a root of its own per instance)"
-    return f"plain processes, NOT sandboxed: {worker.isolation_note}"
+        return (
+            "sandbox (namespaces, cgroup limits, seccomp, a root of its own per function, "
+            f"a cgroup per instance); {starts}"
+        )
+    return f"plain processes, NOT sandboxed: {worker.isolation_note}; {starts}"

@@ -97,6 +97,15 @@ from faasd_py.units import parse_duration, parse_size
     help="How instances run: sandbox (namespaces, cgroups, seccomp; needs root and the native "
     "shim), process (plain processes), or auto: sandbox where possible.",
 )
+@click.option(
+    "--zygote/--no-zygote",
+    envvar="FAASD_ZYGOTE",  # named by hand: shared_option derives it from one flag's name
+    show_envvar=True,
+    default=True,
+    show_default=True,
+    help="Fork cold starts from a per-function zygote that has imported the handler, rather "
+    "than start a fresh interpreter for each instance.",
+)
 @shared_option(
     "--io-engine",
     type=click.Choice(IO_ENGINES),
@@ -124,6 +133,7 @@ def up(
     python: str,
     channel: str | None,
     isolation: str,
+    zygote: bool,
     io_engine: str,
     log_level: str,
 ) -> None:
@@ -150,6 +160,7 @@ def up(
         python=python,
         channel=channel or default_channel(),
         isolation=isolation,
+        zygote=zygote,
         io_engine=io_engine,
     )
     # Imported here: the client commands should not pay for loading the whole server.

@@ -197,5 +197,7 @@ async def info(request: web.Request) -> web.Response:
             "event_engine": doorbells.selection().engine,
             "event_engine_requested": doorbells.selection().requested,
             "event_engine_reason": doorbells.selection().reason,
+            # Cold starts: forked from a per-function zygote, or a fresh interpreter each.
+            "zygote": request.app[CONFIG].zygote,
         }
     )

@@ -13,10 +13,13 @@ from faasd_py.runtime._serve import serve
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="faasd_py.runtime")
-    parser.add_argument("--channel", choices=("shm", "socket"), default="socket")
-    parser.add_argument("--fd", type=int, required=True, help="the channel's socket, or memfd")
+    parser.add_argument("--channel", choices=("shm", "socket", "net"), default="socket")
+    parser.add_argument(
+        "--fd", type=int, help="the channel's socket or memfd; net: a listening socket"
+    )
+    parser.add_argument("--listen", help="net: HOST:PORT to serve HTTP on (own netns)")
     parser.add_argument("--doorbell-fd", type=int, help="shm: the worker's eventfd")
-    parser.add_argument("--worker-pidfd", type=int, help="shm: readable once the worker exits")
+    parser.add_argument("--worker-pidfd", type=int, help="shm, net: readable once the worker exits")
     parser.add_argument("--spin", type=int, default=0, help="shm: spins before sleeping")
     parser.add_argument("--function-name", required=True)
     parser.add_argument("--function-dir", type=Path, required=True)
@@ -26,7 +29,13 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-frame", type=int, required=True)
     parser.add_argument("--max-body", type=int, required=True)
     parser.add_argument("--memory-limit", type=int, help="bytes of address space")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--zygote", type=int, metavar="CONTROL_FD", help="import, then fork instances on request"
+    )
+    args = parser.parse_args(argv)
+    if args.fd is None and args.zygote is None and args.listen is None:
+        parser.error("--fd is required (or --zygote, or --listen for net)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,8 +43,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_limit:
         # Before the handler is imported, so the limit covers everything it allocates. Hard and
         # soft alike, so the handler cannot lift it. (The native sandbox moves this to cgroups.)
+        # A zygote's forked instances inherit it.
         resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
-    code = serve(args)
+    loaded = None
+    if args.zygote is not None:
+        from faasd_py.runtime import _zygote
+
+        # Returns only in a forked instance, with its own flags: from here on it runs as an
+        # exec'd instance would, minus the import.
+        args, loaded = _zygote.run(args, _parse)
+    code = serve(args, loaded)
     sys.stdout.flush()
     sys.stderr.flush()
     # Handler threads may still be blocked; they must not keep the instance alive.

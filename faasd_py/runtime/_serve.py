@@ -29,17 +29,25 @@ if TYPE_CHECKING:
     import asyncio
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Serve the channel until the worker closes it; the exit code of the instance."""
+def serve(args: argparse.Namespace, loaded: tuple[Handler, bool] | None = None) -> int:
+    """Serve the channel until the worker closes it; the exit code of the instance.
+    `loaded`: the handler, when a zygote imported it before forking this instance."""
     channel = open_channel(
-        args.channel, args.fd, args.doorbell_fd, args.max_frame, args.spin, args.worker_pidfd
+        args.channel,
+        args.fd,
+        args.doorbell_fd,
+        args.max_frame,
+        args.spin,
+        args.worker_pidfd,
+        listen=args.listen,
+        max_body=args.max_body,
     )
     started = time.perf_counter()
     try:
-        handle, is_async = load_handler(args.function_dir, args.deps_dir)
+        handle, is_async = loaded or load_handler(args.function_dir, args.deps_dir)
     except BaseException as exc:
         traceback.print_exc()
-        channel.send({"op": "load_failed", "error": _describe(exc)})
+        channel.send({"op": "load_failed", "error": describe_error(exc)})
         channel.shutdown()
         return 1
     channel.send({"op": "ready", "pid": os.getpid(), "load_seconds": time.perf_counter() - started})
@@ -186,11 +194,11 @@ class _Runner:
             status=500,
             headers=[],
             body=b"",
-            error=_describe(exc),
+            error=describe_error(exc),
             seconds=time.perf_counter() - started,
         )
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,8 +1,9 @@
 """One instance of a function: a runtime process, its channel, and the invocations in flight.
 
 The process is a sandbox or a plain child process, as the worker's isolation says (see
-_process.py). Its channel is the function's (`shm` or `socket`, see faasd_py.channel): the
-process inherits the channel's fds and flags that name them.
+_process.py), started by a fresh exec or forked from the function's zygote (_zygote.py). Its
+channel is the function's (`shm` or `socket`, see faasd_py.channel): the process inherits the
+channel's fds and flags that name them (a forked one receives them by SCM_RIGHTS).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import logging
 import secrets as token
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from faasd_py.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
 from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, InvocationTimeout
+from faasd_py.netns import BridgeNetwork
 from faasd_py.protocol import FRAME_OVERHEAD, Invocation, ProtocolError, Request, Result
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._logs import LineSplitter, LogBuffer, LogEntry
@@ -47,6 +49,17 @@ class LaunchSettings:
     isolation: str = "process"
     shm_spin: int = 0
     shm_worker_spin: int = 0
+    # Fork instances from a per-function zygote (faasd_py.worker._zygote) where the channel
+    # allows it, rather than exec a fresh interpreter for each.
+    zygote: bool = False
+    # The bridge of sandboxed instances of net functions (faasd_py.netns.BridgeNetwork); None
+    # where instances are plain processes, which the net channel reaches over loopback.
+    network: BridgeNetwork | None = None
+
+
+# Starts the process of an instance from its plan: a fresh exec (_process.start) by default,
+# or a fork of the function's zygote.
+ProcessStarter = Callable[[ProcessPlan], Awaitable[InstanceProcess]]
 
 
 @dataclass(frozen=True)
@@ -96,8 +109,10 @@ class Instance:
         secrets: Mapping[str, bytes],
         settings: LaunchSettings,
         logs: LogBuffer,
+        start: ProcessStarter | None = None,
     ) -> Instance:
-        """Start an instance and wait until its handler is imported; FaasdError if it is not."""
+        """Start an instance (`start`, else a fresh exec) and wait until its handler is
+        imported; FaasdError if it is not."""
         started = time.monotonic()
         instance_id = f"{spec.service}-{token.token_hex(4)}"
         workdir = settings.run_dir / instance_id
@@ -107,12 +122,13 @@ class Instance:
             settings.max_body + FRAME_OVERHEAD,
             spin=settings.shm_spin,
             worker_spin=settings.shm_worker_spin,
+            network=settings.network,
         )
         plan = ProcessPlan(
             name=instance_id,
             python=settings.python,
-            runtime_args=[*handoff.runtime_args, *_runtime_args(spec, package, settings)],
-            env=_function_env(spec),
+            runtime_args=[*handoff.runtime_args, *runtime_args(spec, package, settings)],
+            env=function_env(spec),
             workdir=workdir,
             function_dir=package.function_dir,
             deps_dir=package.deps_dir,
@@ -123,7 +139,10 @@ class Instance:
             cpu=spec.limits.cpu_cores,
         )
         try:
-            process = await start_process(settings.isolation, plan)
+            if start is None:
+                process = await start_process(settings.isolation, plan)
+            else:
+                process = await start(plan)
         except BaseException:
             handoff.abort()
             shutil.rmtree(workdir, ignore_errors=True)
@@ -132,6 +151,9 @@ class Instance:
             handoff.release_child_side()
         try:
             channel = await handoff.connect(process.pid)
+            # Only now: a forked child is quick enough to send "ready" before the worker's end
+            # of a shm channel is open, and a record sent then rings no doorbell.
+            process.resume()
         except BaseException:
             handoff.abort()
             process.kill()
@@ -167,24 +189,13 @@ class Instance:
                 f"see `faasd-py logs {self.spec.service}`"
             ) from None
         if message.get("op") == "load_failed":
-            raise FunctionFailed(
-                f"function {self.spec.service} failed to load its handler: {message['error']}"
-            )
+            raise load_failed(self.spec, message["error"])
         if message.get("op") != "ready":
             raise FunctionFailed(f"function {self.spec.service} sent {message.get('op')!r}")
 
     def _capture_output(self) -> None:
         for stream in (self._process.stdout, self._process.stderr):
-            self._tasks.append(asyncio.create_task(self._pump(stream)))
-
-    async def _pump(self, stream: asyncio.StreamReader) -> None:
-        def emit(line: str) -> None:
-            self._logs.append(LogEntry(time.time(), self.id, line))
-
-        splitter = LineSplitter(emit)
-        while chunk := await stream.read(64 * 1024):
-            splitter.feed(chunk)
-        splitter.flush()
+            self._tasks.append(asyncio.create_task(pump_output(stream, self._logs, self.id)))
 
     # --- invoke --------------------------------------------------------------------------------
 
@@ -273,9 +284,26 @@ class Instance:
         shutil.rmtree(self._workdir, ignore_errors=True)
 
 
-def _runtime_args(
+async def pump_output(stream: asyncio.StreamReader, logs: LogBuffer, source: str) -> None:
+    """Copy a process's output into the function's logs, line by line, until end of stream."""
+
+    def emit(line: str) -> None:
+        logs.append(LogEntry(time.time(), source, line))
+
+    splitter = LineSplitter(emit)
+    while chunk := await stream.read(64 * 1024):
+        splitter.feed(chunk)
+    splitter.flush()
+
+
+def load_failed(spec: FunctionSpec, error: str) -> FunctionFailed:
+    return FunctionFailed(f"function {spec.service} failed to load its handler: {error}")
+
+
+def runtime_args(
     spec: FunctionSpec, package: FunctionPackage, settings: LaunchSettings
 ) -> list[str]:
+    """The runtime's flags that are the same for every instance of the function."""
     args = [
         f"--function-name={spec.service}",
         f"--function-dir={package.function_dir}",
@@ -288,7 +316,7 @@ def _runtime_args(
     return args
 
 
-def _function_env(spec: FunctionSpec) -> dict[str, str]:
+def function_env(spec: FunctionSpec) -> dict[str, str]:
     env = dict(spec.env_vars)
     if spec.env_process:
         env["fprocess"] = spec.env_process

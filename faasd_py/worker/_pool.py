@@ -4,7 +4,8 @@ Each instance runs up to `max_inflight` invocations at once. An invocation takes
 loaded ready instance; when every slot is taken it waits in a bounded FIFO queue (429 beyond
 it) while the pool starts instances, up to `com.openfaas.scale.max`. Idle instances above the
 floor (`com.openfaas.scale.min`, or the replicas asked for by scale-function) are stopped by
-`reap`. A crashed or timed-out instance is replaced.
+`reap`. A crashed or timed-out instance is replaced. Instances come from the pool's Launcher
+(a fork of the function's zygote, or a fresh exec), which the pool closes with itself.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from faasd_py.errors import FaasdError, InvocationTimeout, Overloaded, Unavailable
 from faasd_py.protocol import Request, Result
@@ -26,7 +28,18 @@ from faasd_py.worker._logs import LogBuffer, LogEntry
 
 logger = logging.getLogger(__name__)
 
-Launch = Callable[[FunctionSpec, Mapping[str, bytes], LogBuffer], Awaitable[Instance]]
+
+class Launcher(Protocol):
+    """Starts the instances of one function (faasd_py.worker._zygote.FunctionLauncher)."""
+
+    async def launch(
+        self, spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
+    ) -> Instance: ...
+
+    async def close(self) -> None:
+        """The pool is done: release what the launcher keeps (its zygote)."""
+        ...
+
 
 # After this many start failures in a row the pool stops restarting instances on its own and
 # waits for the next invocation (which reports the failure) or a redeploy.
@@ -60,13 +73,13 @@ class FunctionPool:
         self,
         spec: FunctionSpec,
         secrets: Mapping[str, bytes],
-        launch: Launch,
+        launcher: Launcher,
         logs: LogBuffer,
         max_queue: int,
     ) -> None:
         self.spec = spec
         self._secrets = secrets
-        self._launch = launch
+        self._launcher = launcher
         self._logs = logs
         self._max_queue = max_queue
         self._instances: list[Instance] = []
@@ -191,7 +204,7 @@ class FunctionPool:
 
     async def _run_start(self) -> None:
         try:
-            instance = await self._launch(self.spec, self._secrets, self._logs)
+            instance = await self._launcher.launch(self.spec, self._secrets, self._logs)
         except Exception as exc:
             self._starting -= 1
             self._start_failed(exc)
@@ -271,6 +284,7 @@ class FunctionPool:
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await task
+        await self._launcher.close()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:

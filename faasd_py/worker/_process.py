@@ -5,7 +5,8 @@ interpreter, the runtime and the function package (read-only), a private /tmp, s
 /var/openfaas/secrets, a cgroup with the function's memory, CPU and PID limits, seccomp.
 `process`: a plain child process in its own session and folder, with an address-space rlimit:
 the fallback where sandboxes cannot run (no shim, not root, no cgroup controllers).
-Both give the instance the same view of paths it is told about on its command line.
+Both give the instance the same view of paths it is told about on its command line. A
+function's zygote (_zygote.py) is started here too, the same way, and forks its instances.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class InstanceProcess(Protocol):
 
     async def release(self) -> None:
         """After exit: give back what the process held (pidfd, cgroup). Idempotent."""
+        ...
+
+    def resume(self) -> None:
+        """Let it run on, once the worker's end of its channel is open. An exec'd process
+        never waits; a forked one waits for this (faasd_py.worker._zygote)."""
         ...
 
 
@@ -134,6 +140,9 @@ class _PlainProcess:
     async def release(self) -> None:
         pass
 
+    def resume(self) -> None:
+        pass
+
 
 async def _start_plain(plan: ProcessPlan) -> InstanceProcess:
     tmp = plan.workdir / "tmp"
@@ -187,11 +196,14 @@ class _SandboxedProcess:
         # pid 1 of its PID namespace: the kernel kills every other process in it too.
         self._process.kill()
 
+    def resume(self) -> None:
+        pass
+
     async def release(self) -> None:
         self._process.close()
         if self._cgroup is not None:
             cgroup, self._cgroup = self._cgroup, None
-            await _remove_cgroup(cgroup)
+            await remove_cgroup(cgroup)
 
 
 async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
@@ -234,15 +246,17 @@ async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
     except BaseException:
         for fd in (out_read, err_read):
             os.close(fd)
-        await _remove_cgroup(cgroup)
+        await remove_cgroup(cgroup)
         raise
     finally:
         os.close(out_write)
         os.close(err_write)
-    return _SandboxedProcess(process, cgroup, await _reader(out_read), await _reader(err_read))
+    return _SandboxedProcess(
+        process, cgroup, await pipe_reader(out_read), await pipe_reader(err_read)
+    )
 
 
-async def _reader(fd: int) -> asyncio.StreamReader:
+async def pipe_reader(fd: int) -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1024 * 1024)
     await loop.connect_read_pipe(
@@ -251,7 +265,7 @@ async def _reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
-async def _remove_cgroup(cgroup: Cgroup) -> None:
+async def remove_cgroup(cgroup: Cgroup) -> None:
     # After pid 1 dies the kernel reaps the rest of the namespace; that can take a moment.
     for _ in range(_CGROUP_REMOVE_TRIES):
         try:

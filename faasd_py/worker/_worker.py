@@ -21,13 +21,15 @@ from faasd_py.cgroups import remove_stale
 from faasd_py.channel import resolve_kind
 from faasd_py.config import Config
 from faasd_py.errors import BadRequest, NotFound
+from faasd_py.netns import BridgeNetwork
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
 from faasd_py.spec import FunctionSpec
-from faasd_py.worker._instance import FunctionPackage, Instance, LaunchSettings
+from faasd_py.worker._instance import FunctionPackage, LaunchSettings
 from faasd_py.worker._logs import LogBuffer
 from faasd_py.worker._pool import FunctionPool, Outcome, PoolStatistics
 from faasd_py.worker._process import resolve_isolation
+from faasd_py.worker._zygote import FunctionLauncher, LauncherStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class Worker:
         self._config = config
         self._packages = PackageStore(config.packages_dir)
         self._pools: dict[str, FunctionPool] = {}
+        self._launchers: dict[str, FunctionLauncher] = {}  # each pool's, by function name
         self._logs: dict[str, LogBuffer] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
@@ -54,6 +57,7 @@ class Worker:
             channel=resolve_kind(None, config.channel),
             shm_spin=config.shm_spin,
             shm_worker_spin=config.shm_worker_spin,
+            zygote=config.zygote,
         )
 
     async def start(self) -> None:
@@ -64,6 +68,9 @@ class Worker:
         # What shm doorbells wait on in this loop: probed now, so that `up` says it (and a
         # requested io_uring that cannot run stops the start here).
         doorbells.configure(self._config.io_engine)
+        if isolation == "sandbox":  # the bridge itself is made when a net instance first needs it
+            network = BridgeNetwork(self._config.net_bridge, self._config.net_subnet)
+            self._settings = replace(self._settings, network=network)
         if isolation == "sandbox":
             swept = await asyncio.to_thread(remove_stale)
             if swept:
@@ -78,6 +85,11 @@ class Worker:
     def isolation(self) -> str:
         """How instances run here: "sandbox" or "process"."""
         return self._settings.isolation
+
+    @property
+    def zygote(self) -> bool:
+        """Whether cold starts fork a per-function zygote (shm and socket channels)."""
+        return self._settings.zygote
 
     def check_deployable(self, spec: FunctionSpec) -> FunctionPackage:
         resolve_kind(spec.channel, self._settings.channel)  # shm needs the native shim
@@ -95,12 +107,11 @@ class Worker:
         package = self.check_deployable(spec)
         logs = self._logs.setdefault(spec.service, LogBuffer(self._config.log_lines))
 
-        async def launch(
-            spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
-        ) -> Instance:
-            return await Instance.launch(spec, package, secrets, self._settings, logs)
-
-        pool = FunctionPool(spec, dict(secrets), launch, logs, self._config.max_queue)
+        launcher = FunctionLauncher(
+            package, self._settings, resolve_kind(spec.channel, self._settings.channel)
+        )
+        self._launchers[spec.service] = launcher
+        pool = FunctionPool(spec, dict(secrets), launcher, logs, self._config.max_queue)
         old = self._pools.get(spec.service)
         self._pools[spec.service] = pool
         if old is not None:
@@ -112,6 +123,7 @@ class Worker:
         pool = self._pools.pop(name, None)
         if pool is None:
             raise NotFound(f"function {name!r} not found")
+        self._launchers.pop(name, None)
         self._retire(pool, f"function {name} was removed")
         logs = self._logs.pop(name, None)
         if logs is not None:
@@ -140,6 +152,11 @@ class Worker:
 
     def all_statistics(self) -> dict[str, PoolStatistics]:
         return {name: pool.statistics() for name, pool in self._pools.items()}
+
+    def launcher_statistics(self, name: str) -> LauncherStatistics:
+        """How the function's instances were started: zygote, forks, execs, fallbacks."""
+        self._pool(name)  # NotFound if absent
+        return self._launchers[name].statistics()
 
     def logs(self, name: str) -> LogBuffer:
         if name not in self._logs:
@@ -178,6 +195,8 @@ class Worker:
         for logs in self._logs.values():
             logs.close()
         doorbells.close_for(asyncio.get_running_loop())  # every shm channel is closed now
+        if self._settings.network is not None:
+            await asyncio.to_thread(self._settings.network.close)
 
 
 def _link_runtime(path: Path) -> None:

@@ -1,0 +1,266 @@
+"""Zygote cold starts, through the API, with real processes and (where possible) sandboxes.
+
+Every test runs under both isolations: `sandbox` (skipped where sandboxes cannot run, but a
+failure under CI=true) and `process`. A handler that records the pid that imported it tells a
+forked instance (imported by its parent, the zygote) from an exec'd one (imported by itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faasd_py.spec import FunctionSpec
+from tests.integration.conftest import Platform, start_platform, stop_platform
+
+IMPORTS = """
+import os, time
+IMPORTED_BY = os.getpid()
+IMPORTED_AT = time.time()
+
+def handle(event, context):
+    return {"body": {"pid": os.getpid(), "ppid": os.getppid(), "imported_by": IMPORTED_BY,
+                     "imported_at": IMPORTED_AT}}
+"""
+
+CRASH = """
+import os
+def handle(event, context):
+    if event.body == b"crash":
+        os._exit(3)
+    return {"body": {"pid": os.getpid(), "ppid": os.getppid()}}
+"""
+
+BROKEN = """
+import json
+raise RuntimeError("no config for this function")
+def handle(event, context):
+    return "never"
+"""
+
+ALLOCATE = """
+def handle(event, context):
+    hoard = []
+    for _ in range(int(event.body or b"0")):
+        hoard.append(bytearray(16 * 1024 * 1024))
+    return {"body": {"allocated_mb": 16 * len(hoard)}}
+"""
+
+
+@pytest.fixture(params=["sandbox", "process"])
+async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
+    running = await start_platform(tmp_path, isolation=request.param)
+    try:
+        yield running
+    finally:
+        await stop_platform(running)
+
+
+@pytest.fixture(autouse=True)
+def _sandboxes_where_asked(request: pytest.FixtureRequest) -> None:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("platform") != "sandbox":
+        return
+    from faasd_py.sandbox import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must prove zygotes in sandboxes, but: {reason}")
+        pytest.skip(f"sandboxes cannot run here: {reason}")
+
+
+async def _call(platform: Platform, name: str, body: bytes = b"") -> dict[str, Any]:
+    status, data, _ = await platform.invoke(name, body)
+    assert status == 200, data
+    result: dict[str, Any] = json.loads(data)
+    return result
+
+
+def _zygote_pid(platform: Platform, name: str) -> int | None:
+    return platform.worker.launcher_statistics(name).zygote_pid
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll a condition of processes outside this loop (no event to wait on), up to 10 s."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met within 10 s")
+
+
+async def test_cold_starts_fork_the_zygote_that_imported_the_handler(platform: Platform) -> None:
+    await platform.deploy("imports", IMPORTS, labels={"com.openfaas.scale.min": "0"})
+    first = await _call(platform, "imports")
+    # The instance did not import its handler: its parent, the zygote, did, before the fork.
+    assert first["imported_by"] != first["pid"] and first["imported_by"] == first["ppid"]
+    stats = platform.worker.launcher_statistics("imports")
+    assert stats.zygote_starts == 1 and stats.forks == 1 and stats.execs == 0
+    zygote = _zygote_pid(platform, "imports")
+    assert zygote is not None and _alive(zygote)
+
+    # Scale to zero and back: the next cold start forks the same zygote again.
+    platform.worker.scale("imports", 0)
+    await _until(lambda: getattr(platform.worker.statistics("imports"), "available", 1) == 0)
+    second = await _call(platform, "imports")
+    assert second["pid"] != first["pid"]
+    assert second["imported_at"] == first["imported_at"]  # one import, two instances
+    stats = platform.worker.launcher_statistics("imports")
+    assert stats.zygote_starts == 1 and stats.forks == 2 and stats.fallbacks == 0
+
+
+async def test_a_crashed_instance_is_replaced_by_a_fork(platform: Platform) -> None:
+    await platform.deploy("crash", CRASH)
+    before = await _call(platform, "crash")
+    status, body, _ = await platform.invoke("crash", b"crash")
+    assert status == 502 and b"exited with code 3" in body, body
+    after = await _call(platform, "crash")
+    assert after["pid"] != before["pid"] and after["ppid"] == before["ppid"]
+    assert platform.worker.launcher_statistics("crash").forks >= 2
+
+
+async def test_a_killed_zygote_is_replaced_and_cold_starts_go_on(platform: Platform) -> None:
+    await platform.deploy("imports", IMPORTS)
+    first = await _call(platform, "imports")
+    zygote = _zygote_pid(platform, "imports")
+    assert zygote is not None
+    os.kill(zygote, signal.SIGKILL)
+    # Its instance dies with it; the next invocation cold-starts through a new zygote.
+    await _until(lambda: _zygote_pid(platform, "imports") is None)
+    second = await _call(platform, "imports")
+    assert second["imported_at"] > first["imported_at"]
+    assert second["imported_by"] == second["ppid"] != second["pid"]
+    assert _zygote_pid(platform, "imports") not in (None, zygote)
+
+
+async def test_a_handler_that_fails_to_import_says_so(platform: Platform) -> None:
+    await platform.deploy("broken", BROKEN, labels={"com.openfaas.scale.min": "0"})
+    status, body, _ = await platform.invoke("broken")
+    assert status == 500, body
+    error = json.loads(body)["error"]
+    assert "failed to load its handler" in error
+    assert "RuntimeError: no config for this function" in error
+    assert platform.worker.launcher_statistics("broken").fallbacks == 0
+    logs = await platform.logs("broken")
+    assert any("no config for this function" in line["text"] for line in logs)
+
+
+async def test_each_forked_instance_has_the_memory_limit(platform: Platform) -> None:
+    await platform.deploy("allocate", ALLOCATE, memory="128Mi", env={"exec_timeout": "20s"})
+    assert (await _call(platform, "allocate", b"2"))["allocated_mb"] == 32
+    status, body, _ = await platform.invoke("allocate", b"40")
+    assert status in (500, 502), body
+    if platform.worker.isolation == "sandbox":
+        assert "ran out of memory" in json.loads(body)["error"]
+    # The zygote survives its instance's death; the next one is forked again.
+    assert (await _call(platform, "allocate", b"1"))["allocated_mb"] == 16
+    assert platform.worker.launcher_statistics("allocate").fallbacks == 0
+
+
+async def test_update_and_delete_stop_the_zygote(platform: Platform) -> None:
+    await platform.deploy("imports", IMPORTS)
+    await _call(platform, "imports")
+    old = _zygote_pid(platform, "imports")
+    assert old is not None
+    spec = FunctionSpec(service="imports", image="imports:latest", env_vars={"changed": "1"})
+    assert (await platform.system("PUT", "/system/functions", spec.to_json()))[0] == 200
+    await _call(platform, "imports")
+    new = _zygote_pid(platform, "imports")
+    assert new not in (None, old)
+    await _until(lambda: not _alive(old))
+    status, _ = await platform.system("DELETE", "/system/functions", {"functionName": "imports"})
+    assert status == 200
+    assert new is not None
+    await _until(lambda: not _alive(new))
+
+
+async def test_without_zygotes_every_instance_imports_its_own_handler(tmp_path: Path) -> None:
+    running = await start_platform(tmp_path, isolation="process", zygote=False)
+    try:
+        await running.deploy("imports", IMPORTS)
+        result = await _call(running, "imports")
+        assert result["imported_by"] == result["pid"]
+        stats = running.worker.launcher_statistics("imports")
+        assert stats.forks == 0 and stats.zygote_starts == 0 and stats.execs == 1
+        status, info = await running.system("GET", "/system/info")
+        assert status == 200 and info["zygote"] is False
+    finally:
+        await stop_platform(running)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+SEES = """
+import os
+def handle(event, context):
+    def command(pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\\0")
+    mine = [arg for arg in command(os.getpid()) if arg.startswith(b"--function-name=")]
+    pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    return {"body": {
+        "pid": os.getpid(),
+        "visible_pids": pids,
+        "pid1_is_zygote": any(arg.startswith(b"--zygote=") for arg in command(1)),
+        "all_of_this_function": all(mine[0] in command(pid) for pid in pids),
+    }}
+"""
+
+
+async def test_a_forked_instance_sees_only_its_own_function(platform: Platform) -> None:
+    if platform.worker.isolation != "sandbox":
+        pytest.skip("process isolation hides nothing")
+    await platform.deploy("one", SEES)
+    await platform.deploy("two", SEES)
+    for name in ("one", "two"):
+        seen = await _call(platform, name)
+        # pid 1 of the function's sandbox is its zygote; the others are the zygote's forks
+        # (instances, and the spare forked ahead): no other function's, nor the host's.
+        assert seen["pid"] != 1 and 1 in seen["visible_pids"], seen
+        assert seen["pid1_is_zygote"] and seen["all_of_this_function"], seen
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("1", True), ("0", False)])
+async def test_up_reads_faasd_zygote_and_says_it(
+    tmp_path: Path, setting: str, expected: bool
+) -> None:
+    up = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "faasd_py",
+        "up",
+        "--port=0",
+        f"--data-dir={tmp_path / 'data'}",
+        "--isolation=process",
+        env={**os.environ, "FAASD_ZYGOTE": setting, "COLUMNS": "300", "PYTHONUNBUFFERED": "1"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,  # where the banner goes
+    )
+    assert up.stderr is not None
+    banner = b""
+    try:
+        async with asyncio.timeout(30):
+            while b"stop with" not in (line := await up.stderr.readline()):
+                assert line, f"up exited before the end of its banner: {banner!r}"
+                banner += line
+    finally:
+        up.send_signal(signal.SIGTERM)
+        await up.wait()
+    banner = b" ".join(banner.split())  # however the console wrapped it
+    assert (b"cold starts fork a zygote per function" in banner) is expected, banner
+    assert (b"each instance a fresh interpreter" in banner) is not expected, banner
