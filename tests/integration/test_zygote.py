@@ -118,6 +118,41 @@ async def test_cold_starts_fork_the_zygote_that_imported_the_handler(platform: P
     assert stats.zygote_starts == 1 and stats.forks == 2 and stats.fallbacks == 0
 
 
+ASYNC = """
+import asyncio, os
+IMPORTED_BY = os.getpid()
+
+async def handle(event, context):
+    await asyncio.sleep(0.2)
+    return {"body": {"pid": os.getpid(), "imported_by": IMPORTED_BY}}
+"""
+
+
+async def test_a_forked_instance_runs_async_handlers_concurrently(platform: Platform) -> None:
+    await platform.deploy("waits", ASYNC, env={"max_inflight": "4"})
+    results = await asyncio.gather(*(_call(platform, "waits") for _ in range(4)))
+    assert len({r["pid"] for r in results}) == 1  # one instance, four at once
+    assert all(r["imported_by"] != r["pid"] for r in results)
+
+
+THREADED = """
+import threading, time
+ticker = threading.Thread(target=lambda: time.sleep(3600), name="ticker", daemon=True)
+ticker.start()
+
+def handle(event, context):
+    return {"body": {"ticker_alive": ticker.is_alive()}}
+"""
+
+
+async def test_threads_started_at_import_are_warned_about(platform: Platform) -> None:
+    await platform.deploy("threaded", THREADED)
+    # fork copies only the calling thread: the instance has the Thread object, not the thread.
+    assert (await _call(platform, "threaded"))["ticker_alive"] is False
+    logs = await platform.logs("threaded")
+    assert any("started threads at import (ticker)" in line["text"] for line in logs), logs
+
+
 async def test_a_crashed_instance_is_replaced_by_a_fork(platform: Platform) -> None:
     await platform.deploy("crash", CRASH)
     before = await _call(platform, "crash")
