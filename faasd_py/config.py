@@ -81,6 +81,14 @@ class Config:
     # Cold starts fork a per-function zygote that has imported the handler, instead of
     # starting a fresh interpreter (functions on the shm and socket channels).
     zygote: bool = True
+    # The backing store of context.storage: redis://host:port[/db] (also rediss://, unix://),
+    # or None for the embedded one (SQLite in the data dir); see faasd_py.storage.
+    storage: str | None = None
+    # Seconds added to every store call: remote blob storage, for benchmarks (reports say so).
+    storage_latency: float = 0.0
+    # The Faa$T per-app cache over the store; a function's com.faasd-py.cache annotation
+    # overrides it.
+    cache: bool = True
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:

@@ -19,12 +19,15 @@ from aiohttp import web
 from rich.console import Console
 
 from faasd_py import doorbells
+from faasd_py.cache import CacheManager, CacheSettings, WorkerStorage
 from faasd_py.config import Config
 from faasd_py.errors import FaasdError
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
+from faasd_py.gateway._keys import METRICS
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
 from faasd_py.spec import load_stack
+from faasd_py.storage import open_store
 from faasd_py.store import Registry, SqliteRegistry, fetch_secrets
 from faasd_py.worker import Worker
 
@@ -60,10 +63,11 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     credentials, created = load_or_create_credentials(config.credentials_dir)
     registry = SqliteRegistry(config.registry_path)
-    worker = Worker(config)
+    worker = Worker(config, _worker_storage(config, registry))
     await worker.start()
     await _restore(registry, worker, console)
     app = make_app(config, registry, worker, credentials)
+    app[METRICS].add_caches(worker.cache_statistics)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )
@@ -150,6 +154,29 @@ async def _deploy_stack(path: Path, platform: Platform, console: Console) -> Non
         console.print(f"  try: curl -d 'hi' {url}")
 
 
+def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
+    """context.storage for the worker's instances: the store --storage names (nothing is
+    connected until the first call), with a cache per app whose statistics the registry keeps."""
+    try:
+        store = open_store(config.storage, config.data_dir, config.storage_latency)
+    except ValueError as exc:
+        raise FaasdError(f"--storage: {exc}") from None
+    manager = CacheManager(store, CacheSettings(enabled=config.cache), registry)
+    # A storage reply travels in one frame, as a response body does.
+    return WorkerStorage(manager, max_value=config.max_body)
+
+
+def _storage_line(config: Config, worker: Worker) -> str:
+    store = worker.storage_name or "none"
+    latency = (
+        f", +{config.storage_latency * 1e3:g} ms per call (benchmark setting)"
+        if config.storage_latency
+        else ""
+    )
+    cache = "Faa$T cache per app" if config.cache else "no cache (--cache off)"
+    return f"{store}{latency}; {cache}"
+
+
 def _stderr_console() -> Console:
     # Soft wrap: a path or URL stays on one line when the output goes to a log file.
     return Console(stderr=True, highlight=False, soft_wrap=True)
@@ -179,6 +206,7 @@ def _banner(console: Console, platform: Platform) -> None:
     console.print(f"  channel:      {_channel_line(config)}")
     console.print(f"  doorbells:    {doorbells.selection().describe()}")
     console.print(f"  isolation:    {_isolation_line(platform.worker)}")
+    console.print(f"  storage:      {_storage_line(config, platform.worker)}")
     console.print("  stop with Ctrl-C or SIGTERM")
 
 

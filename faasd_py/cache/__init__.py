@@ -18,10 +18,17 @@ from faasd_py.cache._manager import (
     MemoryStats,
     StatsStore,
 )
+from faasd_py.cache._service import (
+    ANNOTATION_CACHE,
+    StorageService,
+    WorkerStorage,
+    answer_storage,
+)
 from faasd_py.cache._sizing import Decision, Demand, SizingPolicy
 from faasd_py.cache._stats import AccessStats, Ranked, WorkingSet, prewarm_plan
 
 __all__ = [
+    "ANNOTATION_CACHE",
     "AccessStats",
     "AppCache",
     "AppStorage",
@@ -39,6 +46,9 @@ __all__ = [
     "Ranked",
     "SizingPolicy",
     "StatsStore",
+    "StorageService",
+    "WorkerStorage",
     "WorkingSet",
+    "answer_storage",
     "prewarm_plan",
 ]

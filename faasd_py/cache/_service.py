@@ -14,7 +14,7 @@ from typing import Any
 
 from faasd_py.cache._manager import AppStorage, CacheManager, DirectStorage
 from faasd_py.errors import StorageUnavailable
-from faasd_py.protocol import ProtocolError, StorageCall, StorageReply
+from faasd_py.protocol import ChannelClosed, ProtocolError, StorageCall, StorageReply
 
 logger = logging.getLogger(__name__)
 
@@ -130,3 +130,18 @@ class WorkerStorage:
 
     async def close(self) -> None:
         await self.manager.close()
+
+
+async def answer_storage(
+    service: StorageService | None, message: dict[str, Any], send: Send
+) -> None:
+    """Answer an instance's storage message; a reply that can no longer be sent (the instance
+    is gone) is dropped."""
+    try:
+        if service is None:
+            error = {"kind": "failed", "message": "this worker has no storage configured"}
+            await send(StorageReply(int(message.get("id", -1)), None, error).to_wire())
+        else:
+            await service.handle(message, send)
+    except ChannelClosed:
+        pass

@@ -115,6 +115,29 @@ from faasd_py.units import parse_duration, parse_size
     "faster one here where io_uring works, else epoll; the banner says which and why).",
 )
 @shared_option(
+    "--storage",
+    default=None,
+    metavar="URL",
+    help="Backing store of context.storage: redis://host:port[/db], or the embedded one "
+    "(SQLite in the data dir) when not given.",
+)
+@shared_option(
+    "--storage-latency",
+    default="0",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="Delay added to every store call, to stand in for remote blob storage in "
+    "benchmarks: 5ms...",
+)
+@shared_option(
+    "--cache",
+    type=click.Choice(["on", "off"]),
+    default="on",
+    show_default=True,
+    help="The per-app Faa$T cache over the store (a function's com.faasd-py.cache "
+    "annotation overrides it).",
+)
+@shared_option(
     "--log-level",
     default="info",
     show_default=True,
@@ -135,6 +158,9 @@ def up(
     isolation: str,
     zygote: bool,
     io_engine: str,
+    storage: str | None,
+    storage_latency: float,
+    cache: str,
     log_level: str,
 ) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -162,6 +188,9 @@ def up(
         isolation=isolation,
         zygote=zygote,
         io_engine=io_engine,
+        storage=storage,
+        storage_latency=storage_latency,
+        cache=cache == "on",
     )
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run

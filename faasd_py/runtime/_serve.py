@@ -20,10 +20,12 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from faasd_py.errors import StorageUnavailable
 from faasd_py.protocol import ChannelClosed, Invocation, ProtocolError, Result
 from faasd_py.runtime._channel import BlockingChannel, open_channel
 from faasd_py.runtime._event import Context, Event, to_response
 from faasd_py.runtime._loader import Handler, load_handler
+from faasd_py.runtime._storage import InlineTransport, NoTransport, Storage, ThreadedTransport
 
 if TYPE_CHECKING:
     import asyncio
@@ -52,18 +54,24 @@ def serve(args: argparse.Namespace, loaded: tuple[Handler, bool] | None = None) 
         return 1
     channel.send({"op": "ready", "pid": os.getpid(), "load_seconds": time.perf_counter() - started})
     runner = _Runner(args, handle, is_async)
+    # context.storage rides on the channel's messages; the net channel carries only HTTP
+    # invocations, so its handlers get a storage that says so.
+    storage_ok = args.channel != "net"
     if not is_async and args.max_inflight == 1:
-        return _serve_inline(channel, runner)
+        return _serve_inline(channel, runner, storage_ok)
     import asyncio
 
-    return asyncio.run(_serve_concurrent(channel, runner))
+    return asyncio.run(_serve_concurrent(channel, runner, storage_ok))
 
 
-def _serve_inline(channel: BlockingChannel, runner: _Runner) -> int:
-    """One at a time, no event loop: receive, handle, reply."""
+def _serve_inline(channel: BlockingChannel, runner: _Runner, storage_ok: bool) -> int:
+    """One at a time, no event loop: receive, handle, reply. A handler's storage call reads the
+    channel itself until its reply comes (InlineTransport)."""
+    transport = InlineTransport(channel)
+    runner.storage = Storage(transport if storage_ok else NoTransport("the net channel"))
     while True:
         try:
-            message = channel.receive()
+            message = transport.receive()
         except ChannelClosed:
             return 0
         if message["op"] != "invoke":
@@ -75,10 +83,14 @@ def _serve_inline(channel: BlockingChannel, runner: _Runner) -> int:
             return 0
 
 
-async def _serve_concurrent(channel: BlockingChannel, runner: _Runner) -> int:
-    """Several at once: a thread receives, the loop runs handlers and replies."""
+async def _serve_concurrent(channel: BlockingChannel, runner: _Runner, storage_ok: bool) -> int:
+    """Several at once: a thread receives, the loop runs handlers and replies. Storage replies
+    go from the receiving thread straight to the handler waiting for them (ThreadedTransport),
+    which also serializes sends: handler threads send storage calls as the loop sends results."""
     import asyncio
 
+    transport = ThreadedTransport(channel)
+    runner.storage = Storage(transport if storage_ok else NoTransport("the net channel"))
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[None] = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
@@ -86,7 +98,7 @@ async def _serve_concurrent(channel: BlockingChannel, runner: _Runner) -> int:
     async def run(invocation: Invocation) -> None:
         result = await runner.run_async(invocation)
         with contextlib.suppress(ChannelClosed):
-            channel.send(result.to_wire())
+            transport.send(result.to_wire())
 
     def dispatch(message: dict[str, Any]) -> None:
         if message["op"] == "invoke":
@@ -101,10 +113,13 @@ async def _serve_concurrent(channel: BlockingChannel, runner: _Runner) -> int:
     def receive_forever() -> None:
         try:
             while True:
-                loop.call_soon_threadsafe(dispatch, channel.receive())
+                message = channel.receive()
+                if not transport.deliver(message):
+                    loop.call_soon_threadsafe(dispatch, message)
         except (ChannelClosed, ProtocolError):
             pass
         finally:
+            transport.close()
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(end)
 
@@ -120,6 +135,7 @@ class _Runner:
         self._max_body: int = args.max_body
         self._handle = handle
         self._is_async = is_async
+        self.storage: Storage | None = None
         self._executor: ThreadPoolExecutor | None = None
         if not is_async and args.max_inflight > 1:
             self._executor = ThreadPoolExecutor(
@@ -164,6 +180,7 @@ class _Runner:
             call_id=invocation.call_id,
             secrets_dir=self._secrets_dir,
             deadline=time.monotonic() + invocation.timeout,
+            storage=self.storage,
         )
         return event, context
 
@@ -191,7 +208,8 @@ class _Runner:
         traceback.print_exc()
         return Result(
             id=invocation.id,
-            status=500,
+            # A store that is down is the platform's failure, not the handler's: 503.
+            status=exc.status if isinstance(exc, StorageUnavailable) else 500,
             headers=[],
             body=b"",
             error=describe_error(exc),

@@ -72,6 +72,16 @@ class Storage:
         raise RuntimeError(f"storage {call} failed in the worker: {error.get('message')}")
 
 
+class NoTransport:
+    """Where no worker answers storage calls: every call raises StorageUnavailable."""
+
+    def __init__(self, why: str) -> None:
+        self._why = why
+
+    def request(self, call: StorageCall) -> StorageReply:
+        raise StorageUnavailable("context.storage", f"not available over {self._why}")
+
+
 class InlineTransport:
     """For the loop with no asyncio: one handler at a time, on the thread that reads the channel.
     Messages other than the awaited reply wait in `pending` for the loop."""

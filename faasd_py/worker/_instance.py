@@ -18,7 +18,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from faasd_py.cache import StorageService, WorkerStorage, answer_storage
 from faasd_py.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
 from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, InvocationTimeout
 from faasd_py.netns import BridgeNetwork
@@ -55,6 +57,9 @@ class LaunchSettings:
     # The bridge of sandboxed instances of net functions (faasd_py.netns.BridgeNetwork); None
     # where instances are plain processes, which the net channel reaches over loopback.
     network: BridgeNetwork | None = None
+    # Answers the instances' context.storage calls from their app's cache (faasd_py.cache);
+    # None: a worker without storage (calls get an error reply).
+    storage: WorkerStorage | None = None
 
 
 # Starts the process of an instance from its plan: a fresh exec (_process.start) by default,
@@ -98,6 +103,9 @@ class Instance:
         self._exited = asyncio.Event()
         self._on_exit: Callable[[Instance], None] = lambda _: None
         self._tasks: list[asyncio.Task[None]] = []
+        self._storage: StorageService | None = None
+        self._storage_owner: WorkerStorage | None = None
+        self._storage_calls: set[asyncio.Task[None]] = set()
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -164,6 +172,10 @@ class Instance:
         instance = cls(spec, instance_id, process, channel, workdir, logs)
         instance.channel_kind = kind
         instance._capture_output()
+        if settings.storage is not None:
+            # Before the handler is ready: the app's cache pre-warms while the instance loads.
+            instance._storage_owner = settings.storage
+            instance._storage = await settings.storage.attach(spec.app, dict(spec.annotations))
         try:
             async with asyncio.timeout(settings.start_timeout):
                 await instance._await_ready()
@@ -240,6 +252,8 @@ class Instance:
                     future = self._pending.get(message["id"])
                     if future is not None and not future.done():
                         future.set_result(Result.from_wire(message))
+                elif message.get("op") == "storage":
+                    self._answer_storage(message)
         except (ChannelClosed, ProtocolError, ConnectionError) as exc:
             logger.debug("channel of %s closed: %s", self.id, exc)
         self._channel.close()
@@ -252,8 +266,22 @@ class Instance:
             if not future.done():
                 future.set_exception(self._crash_error())
         self._on_exit(self)
+        await self._release_storage()
         await self._process.release()
         shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _answer_storage(self, message: dict[str, Any]) -> None:
+        """A task per call: a slow store must not hold up the results of other invocations."""
+        task = asyncio.create_task(answer_storage(self._storage, message, self._channel.send))
+        self._storage_calls.add(task)
+        task.add_done_callback(self._storage_calls.discard)
+
+    async def _release_storage(self) -> None:
+        for task in list(self._storage_calls):
+            task.cancel()
+        owner, service, self._storage_owner = self._storage_owner, self._storage, None
+        if owner is not None and service is not None:
+            await owner.detach(service)
 
     def _crash_error(self) -> FaasdError:
         return InstanceCrashed(
@@ -280,6 +308,7 @@ class Instance:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, _STOP_GRACE)
+        await self._release_storage()
         await self._process.release()
         shutil.rmtree(self._workdir, ignore_errors=True)
 

@@ -17,6 +17,7 @@ import msgpack
 
 import faasd_py
 from faasd_py import doorbells, native
+from faasd_py.cache import CacheStatistics, WorkerStorage
 from faasd_py.cgroups import remove_stale
 from faasd_py.channel import resolve_kind
 from faasd_py.config import Config
@@ -39,8 +40,10 @@ _REAP_INTERVAL = 1.0
 class Worker:
     """Runs the deployed functions of this host. `start` before use, `close` at the end."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, storage: WorkerStorage | None = None) -> None:
         self._config = config
+        # Instances' context.storage: their app's cache over the backing store (faasd_py.cache).
+        self._storage = storage
         self._packages = PackageStore(config.packages_dir)
         self._pools: dict[str, FunctionPool] = {}
         self._launchers: dict[str, FunctionLauncher] = {}  # each pool's, by function name
@@ -58,6 +61,7 @@ class Worker:
             shm_spin=config.shm_spin,
             shm_worker_spin=config.shm_worker_spin,
             zygote=config.zygote,
+            storage=storage,
         )
 
     async def start(self) -> None:
@@ -153,6 +157,15 @@ class Worker:
     def all_statistics(self) -> dict[str, PoolStatistics]:
         return {name: pool.statistics() for name, pool in self._pools.items()}
 
+    @property
+    def storage_name(self) -> str | None:
+        """The backing store of the instances' context.storage, as errors name it."""
+        return None if self._storage is None else self._storage.manager.store.name
+
+    def cache_statistics(self) -> dict[str, CacheStatistics]:
+        """Per loaded app, its cache's figures (none when storage or the cache is off)."""
+        return {} if self._storage is None else self._storage.manager.statistics()
+
     def launcher_statistics(self, name: str) -> LauncherStatistics:
         """How the function's instances were started: zygote, forks, execs, fallbacks."""
         self._pool(name)  # NotFound if absent
@@ -192,6 +205,8 @@ class Worker:
         reason = "faasd-py is shutting down"
         await asyncio.gather(*(p.close(reason, drain_timeout) for p in pools))
         await asyncio.gather(*self._retiring, return_exceptions=True)
+        if self._storage is not None:  # every instance is gone: save statistics, close the store
+            await self._storage.close()
         for logs in self._logs.values():
             logs.close()
         doorbells.close_for(asyncio.get_running_loop())  # every shm channel is closed now
