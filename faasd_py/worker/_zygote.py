@@ -75,7 +75,14 @@ _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
 
 
 class ZygoteFailed(Exception):
-    """The zygote could not start or fork: the caller falls back to a fresh exec."""
+    """The zygote could not start or fork: the caller falls back to a fresh exec. `broken`:
+    the zygote itself is at fault (gone, or not answering) and should be replaced; otherwise
+    it still serves (a spare died, a fork or a cgroup was refused for want of resources), and
+    replacing it would kill the function's running instances for nothing."""
+
+    def __init__(self, message: str, *, broken: bool = True) -> None:
+        super().__init__(message)
+        self.broken = broken
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +116,7 @@ class _ForkedProcess:
         """Make the spare the instance of `plan`: its flags and its channel's fds (copies,
         which the child holds once this returns). It opens its channel at `resume`."""
         if self._start is None or not self.alive:
-            raise ZygoteFailed("the spare is gone")
+            raise ZygoteFailed("the spare is gone", broken=False)
         message = {"argv": list(plan.runtime_args), "fds": list(plan.pass_fds)}
         fds = array.array("i", plan.pass_fds).tobytes()
         try:
@@ -117,7 +124,7 @@ class _ForkedProcess:
                 [msgpack.packb(message)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
             )
         except OSError as exc:
-            raise ZygoteFailed(f"the spare is gone: {exc}") from exc
+            raise ZygoteFailed(f"the spare is gone: {exc}", broken=False) from exc
 
     def resume(self) -> None:
         if self._start is not None:
@@ -280,7 +287,7 @@ class Zygote:
             try:
                 cgroup = Cgroup.create(f"{spec.service}-{token.token_hex(4)}", limits)
             except (OSError, RuntimeError) as exc:
-                raise ZygoteFailed(f"cannot make a cgroup for a fork: {exc}") from exc
+                raise ZygoteFailed(f"cannot make a cgroup for a fork: {exc}", broken=False) from exc
         child = _ForkedProcess(cgroup)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
@@ -345,7 +352,8 @@ class Zygote:
                 self._children[message["pid"]] = child
                 forked.set_result(None)
             else:
-                forked.set_exception(ZygoteFailed(f"cannot fork: {message.get('error')}"))
+                error = f"cannot fork: {message.get('error')}"
+                forked.set_exception(ZygoteFailed(error, broken=False))
         elif op == "exited" and message.get("pid") in self._children:
             self._children.pop(message["pid"]).exited(message["status"])
 
@@ -426,7 +434,8 @@ class FunctionLauncher:
                 child.assign(plan)
             except ZygoteFailed as exc:
                 self._fall_back(spec, logs, f"zygote {zygote.name}: {exc}")
-                await self._discard(zygote)
+                if exc.broken or not zygote.alive:
+                    await self._discard(zygote)
                 return await start_process(self._settings.isolation, plan)
             self._forks += 1
             self._refill(zygote, spec)

@@ -153,6 +153,29 @@ async def test_threads_started_at_import_are_warned_about(platform: Platform) ->
     assert any("started threads at import (ticker)" in line["text"] for line in logs), logs
 
 
+# Dies when imported by a zygote (its flags say so), imports fine in an exec'd instance.
+ZYGOTE_HATER = """
+import os, sys
+if any(arg.startswith("--zygote=") for arg in sys.argv):
+    os._exit(7)
+
+def handle(event, context):
+    return {"body": {"pid": os.getpid()}}
+"""
+
+
+async def test_a_zygote_that_cannot_start_costs_a_fresh_exec_not_the_call(
+    platform: Platform,
+) -> None:
+    await platform.deploy("hater", ZYGOTE_HATER, labels={"com.openfaas.scale.min": "0"})
+    assert "pid" in await _call(platform, "hater")
+    stats = platform.worker.launcher_statistics("hater")
+    assert stats.fallbacks == 1 and stats.forks == 0 and stats.zygote_starts == 0
+    logs = await platform.logs("hater")
+    warning = "exited with code 7 while importing the handler; this instance starts by a fresh"
+    assert any(warning in line["text"] for line in logs), logs
+
+
 async def test_a_crashed_instance_is_replaced_by_a_fork(platform: Platform) -> None:
     await platform.deploy("crash", CRASH)
     before = await _call(platform, "crash")
