@@ -89,6 +89,8 @@ class Config:
     # The Faa$T per-app cache over the store; a function's com.faasd-py.cache annotation
     # overrides it.
     cache: bool = True
+    # Pre-warm an app's new cache from its access statistics (off: for comparisons).
+    cache_prewarm: bool = True
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:

@@ -161,7 +161,8 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
         store = open_store(config.storage, config.data_dir, config.storage_latency)
     except ValueError as exc:
         raise FaasdError(f"--storage: {exc}") from None
-    manager = CacheManager(store, CacheSettings(enabled=config.cache), registry)
+    settings = CacheSettings(enabled=config.cache, prewarm=config.cache_prewarm)
+    manager = CacheManager(store, settings, registry)
     # A storage reply travels in one frame, as a response body does.
     return WorkerStorage(manager, max_value=config.max_body)
 

@@ -137,6 +137,14 @@ from faasd_py.units import parse_duration, parse_size
     help="The per-app Faa$T cache over the store (a function's com.faasd-py.cache "
     "annotation overrides it).",
 )
+@click.option(
+    "--cache-prewarm/--no-cache-prewarm",
+    envvar="FAASD_CACHE_PREWARM",  # named by hand: shared_option derives it from one flag's name
+    show_envvar=True,
+    default=True,
+    show_default=True,
+    help="Fill an app's new cache with the objects its statistics say it reads most.",
+)
 @shared_option(
     "--log-level",
     default="info",
@@ -161,6 +169,7 @@ def up(
     storage: str | None,
     storage_latency: float,
     cache: str,
+    cache_prewarm: bool,
     log_level: str,
 ) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -191,6 +200,7 @@ def up(
         storage=storage,
         storage_latency=storage_latency,
         cache=cache == "on",
+        cache_prewarm=cache_prewarm,
     )
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run

@@ -3,6 +3,7 @@ both runtime loops (inline and concurrent), with the cache on and off."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -108,3 +109,31 @@ async def test_embedded_store_and_cache_off_by_annotation(tmp_path: Path) -> Non
         assert (tmp_path / "data" / "storage.sqlite3").exists()
     finally:
         await stop_platform(p)
+
+
+async def test_a_reloaded_app_is_prewarmed_from_statistics_kept_in_the_registry(
+    platform_on_redis: Platform,
+) -> None:
+    p = platform_on_redis
+    await p.deploy("kv", KV)
+    for i in range(5):
+        assert (await p.invoke("kv", b"v%d" % i, path=f"?key=k{i}"))[0] == 200
+    for _ in range(3):
+        for i in range(5):
+            assert (await p.invoke("kv", method="GET", path=f"?key=k{i}"))[0] == 200
+    assert (await p.system("DELETE", "/system/functions", {"functionName": "kv"}))[0] == 200
+    for _ in range(200):  # the last instance exits: the cache goes, its statistics are saved
+        if "kv" not in p.worker.cache_statistics():
+            break
+        await asyncio.sleep(0.02)
+    assert "kv" not in p.worker.cache_statistics()
+    assert await p.running.registry.get_cache_stats("kv") is not None  # type: ignore[attr-defined]
+    await p.deploy("kv")
+    for _ in range(200):
+        stats = p.worker.cache_statistics().get("kv")
+        if stats is not None and stats.prewarmed_keys == 5:
+            break
+        await asyncio.sleep(0.02)
+    assert (await p.invoke("kv", method="GET", path="?key=k3"))[1] == b"v3"
+    stats = p.worker.cache_statistics()["kv"]
+    assert (stats.prewarmed_keys, stats.prewarmed_read, stats.hits, stats.misses) == (5, 1, 1, 0)
