@@ -210,6 +210,7 @@ def simulate(
     """Replay a trace through keep-alive / pre-warm policies and compare them.
 
     \b
+    Examples:
       faasd-py simulate --trace invocations_per_function_md.anon.d01.csv \\
           --durations function_durations_percentiles.anon.d01.csv \\
           --memory app_memory_percentiles.anon.d01.csv --policy hybrid --policy fixed:60m

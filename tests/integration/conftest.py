@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import random
 import textwrap
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
@@ -123,11 +124,21 @@ def basic_auth(user: str, password: str) -> str:
 async def start_platform(tmp_path: Path, **overrides: Any) -> Platform:
     config = replace(
         Config(data_dir=tmp_path / "data", port=0, scale_down_after=60.0, shutdown_timeout=5),
-        **overrides,
+        **{**private_network(), **overrides},
     )
     running = await server.start(config, Console(file=io.StringIO()))
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
     return Platform(running=running, session=session, tmp=tmp_path)
+
+
+def private_network() -> dict[str, str]:
+    """A bridge and subnet of its own for each platform: tests (and a real `up`) may run side
+    by side on one host, and one worker's bridge is not another's to take."""
+    rng = random.Random()
+    return {
+        "net_bridge": f"fdt{rng.getrandbits(40):010x}",
+        "net_subnet": f"10.{rng.randrange(100, 200)}.{rng.randrange(256)}.0/24",
+    }
 
 
 async def stop_platform(platform: Platform) -> None:

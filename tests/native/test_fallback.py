@@ -103,16 +103,15 @@ def test_a_function_picks_its_channel_by_annotation() -> None:
     assert spec("socket").channel == "socket"
     assert spec(" SHM ").channel == "shm"
     assert resolve_kind(spec("socket").channel, "shm") == "socket"
-    with pytest.raises(SpecError, match="net channel is not built yet"):
-        _ = spec("net").channel
-    with pytest.raises(SpecError, match="expected shm or socket, got 'rdma'") as caught:
+    assert spec("Net").channel == "net"
+    with pytest.raises(SpecError, match="expected shm, socket, net, got 'rdma'") as caught:
         _ = spec("rdma").channel
     assert caught.value.field == "annotations.com.faasd-py.channel"
 
 
 def test_config_rejects_an_unknown_channel() -> None:
-    with pytest.raises(ValueError, match="channel must be one of shm, socket"):
-        Config(channel="net")
+    with pytest.raises(ValueError, match="channel must be one of shm, socket, net, got 'rdma'"):
+        Config(channel="rdma")
 
 
 def test_shm_refused_where_there_is_no_shim(monkeypatch: pytest.MonkeyPatch) -> None:
