@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import io
 import json
 import math
 import os
@@ -38,17 +39,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import _report
+import aiohttp
 from _procs import free_port
 from rich.console import Console
 
-from faasd_py.cache import AppStorage, CacheManager, CacheSettings, MemoryStats, SizingPolicy
+from faasd_py import server
+from faasd_py.cache import (
+    ANNOTATION_CACHE,
+    AppStorage,
+    CacheManager,
+    CacheSettings,
+    MemoryStats,
+    SizingPolicy,
+)
 from faasd_py.cache._manager import DirectStorage
+from faasd_py.config import Config
+from faasd_py.packages import PackageStore
+from faasd_py.spec import LABEL_APP, FunctionSpec, StackFunction
 from faasd_py.storage import LatencyStore, ObjectStore
 from faasd_py.storage._redis import RedisStore
 
@@ -93,6 +106,10 @@ class Workload:
             cumulative.append(acc)
         return cls(sizes, cumulative)
 
+    def payloads(self) -> dict[int, bytes]:
+        """Bytes to write, one buffer per distinct size."""
+        return {size: os.urandom(size) for size in set(self.sizes)}
+
     def ops(self, count: int, write_fraction: float, seed: int) -> list[tuple[str, int]]:
         rng = random.Random(seed)
         out = []
@@ -106,27 +123,37 @@ def key_name(index: int) -> str:
     return f"blobs/{index:06d}"
 
 
-async def drive(
-    storage: AppStorage, ops: Sequence[tuple[str, int]], sizes: list[int], concurrency: int
-) -> list[float]:
-    """Run `ops` `concurrency` at a time; each one's latency in seconds, in op order."""
+# One invocation: (op, key index) -> None, raising if the answer is wrong.
+Call = Callable[[str, int], Awaitable[None]]
+
+
+async def drive(call: Call, ops: Sequence[tuple[str, int]], concurrency: int) -> list[float]:
+    """Run `ops` `concurrency` at a time (closed loop); each one's latency in seconds."""
     latencies = [0.0] * len(ops)
     cursor = iter(range(len(ops)))
-    payloads = {size: os.urandom(size) for size in set(sizes)}
 
     async def worker() -> None:
         for i in cursor:
             op, key = ops[i]
             start = time.perf_counter()
-            if op == "get":
-                data = await storage.get(key_name(key))
-                assert data is not None and len(data) == sizes[key]
-            else:
-                await storage.put(key_name(key), payloads[sizes[key]])
+            await call(op, key)
             latencies[i] = time.perf_counter() - start
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
+
+
+def storage_calls(storage: AppStorage, sizes: list[int], payloads: dict[int, bytes]) -> Call:
+    """Invocations at the cache's API: one storage call each."""
+
+    async def call(op: str, key: int) -> None:
+        if op == "get":
+            data = await storage.get(key_name(key))
+            assert data is not None and len(data) == sizes[key]
+        else:
+            await storage.put(key_name(key), payloads[sizes[key]])
+
+    return call
 
 
 def summary(latencies: Sequence[float]) -> dict[str, float]:
@@ -148,6 +175,7 @@ async def one_run(
     url: str, args: argparse.Namespace, work: Workload, seed: int
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
+    payloads = work.payloads()
     measured = work.ops(args.invocations, args.writes, seed)
     warmup = work.ops(args.warmup, args.writes, seed + 1)
 
@@ -155,9 +183,8 @@ async def one_run(
         return LatencyStore(RedisStore(url), args.latency, version_latency)
 
     direct_store = store(args.latency)
-    latencies = await drive(
-        DirectStorage(APP, direct_store), measured, work.sizes, args.concurrency
-    )
+    direct = storage_calls(DirectStorage(APP, direct_store), work.sizes, payloads)
+    latencies = await drive(direct, measured, args.concurrency)
     rows.append({"variant": "no cache", **summary(latencies)})
     await direct_store.close()
 
@@ -165,13 +192,13 @@ async def one_run(
         saved = MemoryStats()
         settings = CacheSettings(policy=SizingPolicy(max_per_app=args.budget, total=args.budget))
         manager = CacheManager(store(version_latency), settings, saved)
-        storage = await manager.open(APP)
-        await drive(storage, warmup, work.sizes, args.concurrency)
+        calls = storage_calls(await manager.open(APP), work.sizes, payloads)
+        await drive(calls, warmup, args.concurrency)
         manager.rebalance()
         cache = manager.cache_of(APP)
         assert cache is not None
         before = cache.statistics()
-        latencies = await drive(storage, measured, work.sizes, args.concurrency)
+        latencies = await drive(calls, measured, args.concurrency)
         after = cache.statistics()
         steady = hit_rate(before, after)
         rows.append(
@@ -198,14 +225,14 @@ async def one_run(
                 CacheSettings(policy=settings.policy, prewarm=prewarm),
                 saved,
             )
-            storage = await reloaded.open(APP)
+            calls = storage_calls(await reloaded.open(APP), work.sizes, payloads)
             cache = reloaded.cache_of(APP)
             assert cache is not None
             start = cache.statistics()
             await asyncio.sleep(gap)
-            first = await drive(storage, measured[:FIRST], work.sizes, args.concurrency)
+            first = await drive(calls, measured[:FIRST], args.concurrency)
             early = hit_rate(start, cache.statistics())
-            rest = await drive(storage, measured[FIRST:], work.sizes, args.concurrency)
+            rest = await drive(calls, measured[FIRST:], args.concurrency)
             stats = cache.statistics()
             name = "pre-warm" if prewarm else "no pre-warm"
             rows.append(
@@ -223,6 +250,147 @@ async def one_run(
             await reloaded.close()
         await manager.close()
     return rows
+
+
+# The data-heavy function of the platform runs: reads (GET) or writes (POST) one object of its
+# app, and answers with the size it read, as a function that computes on the data would.
+HANDLER = """
+def handle(event, context):
+    key = event.query["key"]
+    if event.method == "POST":
+        context.storage.put(key, event.body)
+        return "stored"
+    data = context.storage.get(key)
+    return {"statusCode": 200 if data is not None else 404, "body": str(len(data or b""))}
+"""
+
+
+def http_calls(
+    session: aiohttp.ClientSession, url: str, sizes: list[int], payloads: dict[int, bytes]
+) -> Call:
+    """Invocations through the platform: HTTP to the gateway, the function's storage calls over
+    its instance's channel to the worker's cache."""
+
+    async def call(op: str, key: int) -> None:
+        target = f"{url}?key={key_name(key)}"
+        if op == "get":
+            async with session.get(target) as response:
+                body = await response.read()
+                assert response.status == 200 and int(body) == sizes[key], (response.status, body)
+        else:
+            async with session.post(target, data=payloads[sizes[key]]) as response:
+                assert response.status == 200, (response.status, await response.read())
+
+    return call
+
+
+async def start_platform(
+    tmp: Path, url: str, args: argparse.Namespace, prewarm: bool, first: bool
+) -> server.Platform:
+    """`faasd-py up` in this process over the bench's Redis; the first time, build and deploy
+    the two functions of the app (the same handler, cache off and on); later starts restore
+    them from the registry, as a restarted platform does."""
+    config = Config(
+        data_dir=tmp / "data",
+        port=0,
+        storage=url,
+        storage_latency=args.latency,
+        cache_prewarm=prewarm,
+    )
+    platform = await server.start(config, Console(file=io.StringIO()))
+    if first:
+        source = tmp / "src"
+        source.mkdir(exist_ok=True)
+        (source / "handler.py").write_text(HANDLER)
+        (source / "requirements.txt").write_text("")
+        store = PackageStore(config.packages_dir)
+        store.build(
+            StackFunction(
+                FunctionSpec(service="x", image="cachebench:latest"), "python3-http", source
+            )
+        )
+        for name, annotations in (("nocache", {ANNOTATION_CACHE: "off"}), ("faast", {})):
+            spec = FunctionSpec(
+                service=name,
+                image="cachebench:latest",
+                labels={LABEL_APP: APP},
+                annotations=annotations,
+                env_vars={"max_inflight": str(args.concurrency)},
+            )
+            await platform.registry.put_function(spec)
+            platform.worker.apply(spec, {})
+    return platform
+
+
+async def platform_run(
+    url: str, tmp: Path, args: argparse.Namespace, work: Workload, seed: int
+) -> list[dict[str, Any]]:
+    """The same comparison through the platform: no cache and Faa$T on a running platform,
+    then Faa$T right after the platform restarts (its caches gone, their statistics kept in the
+    registry), with and without pre-warm."""
+    payloads = work.payloads()
+    measured = work.ops(args.invocations, args.writes, seed)
+    warmup = work.ops(args.warmup, args.writes, seed + 1)
+    rows: list[dict[str, Any]] = []
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    try:
+        platform = await start_platform(tmp, url, args, prewarm=True, first=True)
+        try:
+            nocache = http_calls(session, f"{platform.url}/function/nocache", work.sizes, payloads)
+            faast = http_calls(session, f"{platform.url}/function/faast", work.sizes, payloads)
+            await drive(nocache, measured[: args.concurrency], args.concurrency)  # cold starts
+            rows.append(
+                {
+                    "variant": "platform: no cache",
+                    **summary(await drive(nocache, measured, args.concurrency)),
+                }
+            )
+            await drive(faast, warmup, args.concurrency)
+            before = platform.worker.cache_statistics()[APP]
+            latencies = await drive(faast, measured, args.concurrency)
+            after = platform.worker.cache_statistics()[APP]
+            steady = hit_rate(before, after)
+            rows.append({"variant": "platform: Faa$T", **summary(latencies), "hit_rate": steady})
+        finally:
+            await server.stop(platform)
+        for prewarm in (True, False):
+            platform = await start_platform(tmp, url, args, prewarm=prewarm, first=False)
+            try:
+                faast = http_calls(session, f"{platform.url}/function/faast", work.sizes, payloads)
+                started = time.perf_counter()
+                first = await drive(faast, measured[:FIRST], args.concurrency)
+                stats = platform.worker.cache_statistics()[APP]
+                early = stats.hits / max(1, stats.hits + stats.misses + stats.bypassed_reads)
+                rest = await drive(faast, measured[FIRST:], args.concurrency)
+                whole = platform.worker.cache_statistics()[APP]
+                name = "pre-warm" if prewarm else "no pre-warm"
+                rows.append(
+                    {
+                        "variant": f"platform: restart, {name}",
+                        **summary(first + rest),
+                        "hit_rate": hit_rate(_ZERO, whole),
+                        f"hit_rate_first_{FIRST}": early,
+                        f"share_of_steady_first_{FIRST}": early / steady if steady else 0.0,
+                        "first_50_seconds": time.perf_counter() - started,
+                        "prewarmed_keys": whole.prewarmed_keys,
+                        "prewarmed_read": whole.prewarmed_read,
+                    }
+                )
+            finally:
+                await server.stop(platform)
+    finally:
+        await session.close()
+    return rows
+
+
+@dataclass(frozen=True)
+class _Zero:
+    hits: int = 0
+    misses: int = 0
+    bypassed_reads: int = 0
+
+
+_ZERO = _Zero()
 
 
 def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -278,14 +446,20 @@ def combine(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def targets(cells: list[dict[str, Any]]) -> list[str]:
     by = {c["variant"]: c for c in cells}
-    base = by["no cache"]
     lines = []
-    for model in ("", ", versions near"):
-        steady = by[f"Faa$T{model}"]
+    pairs = [
+        ("no cache", "Faa$T"),
+        ("no cache", "Faa$T, versions near"),
+        ("platform: no cache", "platform: Faa$T"),
+    ]
+    for baseline, subject in pairs:
+        if baseline not in by or subject not in by:
+            continue
+        base, steady = by[baseline], by[subject]
         mean_cut = 1 - steady["mean_ms"] / base["mean_ms"]
         p99_cut = 1 - steady["p99_ms"] / base["p99_ms"]
         lines.append(
-            f"Faa$T{model}: mean latency {mean_cut:.0%} lower than no cache (target >= 60%: "
+            f"{subject}: mean latency {mean_cut:.0%} lower than no cache (target >= 60%: "
             f"{'met' if mean_cut >= 0.6 else 'NOT met'}); p99 {p99_cut:.0%} lower (target >= 50%: "
             f"{'met' if p99_cut >= 0.5 else 'NOT met'})"
         )
@@ -305,9 +479,10 @@ def markdown(report: dict[str, Any]) -> str:
         *_report.header("Faa$T cache vs no cache, at the cache API", report["machine"]),
         ", ".join(f"{k}: {v}" for k, v in settings.items()),
         "",
-        f"Medians over {settings['runs']} runs. Latency is one invocation's storage call "
-        f"(90% reads, 10% writes); hit rates are of reads; 'first {FIRST}': the first {FIRST} "
-        "invocations after a reload.",
+        f"Medians over {settings['runs']} runs. An invocation is one storage call (90% reads, "
+        "10% writes): at the cache's API, the call; in the 'platform' rows, an HTTP invocation "
+        "of a function that makes the call. Hit rates are of reads; 'first "
+        f"{FIRST}': the first {FIRST} invocations after a reload or restart.",
         "",
         f"| variant | mean ms | p50 ms | p99 ms | hit rate | first {FIRST} | of steady |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -382,6 +557,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=256 * MiB, help="the app's maximum")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--level",
+        choices=("both", "api", "platform"),
+        default="both",
+        help="at the cache's API, through the platform (HTTP, instances, channels), or both",
+    )
     return parser.parse_args(argv)
 
 
@@ -398,7 +579,13 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         load_before = os.getloadavg()
         runs = []
         for index in range(args.runs):
-            runs.append(await one_run(url, args, work, args.seed + 100 * (index + 1)))
+            run_seed = args.seed + 100 * (index + 1)
+            rows = await one_run(url, args, work, run_seed) if args.level != "platform" else []
+            if args.level != "api":
+                run_tmp = tmp / f"platform-{index}"
+                run_tmp.mkdir()
+                rows += await platform_run(url, run_tmp, args, work, run_seed)
+            runs.append(rows)
             console.print(f"run {index + 1}/{args.runs} done")
         load_after = os.getloadavg()
     finally:
@@ -443,8 +630,15 @@ async def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "a local redis-server, to stand in for remote blob storage; in the 'versions near' "
             "rows the version check (HGET of one field) gets no added latency, as if versions "
             "were kept next to the worker and only the blobs far away.",
-            "Measured at the cache's API (AppCache, DirectStorage for no cache), as the worker's "
-            "StorageService calls it; the platform's HTTP and instance channel are not in it.",
+            "Rows without 'platform' are measured at the cache's API (AppCache, DirectStorage for "
+            "no cache) as the worker's StorageService calls it. 'platform' rows go through "
+            "`faasd-py up` in the bench's process (default channel and isolation, zygote cold "
+            "starts): HTTP to the gateway, a python3-http function (max_inflight = concurrency) "
+            "whose context.storage call travels over its channel to the worker's cache; the "
+            "no-cache function is the same code with com.faasd-py.cache: off, in the same app.",
+            "'platform: restart' stops the platform (the app's cache is dropped, its access "
+            "statistics saved in the registry) and starts it again over the same data dir and "
+            "Redis; invocations begin as soon as it listens.",
             "Every read asks the store for the object's version first (consistency as in the "
             "Faa$T authors' code), so with the version check paying the full added latency a hit "
             "still costs one round trip: the cache saves the data transfer, not the latency.",
