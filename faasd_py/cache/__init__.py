@@ -18,14 +18,21 @@ from faasd_py.cache._manager import (
     MemoryStats,
     StatsStore,
 )
+from faasd_py.cache._policy import (
+    AccessStats,
+    Decision,
+    Demand,
+    Ranked,
+    SizingPolicy,
+    WorkingSet,
+    prewarm_plan,
+)
 from faasd_py.cache._service import (
     ANNOTATION_CACHE,
     StorageService,
     WorkerStorage,
     answer_storage,
 )
-from faasd_py.cache._sizing import Decision, Demand, SizingPolicy
-from faasd_py.cache._stats import AccessStats, Ranked, WorkingSet, prewarm_plan
 
 __all__ = [
     "ANNOTATION_CACHE",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from faasd_py.cache._lru import PinnedLRU
-from faasd_py.cache._stats import AccessStats
+from faasd_py.cache._policy import AccessStats
 from faasd_py.errors import FaasdError
 from faasd_py.storage import ObjectStore, Versioned
 

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from faasd_py.cache._cache import AppCache, CacheStatistics, Peers
-from faasd_py.cache._sizing import Decision, Demand, SizingPolicy
-from faasd_py.cache._stats import AccessStats, prewarm_plan
+from faasd_py.cache._policy import AccessStats, Decision, Demand, SizingPolicy, prewarm_plan
 from faasd_py.errors import FaasdError
 from faasd_py.storage import ObjectStore
 
