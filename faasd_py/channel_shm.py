@@ -63,7 +63,9 @@ class ShmChannel:
         self._doorbells.watch(eventfd, self._on_doorbell)
         if peer_pid is not None:
             self._watch_peer(peer_pid)
-        self._ep.park(native.lib.SHM_WAIT_RX)
+        if self._ep.park(native.lib.SHM_WAIT_RX):
+            # The peer sent before this end was parked, so it rang no doorbell: drain it now.
+            self._loop.call_soon(self._drain)
 
     @classmethod
     def open(

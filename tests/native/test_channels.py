@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -266,3 +267,23 @@ async def test_spinning_ends_answer_as_sleeping_ones_do(
 def test_max_frame_of_the_test_pairs_exceeds_the_small_arena() -> None:
     # The hypothesis test above relies on this to reach the fragment path.
     assert SMALL.arena_size * 4 < MAX_FRAME
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k.id.startswith("shm")])
+async def test_a_message_sent_before_the_worker_end_opens_is_received(kind: str) -> None:
+    """The instance may answer (say, "ready") before the worker's end has parked: it rings no
+    doorbell then, so the worker's end must look at the ring when it opens."""
+    from faasd_py.channel_shm import ShmChannel, ShmRegion
+    from faasd_py.runtime import BlockingShmChannel
+
+    region = ShmRegion.create(DEFAULT_GEOMETRY)
+    instance = BlockingShmChannel(region.memfd, os.dup(region.eventfd), MAX_FRAME)
+    instance.send({"op": "ready", "pid": 1})
+    worker = ShmChannel.open(region, MAX_FRAME)
+    region.close_memfd()
+    try:
+        async with asyncio.timeout(5):
+            assert (await worker.receive())["op"] == "ready"
+    finally:
+        worker.close()
+        instance.shutdown()
