@@ -269,7 +269,7 @@ def test_max_frame_of_the_test_pairs_exceeds_the_small_arena() -> None:
     assert SMALL.arena_size * 4 < MAX_FRAME
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k.id.startswith("shm")])
+@pytest.mark.parametrize("kind", [k for k in KINDS if str(k.id).startswith("shm")])
 async def test_a_message_sent_before_the_worker_end_opens_is_received(kind: str) -> None:
     """The instance may answer (say, "ready") before the worker's end has parked: it rings no
     doorbell then, so the worker's end must look at the ring when it opens."""
