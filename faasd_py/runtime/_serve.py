@@ -68,7 +68,9 @@ def _serve_inline(channel: BlockingChannel, runner: _Runner, storage_ok: bool) -
     """One at a time, no event loop: receive, handle, reply. A handler's storage call reads the
     channel itself until its reply comes (InlineTransport)."""
     transport = InlineTransport(channel)
-    runner.storage = Storage(transport if storage_ok else NoTransport("the net channel"))
+    runner.storage = Storage(
+        transport if storage_ok else NoTransport("the net channel"), runner.max_body
+    )
     while True:
         try:
             message = transport.receive()
@@ -90,7 +92,9 @@ async def _serve_concurrent(channel: BlockingChannel, runner: _Runner, storage_o
     import asyncio
 
     transport = ThreadedTransport(channel)
-    runner.storage = Storage(transport if storage_ok else NoTransport("the net channel"))
+    runner.storage = Storage(
+        transport if storage_ok else NoTransport("the net channel"), runner.max_body
+    )
     loop = asyncio.get_running_loop()
     ended: asyncio.Future[None] = loop.create_future()
     tasks: set[asyncio.Task[None]] = set()
@@ -132,7 +136,7 @@ class _Runner:
     def __init__(self, args: argparse.Namespace, handle: Handler, is_async: bool) -> None:
         self._function_name: str = args.function_name
         self._secrets_dir = args.secrets_dir
-        self._max_body: int = args.max_body
+        self.max_body: int = args.max_body
         self._handle = handle
         self._is_async = is_async
         self.storage: Storage | None = None
@@ -187,10 +191,10 @@ class _Runner:
     def _respond(self, invocation: Invocation, started: float, value: object) -> Result:
         try:
             status, headers, body = to_response(value)
-            if len(body) > self._max_body:
+            if len(body) > self.max_body:
                 raise ValueError(
                     f"the response body of {len(body)} bytes exceeds the limit of "
-                    f"{self._max_body} bytes"
+                    f"{self.max_body} bytes"
                 )
         except Exception as exc:
             return self._failed(invocation, started, exc)

@@ -36,8 +36,12 @@ class Transport(Protocol):
 class Storage:
     """The handler's `context.storage`."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, max_value: int | None = None) -> None:
         self._transport = transport
+        # The largest object a frame of the channel carries (the worker's --max-body): a larger
+        # put is refused here, since the worker would take an oversized frame for a broken
+        # channel and replace the instance.
+        self._max_value = max_value
         self._ids = itertools.count(1)
 
     def get(self, key: str) -> bytes | None:
@@ -46,6 +50,11 @@ class Storage:
 
     def put(self, key: str, data: bytes | bytearray | memoryview | str) -> None:
         payload = data.encode() if isinstance(data, str) else bytes(data)
+        if self._max_value is not None and len(payload) > self._max_value:
+            raise ValueError(
+                f"object {key!r} of {len(payload)} bytes is larger than an instance's channel "
+                f"carries ({self._max_value} bytes; raise --max-body)"
+            )
         self._call("put", key, payload)
 
     def delete(self, key: str) -> bool:

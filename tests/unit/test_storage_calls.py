@@ -4,7 +4,7 @@ between them encoded and decoded as frames (no channel, no process)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -34,6 +34,9 @@ class MemoryStore:
     async def get(self, app: str, key: str) -> Versioned | None:
         self._check()
         return self.objects.get((app, key))
+
+    async def get_many(self, app: str, keys: Sequence[str]) -> list[Versioned | None]:
+        return [await self.get(app, key) for key in keys]
 
     async def version(self, app: str, key: str) -> int | None:
         found = await self.get(app, key)
@@ -88,7 +91,7 @@ def setup() -> Iterator[tuple[Storage, MemoryStore, AppCache]]:
     store = MemoryStore()
     cache = AppCache("app", store, capacity=1 << 20, bypass_bytes=1 << 20)
     wire = Wire(StorageService(cache, max_value=1000))
-    yield Storage(wire), store, cache
+    yield Storage(wire, max_value=1000), store, cache
     wire.loop.close()
 
 
@@ -128,7 +131,13 @@ def test_objects_larger_than_the_channel_carries_are_refused_clearly(
 ) -> None:
     storage, store, _ = setup
     with pytest.raises(ValueError, match="larger than an instance's channel carries"):
-        storage.put("big", b"x" * 1001)
+        storage.put("big", b"x" * 1001)  # refused before it is sent
+    wire = Wire(StorageService(AppCache("a", store, capacity=1, bypass_bytes=1), 1000))
+    try:
+        with pytest.raises(ValueError, match="larger than an instance's channel carries"):
+            Storage(wire).put("big", b"x" * 1001)  # the worker refuses it too
+    finally:
+        wire.loop.close()
     store.objects[("app", "big")] = Versioned(b"x" * 1001, 99)
     with pytest.raises(ValueError, match="1001 bytes"):
         storage.get("big")
