@@ -1,23 +1,22 @@
 """The cache's pure policies: what an app reads (access statistics), what to fetch when its
 cache comes back (the pre-warm plan), and how many bytes each app's cache may hold (sizing).
+Pure code: time comes in as `now`, in seconds since the epoch, because the statistics outlive
+the worker process in the registry and a monotonic clock would not survive it.
 
-Access statistics and pre-warm. Pure code: time comes in as `now` (seconds since the epoch, because the statistics outlive the
-worker process in the registry and a monotonic clock would not survive it).
+Access statistics. Each key keeps one number that mixes frequency and recency (LRFU's idea): a
+count that halves every `half_life` seconds without access and grows by one on each access. A
+key read 100 times an hour ago and one read twice a minute ago compare sensibly, and ranking
+needs no second pass. The table is bounded: past `max_keys` it forgets the keys of lowest
+score, down to 90% of the bound, so that the pruning (a sort) runs once per many accesses.
 
-Each key keeps one number that mixes frequency and recency (LRFU's idea): a count that halves
-every `half_life` seconds without access and grows by one on each access. A key read 100 times
-an hour ago and one read twice a minute ago compare sensibly, and ranking needs no second pass.
-The table is bounded: past `max_keys` it forgets the keys of lowest score, down to 90% of the
-bound so that the pruning (a sort) runs once per many accesses rather than on every one.
-
-Sizing, a policy like the scheduler's. Faa$T sizes each app's cache from what the app actually reads. Here the wish of an app is its
-observed working set (bytes of the keys read within a window) with some headroom, and at least
-room for two of its largest recent objects, clamped between `min_bytes` and `max_per_app`.
-When the wishes of all loaded apps fit the worker-wide `total`, each gets its wish; otherwise
-every app keeps its minimum and the rest of the total is shared in proportion to what each
-wished above its minimum. If even the minimums do not fit, the total is split evenly.
-
-`decide` returns one decision per app with the reason, so the worker can log and report them.
+Sizing, a policy like the scheduler's. Faa$T sizes each app's cache from what the app reads:
+the wish of an app is its observed working set (bytes of the keys read within a window) with
+some headroom, and at least room for two of its largest recent objects, clamped between
+`min_bytes` and `max_per_app`. When the wishes of all loaded apps fit the worker-wide `total`,
+each gets its wish; otherwise every app keeps its minimum and the rest of the total is shared
+in proportion to what each wished above its minimum. If even the minimums do not fit, the
+total is split evenly. `decide` returns one decision per app with its reason, for the logs and
+reports.
 """
 
 from __future__ import annotations
