@@ -476,7 +476,9 @@ def targets(cells: list[dict[str, Any]]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     cells, settings = report["summary"], report["settings"]
     lines = [
-        *_report.header("Faa$T cache vs no cache, at the cache API", report["machine"]),
+        *_report.header(
+            "Faa$T cache vs no cache, at the cache API and through the platform", report["machine"]
+        ),
         ", ".join(f"{k}: {v}" for k, v in settings.items()),
         "",
         f"Medians over {settings['runs']} runs. An invocation is one storage call (90% reads, "
@@ -516,7 +518,7 @@ def plot(cells: list[dict[str, Any]], path: Path) -> bool:
     for offset, figure in ((-0.2, "mean_ms"), (0.2, "p99_ms")):
         left.bar([x + offset for x in xs], [c[figure] for c in cells], 0.4, label=figure[:-3])
     left.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
-    left.set_ylabel("ms per invocation's storage call")
+    left.set_ylabel("ms per invocation")
     left.legend()
     left.set_title("latency")
     rates = [(c["variant"], c.get("hit_rate"), c.get(f"hit_rate_first_{FIRST}")) for c in cells]
