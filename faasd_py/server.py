@@ -20,7 +20,7 @@ from rich.console import Console
 
 from faasd_py import doorbells
 from faasd_py.cache import CacheManager, CacheSettings, WorkerStorage
-from faasd_py.config import Config
+from faasd_py.config import Config, live_policy
 from faasd_py.errors import FaasdError
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.gateway._keys import METRICS
@@ -63,11 +63,12 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     credentials, created = load_or_create_credentials(config.credentials_dir)
     registry = SqliteRegistry(config.registry_path)
-    worker = Worker(config, _worker_storage(config, registry))
+    worker = Worker(config, _worker_storage(config, registry), policy_states=registry)
     await worker.start()
     await _restore(registry, worker, console)
     app = make_app(config, registry, worker, credentials)
     app[METRICS].add_caches(worker.cache_statistics)
+    app[METRICS].add_apps(worker.app_statistics)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )
@@ -168,12 +169,9 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
 
 
 def _storage_line(config: Config, worker: Worker) -> str:
+    # The store's name carries its added latency ("+5ms"), a benchmark's setting.
     store = worker.storage_name or "none"
-    latency = (
-        f", +{config.storage_latency * 1e3:g} ms per call (benchmark setting)"
-        if config.storage_latency
-        else ""
-    )
+    latency = " (added latency: a benchmark setting)" if config.storage_latency else ""
     cache = "Faa$T cache per app" if config.cache else "no cache (--cache off)"
     return f"{store}{latency}; {cache}"
 
@@ -208,7 +206,22 @@ def _banner(console: Console, platform: Platform) -> None:
     console.print(f"  doorbells:    {doorbells.selection().describe()}")
     console.print(f"  isolation:    {_isolation_line(platform.worker)}")
     console.print(f"  storage:      {_storage_line(config, platform.worker)}")
+    console.print(f"  keep-alive:   {_policy_line(config)}")
     console.print("  stop with Ctrl-C or SIGTERM")
+
+
+def _policy_line(config: Config) -> str:
+    bins = f"bins of {config.bin_width:g}s"
+    policy = live_policy(config.policy, config.bin_width)
+    if policy is None:
+        return (
+            "no policy (--policy none): each function keeps com.openfaas.scale.min instances, "
+            f"1 by default; others stop after {config.scale_down_after:g}s idle"
+        )
+    return (
+        f"{policy.name} per app ({bins}; a function's com.faasd-py.policy annotation "
+        "overrides it); an explicit com.openfaas.scale.min pins instances"
+    )
 
 
 def _isolation_line(worker: Worker) -> str:
