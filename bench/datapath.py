@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+import _cpu
 import _platform
 import _report
 from _procs import ServerError
@@ -158,7 +160,9 @@ def bench_once(
     argv += ["--no-self-test", "--out", str(out), "--label", out.name]
     if args.procs:
         argv += ["--procs", str(args.procs)]
+    before = _cpu.sample(platform.server.process.pid)
     done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+    cpu = _cpu.sample(platform.server.process.pid).minus(before)
     report_path = out / "run.json"
     if done.returncode != 0 or not report_path.exists():
         raise BenchError(
@@ -168,6 +172,8 @@ def bench_once(
     report = json.loads(report_path.read_text())
     latency = report["latency_ms"] or {}
     totals = report["totals"]
+    # Per request answered, warm-up included: the processes did that work too.
+    requests = max(1, totals["answered"] + totals["warmup_sent"])
     return {
         "rps": totals["ok_rps"],
         "p50_ms": latency.get("p50", 0.0),
@@ -176,6 +182,11 @@ def bench_once(
         "errors": totals["errors"] + totals["skipped"] + totals["unsent"],
         "sent_rps": totals["sent_rps"],
         "flags": report.get("flags", []),
+        "cpu_us_per_request": {
+            "gateway_worker": round(cpu.platform_s / requests * 1e6, 1),
+            "instances": round(cpu.descendants_s / requests * 1e6, 1),
+            "generator": round(cpu.generator_s / requests * 1e6, 1),
+        },
     }
 
 
@@ -350,16 +361,37 @@ def coldstart_targets(cold: dict[str, Any] | None) -> list[dict[str, Any]]:
 # --- reports ----------------------------------------------------------------------------------
 
 
-def _table(cells: Sequence[_report.Cell], key_title: str) -> list[str]:
+CPU_PARTS = ("gateway_worker", "instances", "generator")
+
+
+def cpu_medians(runs: Sequence[dict[str, Any]], kind: str) -> dict[tuple[str, int], list[float]]:
+    """Per (mode, load): the median CPU microseconds per request of each part (CPU_PARTS)."""
+    groups: dict[tuple[str, int], list[dict[str, float]]] = {}
+    for run in runs:
+        if run["kind"] == kind:
+            groups.setdefault((run["variant"], run["connections"]), []).append(
+                run["cpu_us_per_request"]
+            )
+    return {
+        key: [statistics.median(c[part] for c in cpus) for part in CPU_PARTS]
+        for key, cpus in groups.items()
+    }
+
+
+def _table(
+    cells: Sequence[_report.Cell], key_title: str, cpu: dict[tuple[str, int], list[float]]
+) -> list[str]:
     lines = [
-        f"| {key_title} | mode | req/s | p50 ms | p99 ms | errors |",
-        "|---:|---|---:|---:|---:|---:|",
+        f"| {key_title} | mode | req/s | p50 ms | p99 ms | errors "
+        "| CPU us/req: gateway+worker / instance / generator |",
+        "|---:|---|---:|---:|---:|---:|---|",
     ]
     for cell in cells:
         m = cell.medians
+        parts = " / ".join(f"{v:.0f}" for v in cpu.get((cell.variant, cell.connections), []))
         lines.append(
             f"| {cell.connections:,} | {cell.variant} | {m['rps']:,.0f} | {m['p50_ms']:.3f} "
-            f"| {m['p99_ms']:.3f} | {cell.errors} |"
+            f"| {m['p99_ms']:.3f} | {cell.errors} | {parts} |"
         )
     return lines
 
@@ -375,12 +407,12 @@ def markdown(
         "",
         "### Closed loop",
         "",
-        *_table(closed, "connections"),
+        *_table(closed, "connections", cpu_medians(report["runs"], "closed")),
         "",
         f"### Open loop (rates are {', '.join(f'{p}%' for p in settings['loads_percent'])} of "
         f"{report['reference']['mode']}'s {report['reference']['rps']:,.0f} req/s)",
         "",
-        *_table(opened, "offered req/s"),
+        *_table(opened, "offered req/s", cpu_medians(report["runs"], "open")),
         "",
     ]
     micro = report.get("micro")
