@@ -137,3 +137,23 @@ async def test_a_reloaded_app_is_prewarmed_from_statistics_kept_in_the_registry(
     assert (await p.invoke("kv", method="GET", path="?key=k3"))[1] == b"v3"
     stats = p.worker.cache_statistics()["kv"]
     assert (stats.prewarmed_keys, stats.prewarmed_read, stats.hits, stats.misses) == (5, 1, 1, 0)
+
+
+ASYNC_KV = """
+async def handle(event, context):
+    key = event.query["key"]
+    if event.method == "POST":
+        context.storage.put(key, event.body)
+        return "stored"
+    return context.storage.get(key) or b"absent"
+"""
+
+
+async def test_an_async_handler_uses_storage_too(platform_on_redis: Platform) -> None:
+    p = platform_on_redis
+    await p.deploy("akv", ASYNC_KV)
+    assert (await p.invoke("akv", b"async", path="?key=a"))[:2] == (200, b"stored")
+    for _ in range(3):
+        assert (await p.invoke("akv", method="GET", path="?key=a"))[1] == b"async"
+    assert (await p.invoke("akv", method="GET", path="?key=b"))[1] == b"absent"
+    assert p.worker.cache_statistics()["akv"].hits == 3
