@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from faasd_py.scheduler import POLICY_FORMS, HybridConfig, Policy, parse_policy
+
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
 # Channels between worker and instance (DESIGN.md).
@@ -31,6 +33,31 @@ ISOLATIONS = ("auto", "sandbox", "process")
 # How the worker's event loop waits on instances' doorbells (faasd_py.doorbells): auto picks
 # what measured faster where io_uring works, and epoll where it does not.
 IO_ENGINES = ("auto", "io_uring", "epoll")
+
+
+# Keep-alive policies (faasd_py.scheduler): the hybrid histogram has this many bins, so its range
+# scales with --bin-width (4 h at the default 1 min; 24 s at 100 ms for tests).
+HYBRID_BINS = 240
+DEFAULT_POLICY = "hybrid"
+DEFAULT_BIN_WIDTH = 60.0
+# No policy: every function keeps its floor (com.openfaas.scale.min, 1 by default) and
+# instances above it stop after --scale-down-after, as before the policy existed.
+NO_POLICY = "none"
+LIVE_POLICY_FORMS = f"{POLICY_FORMS}, or none (a floor of 1 instance, no policy)"
+
+
+def live_policy(text: str, bin_width: float) -> Policy | None:
+    """The keep-alive policy the worker runs for `text` (--policy, or a function's
+    com.faasd-py.policy annotation); None for "none". ValueError names the accepted forms."""
+    if text.strip().lower() == NO_POLICY:
+        return None
+    try:
+        hybrid = HybridConfig(range=HYBRID_BINS * bin_width, bin_width=bin_width)
+        return parse_policy(text, hybrid)
+    except ValueError as exc:
+        if str(exc).startswith("unknown policy"):  # name "none" among the forms too
+            raise ValueError(f"unknown policy {text!r}; expected {LIVE_POLICY_FORMS}") from None
+        raise
 
 
 def default_channel() -> str:
@@ -91,6 +118,12 @@ class Config:
     cache: bool = True
     # Pre-warm an app's new cache from its access statistics (off: for comparisons).
     cache_prewarm: bool = True
+    # The keep-alive / pre-warm policy of apps whose functions do not choose one (annotation
+    # com.faasd-py.policy): hybrid, hybrid:RANGE, fixed:DURATION, no-unload or none.
+    policy: str = DEFAULT_POLICY
+    # Seconds per bin of the hybrid histogram (its range is HYBRID_BINS of them): smaller
+    # compresses time, for tests and demos.
+    bin_width: float = DEFAULT_BIN_WIDTH
 
     def __post_init__(self) -> None:
         if self.channel not in CHANNELS:
@@ -103,6 +136,9 @@ class Config:
             raise ValueError(
                 f"isolation must be one of {', '.join(ISOLATIONS)}, got {self.isolation!r}"
             )
+        if not (0 < self.bin_width < float("inf")):
+            raise ValueError(f"bin_width must be a duration above 0, got {self.bin_width!r}")
+        live_policy(self.policy, self.bin_width)  # ValueError now, not at the first deploy
 
     @property
     def credentials_dir(self) -> Path:

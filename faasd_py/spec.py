@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from faasd_py.config import CHANNELS
+from faasd_py.config import CHANNELS, DEFAULT_BIN_WIDTH, live_policy
 from faasd_py.errors import SpecError
 from faasd_py.units import parse_cpu, parse_duration, parse_size
 
@@ -27,6 +27,8 @@ LABEL_SCALE_MIN = "com.openfaas.scale.min"
 LABEL_SCALE_MAX = "com.openfaas.scale.max"
 LABEL_APP = "com.faasd-py.app"
 ANNOTATION_CHANNEL = "com.faasd-py.channel"
+# The keep-alive policy of the function's app (faasd_py.config.live_policy's forms).
+ANNOTATION_POLICY = "com.faasd-py.policy"
 ENV_MAX_INFLIGHT = "max_inflight"
 ENV_EXEC_TIMEOUT = "exec_timeout"
 
@@ -115,6 +117,28 @@ class FunctionSpec:
     @property
     def scale_min(self) -> int:
         return _int_setting(self.labels, "labels", LABEL_SCALE_MIN, DEFAULT_SCALE_MIN, minimum=0)
+
+    @property
+    def scale_min_label(self) -> int | None:
+        """The floor the user asked for by label, or None when the label is absent (then
+        the keep-alive policy decides, and without one the floor is DEFAULT_SCALE_MIN)."""
+        if not self.labels.get(LABEL_SCALE_MIN):
+            return None
+        return self.scale_min
+
+    @property
+    def policy(self) -> str | None:
+        """The keep-alive policy this function's app asks for (annotation
+        com.faasd-py.policy), or None for the worker's --policy. SpecError for a malformed
+        one; the worker checks it again with its bin width."""
+        raw = self.annotations.get(ANNOTATION_POLICY)
+        if raw is None or not raw.strip():
+            return None
+        try:
+            live_policy(raw, DEFAULT_BIN_WIDTH)
+        except ValueError as exc:
+            raise SpecError(f"annotations.{ANNOTATION_POLICY}", str(exc)) from None
+        return raw.strip()
 
     @property
     def scale_max(self) -> int:
@@ -220,6 +244,7 @@ def check_settings(spec: FunctionSpec) -> None:
         )
     _ = spec.max_inflight
     _ = spec.channel
+    _ = spec.policy
     try:
         timeout = spec.exec_timeout
     except ValueError as exc:

@@ -210,11 +210,66 @@ def describe(target: GatewayOptions, name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({**status, "cache": cache} if cache else status, indent=2))
         return
+    keepalive = status.pop("keepAlive", None) if isinstance(status, dict) else None
     for line in describe_lines(status):
         click.echo(line)
+    if isinstance(keepalive, dict):
+        for line in keepalive_lines(keepalive):
+            click.echo(line)
     if cache:
         for line in cache_lines(app, cache):
             click.echo(line)
+
+
+def _span(seconds: object) -> str:
+    if seconds is None:
+        return "never"
+    return f"{seconds:.3g}s" if isinstance(seconds, int | float) else str(seconds)
+
+
+def keepalive_lines(keepalive: dict[str, Any]) -> list[str]:
+    """The app's keep-alive policy as `describe` prints it: the windows it gives now and the
+    rule that chose them, the pending timers, and what it is judged by."""
+    reason = keepalive.get("reason", "-")
+    why = {
+        "histogram": "from the idle-time histogram (5th/99th percentiles with 10% margins)",
+        "fallback": "too few idle times, or a histogram that is not representative: "
+        "kept loaded for the whole range",
+        "forecast": "most idle times are beyond the range: forecast from them",
+        "fixed": "a fixed keep-alive",
+        "no-unload": "never unloaded",
+    }.get(str(reason), str(reason))
+    state = "loaded" if keepalive.get("loaded") else "unloaded"
+    timers = []
+    if keepalive.get("loadInSeconds") is not None:
+        timers.append(f"pre-warm load in {_span(keepalive['loadInSeconds'])}")
+    if keepalive.get("unloadInSeconds") is not None:
+        timers.append(f"unload in {_span(keepalive['unloadInSeconds'])}")
+    decisions = keepalive.get("decisions") or {}
+    histogram = keepalive.get("histogram")
+    lines = [
+        f"Keep-alive (app {keepalive.get('app')}, policy {keepalive.get('policy')}): {state}"
+        + (f"; {', '.join(timers)}" if timers else ""),
+        f"  windows: pre-warm {_span(keepalive.get('prewarmSeconds'))}, keep-alive "
+        f"{_span(keepalive.get('keepaliveSeconds'))} after each execution; rule {reason}: {why}",
+    ]
+    if isinstance(histogram, dict):
+        lines.append(
+            f"  learnt: {histogram.get('samples', 0)} idle times, "
+            f"{histogram.get('outOfBounds', 0)} beyond the range of "
+            f"{_span(histogram.get('rangeSeconds'))} (bins of "
+            f"{_span(histogram.get('binWidthSeconds'))}), bin-count CV {histogram.get('cv')}"
+        )
+    lines.append(
+        "  decisions: " + (", ".join(f"{k} {v}" for k, v in sorted(decisions.items())) or "none")
+    )
+    lines.append(
+        f"  this function: cold starts {keepalive.get('coldStarts', 0)}, pre-warm loads "
+        f"{keepalive.get('prewarmLoads', 0)}, pre-warm hits {keepalive.get('prewarmHits', 0)}, "
+        f"instance-seconds {keepalive.get('instanceSeconds', 0):g} "
+        f"({keepalive.get('idleInstanceSeconds', 0):g} idle)"
+    )
+    return lines
 
 
 def _cache_figures(metrics_text: str, app: str) -> dict[str, float]:

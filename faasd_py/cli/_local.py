@@ -23,15 +23,24 @@ from faasd_py.cli._options import (
 from faasd_py.config import (
     CHANNELS,
     DEFAULT_GATEWAY,
+    DEFAULT_POLICY,
+    HYBRID_BINS,
     IO_ENGINES,
     ISOLATIONS,
     Config,
     default_channel,
+    live_policy,
 )
 from faasd_py.errors import SpecError
 from faasd_py.packages import PackageStore
 from faasd_py.spec import load_stack, validate_name
 from faasd_py.units import parse_duration, parse_size
+
+
+def _check_policy(text: str) -> str:
+    """--policy as given, once it names a policy (the bin width is checked with it later)."""
+    live_policy(text, 60.0)
+    return text.strip()
 
 
 @cli.command()
@@ -146,6 +155,23 @@ from faasd_py.units import parse_duration, parse_size
     help="Fill an app's new cache with the objects its statistics say it reads most.",
 )
 @shared_option(
+    "--policy",
+    default=DEFAULT_POLICY,
+    show_default=True,
+    callback=parsed_by(_check_policy),
+    help="Keep-alive / pre-warm policy of each app: hybrid (the idle-time histogram), "
+    "hybrid:RANGE, fixed:DURATION (e.g. fixed:10m), no-unload, or none (every function keeps "
+    "one instance, as OpenFaaS does). A function's com.faasd-py.policy annotation overrides it.",
+)
+@shared_option(
+    "--bin-width",
+    default="1m",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help=f"Width of the hybrid policy's histogram bins ({HYBRID_BINS} of them make its range): "
+    "smaller compresses time for tests and demos, e.g. 100ms.",
+)
+@shared_option(
     "--log-level",
     default="info",
     show_default=True,
@@ -170,6 +196,8 @@ def up(
     storage_latency: float,
     cache: str,
     cache_prewarm: bool,
+    policy: str,
+    bin_width: float,
     log_level: str,
 ) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -183,25 +211,30 @@ def up(
       faasd-py up --port 8080 --deploy stack.yml
     """
     _configure_logging(log_level)
-    config = Config(
-        data_dir=data_dir,
-        host=host,
-        port=port,
-        max_body=max_body,
-        max_queue=max_queue,
-        scale_down_after=scale_down_after,
-        start_timeout=start_timeout,
-        shutdown_timeout=shutdown_timeout,
-        python=python,
-        channel=channel or default_channel(),
-        isolation=isolation,
-        zygote=zygote,
-        io_engine=io_engine,
-        storage=storage,
-        storage_latency=storage_latency,
-        cache=cache == "on",
-        cache_prewarm=cache_prewarm,
-    )
+    try:
+        config = Config(
+            data_dir=data_dir,
+            host=host,
+            port=port,
+            max_body=max_body,
+            max_queue=max_queue,
+            scale_down_after=scale_down_after,
+            start_timeout=start_timeout,
+            shutdown_timeout=shutdown_timeout,
+            python=python,
+            channel=channel or default_channel(),
+            isolation=isolation,
+            zygote=zygote,
+            io_engine=io_engine,
+            storage=storage,
+            storage_latency=storage_latency,
+            cache=cache == "on",
+            cache_prewarm=cache_prewarm,
+            policy=policy,
+            bin_width=bin_width,
+        )
+    except ValueError as exc:  # settings that conflict only together: --policy, --bin-width
+        raise click.UsageError(str(exc)) from None
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from faasd_py.protocol import Request
 from faasd_py.spec import FunctionSpec
-from faasd_py.worker import LogBuffer, Outcome, PoolStatistics
+from faasd_py.worker import LifecycleStatistics, LogBuffer, Outcome, PoolStatistics
 
 
 class FunctionWorker(Protocol):
@@ -36,5 +36,9 @@ class FunctionWorker(Protocol):
     def statistics(self, name: str) -> PoolStatistics | None: ...
 
     def all_statistics(self) -> dict[str, PoolStatistics]: ...
+
+    def policy_statistics(self, name: str) -> LifecycleStatistics | None:
+        """The keep-alive lifecycle of the function's app (None: no policy)."""
+        ...
 
     def logs(self, name: str) -> LogBuffer: ...

@@ -1,4 +1,5 @@
-"""Prometheus metrics under OpenFaaS's names, plus cold starts and the per-app caches."""
+"""Prometheus metrics under OpenFaaS's names, plus cold starts, the per-app caches and the
+keep-alive policy (pre-warm loads and hits, instance-seconds, decisions by rule)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from faasd_py.spec import DEFAULT_NAMESPACE
-from faasd_py.worker import PoolStatistics
+from faasd_py.worker import LifecycleStatistics, PoolStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -68,6 +69,10 @@ class GatewayMetrics:
             self._cold_starts.labels(name).inc()
             self._cold_start_seconds.labels(name).observe(cold_start)
 
+    def add_apps(self, apps: Callable[[], Mapping[str, LifecycleStatistics]]) -> None:
+        """Expose the keep-alive policy's per-app state and decisions (faasd_py.worker)."""
+        self.registry.register(AppCollector(apps))
+
     def add_caches(self, caches: Callable[[], Mapping[str, object]]) -> None:
         """Expose the worker's per-app cache statistics (faasd_py.cache) too."""
         self.registry.register(CacheCollector(caches))
@@ -82,7 +87,7 @@ class _PoolCollector(Collector):
     def __init__(self, pools: Callable[[], dict[str, PoolStatistics]]) -> None:
         self._pools = pools
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         replicas = GaugeMetricFamily(
             "gateway_service_count", "Ready replicas per function", labels=["function_name"]
         )
@@ -92,14 +97,75 @@ class _PoolCollector(Collector):
         inflight = GaugeMetricFamily(
             "gateway_function_inflight", "Invocations running", labels=["function_name"]
         )
+        counters = {
+            field: CounterMetricFamily(metric, help_text, labels=["function_name"])
+            for metric, help_text, field in POOL_COUNTERS
+        }
         for function, stats in self._pools().items():
             name = metric_name(function)
             replicas.add_metric([name], stats.available)
             queued.add_metric([name], stats.queued)
             inflight.add_metric([name], stats.inflight)
+            for field, family in counters.items():
+                family.add_metric([name], float(getattr(stats, field)))
         yield replicas
         yield queued
         yield inflight
+        yield from counters.values()
+
+
+# What the keep-alive policy is judged by, per function (PoolStatistics fields).
+POOL_COUNTERS = (
+    (
+        "faasd_function_prewarm_loads",
+        "Instances started ahead of demand by a pre-warm",
+        "prewarm_loads",
+    ),
+    (
+        "faasd_function_prewarm_hits",
+        "Invocations that found a pre-warmed instance ready",
+        "prewarm_hits",
+    ),
+    ("faasd_function_instance_seconds", "Ready instances x seconds", "instance_seconds"),
+    (
+        "faasd_function_idle_instance_seconds",
+        "Ready instances x seconds without an invocation (wasted)",
+        "idle_instance_seconds",
+    ),
+)
+
+
+class AppCollector(Collector):
+    """Per app under a keep-alive policy: loaded or not, its current windows, and how many
+    times each rule decided."""
+
+    def __init__(self, apps: Callable[[], Mapping[str, LifecycleStatistics]]) -> None:
+        self._apps = apps
+
+    def collect(self) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "faasd_policy_decisions", "Keep-alive decisions by rule", labels=["app", "reason"]
+        )
+        loaded = GaugeMetricFamily("faasd_app_loaded", "1 while the app is loaded", labels=["app"])
+        prewarm = GaugeMetricFamily(
+            "faasd_app_prewarm_window_seconds", "The app's pre-warm window now", labels=["app"]
+        )
+        keepalive = GaugeMetricFamily(
+            "faasd_app_keepalive_window_seconds",
+            "The app's keep-alive window now (+Inf: never unloaded)",
+            labels=["app"],
+        )
+        for app, stats in self._apps().items():
+            for reason, count in sorted(stats.decisions.items()):
+                decisions.add_metric([app, reason], float(count))
+            loaded.add_metric([app], 1.0 if stats.loaded else 0.0)
+            if stats.policy_statistics is not None:
+                prewarm.add_metric([app], stats.policy_statistics.prewarm)
+                keepalive.add_metric([app], stats.policy_statistics.keepalive)
+        yield decisions
+        yield loaded
+        yield prewarm
+        yield keepalive
 
 
 # The Faa$T cache's figures per app (faasd_py.cache.CacheStatistics), read at scrape time:

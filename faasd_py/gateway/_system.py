@@ -6,6 +6,7 @@ import base64
 import binascii
 import contextlib
 import platform
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from faasd_py.spec import (
     validate_secret_name,
 )
 from faasd_py.store import StoredFunction, fetch_secrets
+from faasd_py.worker import describe_json
 
 routes = web.RouteTableDef()
 
@@ -41,6 +43,19 @@ def _status(request: web.Request, stored: StoredFunction) -> dict[str, Any]:
     body["replicas"] = stats.replicas if stats else 0
     body["availableReplicas"] = stats.available if stats else 0
     body["createdAt"] = rfc3339(stored.created_at)
+    # Beyond OpenFaaS's fields (its clients ignore them): the app's keep-alive policy now,
+    # and what it is judged by, for `faasd-py describe`.
+    lifecycle = request.app[WORKER].policy_statistics(stored.spec.service)
+    if lifecycle is not None and stats is not None:
+        keepalive = describe_json(lifecycle, stored.spec.app, time.monotonic())
+        keepalive.update(
+            prewarmLoads=stats.prewarm_loads,
+            prewarmHits=stats.prewarm_hits,
+            coldStarts=stats.cold_starts,
+            instanceSeconds=round(stats.instance_seconds, 3),
+            idleInstanceSeconds=round(stats.idle_instance_seconds, 3),
+        )
+        body["keepAlive"] = keepalive
     return body
 
 
@@ -199,5 +214,8 @@ async def info(request: web.Request) -> web.Response:
             "event_engine_reason": doorbells.selection().reason,
             # Cold starts: forked from a per-function zygote, or a fresh interpreter each.
             "zygote": request.app[CONFIG].zygote,
+            # The keep-alive policy of apps that do not choose one, and the hybrid bin width.
+            "policy": request.app[CONFIG].policy,
+            "bin_width_seconds": request.app[CONFIG].bin_width,
         }
     )

@@ -27,6 +27,13 @@ CREATE TABLE IF NOT EXISTS cache_stats (
     stats TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
+-- Per-app keep-alive policy state (JSON: the hybrid histogram), so a restart keeps what was
+-- learnt. CREATE IF NOT EXISTS is the migration: data dirs made before it gain the table.
+CREATE TABLE IF NOT EXISTS policy_state (
+    app TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL,
@@ -95,6 +102,18 @@ class SqliteRegistry:
             "ON CONFLICT(app) DO UPDATE SET stats = excluded.stats, "
             "updated_at = excluded.updated_at",
             (app, stats, time.time()),
+        )
+
+    async def get_policy_states(self) -> dict[str, str]:
+        rows = self._db.execute("SELECT app, state FROM policy_state")
+        return {str(app): str(state) for app, state in rows}
+
+    async def put_policy_state(self, app: str, state: str) -> None:
+        self._db.execute(
+            "INSERT INTO policy_state (app, state, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(app) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at",
+            (app, state, time.time()),
         )
 
     async def close(self) -> None:

@@ -6,6 +6,17 @@ it) while the pool starts instances, up to `com.openfaas.scale.max`. Idle instan
 floor (`com.openfaas.scale.min`, or the replicas asked for by scale-function) are stopped by
 `reap`. A crashed or timed-out instance is replaced. Instances come from the pool's Launcher
 (a fork of the function's zygote, or a fresh exec), which the pool closes with itself.
+
+Under a keep-alive policy (a *managed* pool) the floor is the larger of two: the user's pin
+(an explicit com.openfaas.scale.min label, or scale-function's replicas) and the policy's
+(1 while the app is loaded, 0 once unloaded; the app's lifecycle driver sets it with `load`
+and `unload`). Without a policy the floor is scale.min, 1 by default, as in OpenFaaS.
+Unloading a pool down to no instance also stops its zygote and spare (`Launcher.unload`):
+the policy counts an unloaded app as holding no memory, so nothing of it stays resident, and
+the next load (a pre-warm or a cold start) starts a zygote again.
+
+The pool also keeps the figures the policy is judged by: instances started by a pre-warm,
+invocations that found one ready (pre-warm hits), and instance-seconds loaded and idle.
 """
 
 from __future__ import annotations
@@ -40,6 +51,11 @@ class Launcher(Protocol):
         """The pool is done: release what the launcher keeps (its zygote)."""
         ...
 
+    async def unload(self) -> None:
+        """The function has no instance left and is unloaded: stop its zygote and spare, if
+        no launch is under way; the next launch starts them again."""
+        ...
+
 
 # After this many start failures in a row the pool stops restarting instances on its own and
 # waits for the next invocation (which reports the failure) or a redeploy.
@@ -66,6 +82,11 @@ class PoolStatistics:
     inflight: int
     invocations: int
     cold_starts: int
+    prewarm_loads: int = 0  # instances started by a pre-warm
+    prewarm_hits: int = 0  # invocations that found a pre-warmed instance ready
+    instance_seconds: float = 0.0  # ready instances x seconds
+    idle_instance_seconds: float = 0.0  # ... of which without an invocation (wasted)
+    loaded: bool = True  # the policy's floor: whether the app is loaded (managed pools)
 
 
 class FunctionPool:
@@ -76,6 +97,9 @@ class FunctionPool:
         launcher: Launcher,
         logs: LogBuffer,
         max_queue: int,
+        *,
+        managed: bool = False,
+        loaded: bool = True,
     ) -> None:
         self.spec = spec
         self._secrets = secrets
@@ -85,7 +109,11 @@ class FunctionPool:
         self._instances: list[Instance] = []
         self._starting = 0
         self._waiters: deque[asyncio.Future[Instance]] = deque()
-        self._floor = spec.scale_min
+        # The user's pin, and (managed) the policy's floor: see the module's docstring.
+        self._managed = managed
+        explicit = spec.scale_min_label
+        self._pin = (explicit or 0) if managed else spec.scale_min
+        self._policy_floor = 1 if managed and loaded else 0
         self._closed: str | None = None
         self._invocations = 0
         self._cold_starts = 0
@@ -95,6 +123,27 @@ class FunctionPool:
         self._idle = asyncio.Event()
         self._idle.set()
         self._inflight = 0
+        self._prewarmed: set[str] = set()  # ids of pre-warmed instances not yet used
+        self._prewarm_loads = 0
+        self._prewarm_hits = 0
+        self._instance_seconds = 0.0
+        self._idle_seconds = 0.0
+        self._accounted_at = time.monotonic()
+        self._launched = False  # whether the launcher may hold a zygote to unload
+
+    @property
+    def _floor(self) -> int:
+        return max(self._pin, self._policy_floor)
+
+    def _account(self) -> None:
+        """Add the instance-seconds since the last change; called before every change to
+        the instances or their in-flight counts, so that the count between is constant."""
+        now = time.monotonic()
+        elapsed, self._accounted_at = now - self._accounted_at, now
+        ready = len(self._instances)
+        busy = sum(1 for i in self._instances if i.inflight > 0)
+        self._instance_seconds += elapsed * ready
+        self._idle_seconds += elapsed * (ready - busy)
 
     # --- invocation ----------------------------------------------------------------------------
 
@@ -105,6 +154,7 @@ class FunctionPool:
         if self._closed is not None:
             raise Unavailable(self._closed)
         queued_at = time.monotonic()
+        self._account()
         instance = self._take_slot()
         waited = 0.0
         if instance is None:
@@ -113,6 +163,10 @@ class FunctionPool:
         cold = waited > 0 and instance.served == 0
         if cold:
             self._cold_starts += 1
+        if instance.id in self._prewarmed:
+            self._prewarmed.discard(instance.id)
+            if not cold:  # one that waited for a pre-warm still loading paid a cold start
+                self._prewarm_hits += 1
         self._inflight += 1
         self._idle.clear()
         try:
@@ -120,10 +174,12 @@ class FunctionPool:
         except InvocationTimeout:
             # Out of the pool at once, so no other invocation is sent to it while it dies.
             if instance in self._instances:
+                self._account()
                 self._instances.remove(instance)
             self._spawn(instance.kill("was replaced after an invocation timed out"))
             raise
         finally:
+            self._account()
             self._invocations += 1
             self._inflight -= 1
             if self._inflight == 0:
@@ -198,11 +254,12 @@ class FunctionPool:
         for _ in range(self._floor - len(self._instances) - self._starting):
             self._start_instance()
 
-    def _start_instance(self) -> None:
+    def _start_instance(self, prewarm: bool = False) -> None:
+        self._launched = True
         self._starting += 1
-        self._spawn(self._run_start())
+        self._spawn(self._run_start(prewarm))
 
-    async def _run_start(self) -> None:
+    async def _run_start(self, prewarm: bool = False) -> None:
         try:
             instance = await self._launcher.launch(self.spec, self._secrets, self._logs)
         except Exception as exc:
@@ -215,7 +272,10 @@ class FunctionPool:
             return
         self._start_failures = 0
         instance.on_exit(self._instance_exited)
+        self._account()
         self._instances.append(instance)
+        if prewarm:
+            self._prewarmed.add(instance.id)
         self._dispatch_waiters()
 
     def _start_failed(self, exc: Exception) -> None:
@@ -234,7 +294,9 @@ class FunctionPool:
             self._scale_up_for_waiters()
 
     def _instance_exited(self, instance: Instance) -> None:
+        self._prewarmed.discard(instance.id)
         if instance in self._instances:
+            self._account()
             self._instances.remove(instance)
         if self._closed is None:
             self.ensure_floor()
@@ -244,24 +306,66 @@ class FunctionPool:
         """Keep counting from a pool this one replaces (an update), as OpenFaaS does."""
         self._invocations += previous._invocations
         self._cold_starts += previous._cold_starts
+        self._prewarm_loads += previous._prewarm_loads
+        self._prewarm_hits += previous._prewarm_hits
+        previous._account()
+        self._instance_seconds += previous._instance_seconds
+        self._idle_seconds += previous._idle_seconds
 
     def scale(self, replicas: int) -> None:
-        """Set the floor (clamped to scale.max) and start or stop instances to meet it now."""
-        self._floor = max(0, min(replicas, self.spec.scale_max))
+        """Set the user's pin (clamped to scale.max) and start or stop instances to meet it
+        now. Zero on a managed pool also unloads it (OpenFaaS: scale to zero now)."""
+        self._pin = max(0, min(replicas, self.spec.scale_max))
+        if self._pin == 0:
+            self._policy_floor = 0
         self._start_failures = 0
         self.ensure_floor()
         self.reap(now=math.inf)
 
+    def load(self, *, prewarm: bool) -> None:
+        """The policy loads the app: keep at least one instance, and start it now if there is
+        none (counted as pre-warmed when `prewarm`, i.e. ahead of demand)."""
+        self._policy_floor = 1
+        if self._closed is not None or self._start_failures >= _MAX_START_FAILURES:
+            return
+        for _ in range(self._floor - len(self._instances) - self._starting):
+            self._start_instance(prewarm=prewarm)
+            if prewarm:
+                self._prewarm_loads += 1
+
+    def unload(self) -> None:
+        """The policy unloads the app: stop its idle instances down to the user's pin and,
+        when none is left, its zygote."""
+        self._policy_floor = 0
+        self.reap(now=math.inf)
+
+    @property
+    def loaded(self) -> bool:
+        return self._policy_floor > 0
+
     def reap(self, now: float, idle_after: float = 0.0) -> None:
         """Stop instances idle since `now - idle_after` while more than the floor run."""
         excess = len(self._instances) + self._starting - self._floor
+        stopping = []
         for instance in sorted(self._instances, key=lambda i: i.last_used):
             if excess <= 0:
                 break
             if instance.inflight == 0 and now - instance.last_used >= idle_after:
+                self._account()
                 self._instances.remove(instance)
-                self._spawn(instance.stop("was stopped after being idle"))
+                self._prewarmed.discard(instance.id)
+                stopping.append(instance)
                 excess -= 1
+        if stopping or (self._managed and self._launched and not self._instances):
+            self._spawn(self._stop_idle(stopping))
+
+    async def _stop_idle(self, instances: list[Instance]) -> None:
+        await asyncio.gather(*(i.stop("was stopped after being idle") for i in instances))
+        # Unloaded and empty: the zygote goes too (only now, as its forks die with it).
+        idle = not self._instances and self._starting == 0 and self._floor == 0
+        if self._managed and idle and self._closed is None:
+            self._launched = False
+            await self._launcher.unload()
 
     # --- teardown ------------------------------------------------------------------------------
 
@@ -279,6 +383,7 @@ class FunctionPool:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout):
                 await self._idle.wait()
+        self._account()
         instances, self._instances = self._instances, []
         await asyncio.gather(*(i.stop("was stopped") for i in instances))
         for task in list(self._background):
@@ -295,6 +400,7 @@ class FunctionPool:
         task.add_done_callback(self._background.discard)
 
     def statistics(self) -> PoolStatistics:
+        self._account()
         available = sum(1 for i in self._instances if i.alive)
         return PoolStatistics(
             replicas=max(self._floor, available + self._starting),
@@ -304,4 +410,9 @@ class FunctionPool:
             inflight=self._inflight,
             invocations=self._invocations,
             cold_starts=self._cold_starts,
+            prewarm_loads=self._prewarm_loads,
+            prewarm_hits=self._prewarm_hits,
+            instance_seconds=self._instance_seconds,
+            idle_instance_seconds=self._idle_seconds,
+            loaded=self._floor > 0,
         )

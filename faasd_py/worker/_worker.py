@@ -1,4 +1,5 @@
-"""The worker: the function pools of one host, the package lookup, and the idle reaper."""
+"""The worker: the function pools of one host, the package lookup, the idle reaper, and the
+keep-alive policy's driver per app (faasd_py.worker._apps)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ from faasd_py import doorbells, native
 from faasd_py.cache import CacheStatistics, WorkerStorage
 from faasd_py.cgroups import remove_stale
 from faasd_py.channel import resolve_kind
-from faasd_py.config import Config
-from faasd_py.errors import BadRequest, NotFound
+from faasd_py.config import Config, live_policy
+from faasd_py.errors import BadRequest, NotFound, SpecError
 from faasd_py.netns import BridgeNetwork
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
-from faasd_py.spec import FunctionSpec
+from faasd_py.scheduler import Policy
+from faasd_py.spec import ANNOTATION_POLICY, FunctionSpec
+from faasd_py.worker._apps import AppDriver, PolicyStates, decode_state, save_state
 from faasd_py.worker._instance import FunctionPackage, LaunchSettings
+from faasd_py.worker._lifecycle import LifecycleStatistics
 from faasd_py.worker._logs import LogBuffer
 from faasd_py.worker._pool import FunctionPool, Outcome, PoolStatistics
 from faasd_py.worker._process import resolve_isolation
@@ -35,13 +39,26 @@ from faasd_py.worker._zygote import FunctionLauncher, LauncherStatistics
 logger = logging.getLogger(__name__)
 
 _REAP_INTERVAL = 1.0
+# How often apps' policy states that learnt something are saved (also on unload and at close).
+_SAVE_INTERVAL = 30.0
 
 
 class Worker:
     """Runs the deployed functions of this host. `start` before use, `close` at the end."""
 
-    def __init__(self, config: Config, storage: WorkerStorage | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        storage: WorkerStorage | None = None,
+        policy_states: PolicyStates | None = None,
+    ) -> None:
         self._config = config
+        # The keep-alive policy: a driver per app whose policy is not "none", and the states
+        # saved in the registry (by app; kept up to date as they are saved again).
+        self._policy_states = policy_states
+        self._saved_states: dict[str, str] = {}
+        self._apps: dict[str, AppDriver] = {}
+        self._saving: set[asyncio.Task[None]] = set()
         # Instances' context.storage: their app's cache over the backing store (faasd_py.cache).
         self._storage = storage
         self._packages = PackageStore(config.packages_dir)
@@ -81,6 +98,8 @@ class Worker:
                 logger.info("removed %d cgroups left by an earlier worker", swept)
         shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
         _link_runtime(self._settings.runtime_path)
+        if self._policy_states is not None:
+            self._saved_states = await self._policy_states.get_policy_states()
         self._reaper = asyncio.create_task(self._reap_forever())
 
     # --- deployment ----------------------------------------------------------------------------
@@ -97,6 +116,7 @@ class Worker:
 
     def check_deployable(self, spec: FunctionSpec) -> FunctionPackage:
         resolve_kind(spec.channel, self._settings.channel)  # shm needs the native shim
+        self._app_policy(spec)  # SpecError (400) for a policy this worker cannot run
         package = self._packages.get(spec.image)
         if package is None:
             raise BadRequest(
@@ -110,17 +130,33 @@ class Worker:
         pool finishes its in-flight work in the background."""
         package = self.check_deployable(spec)
         logs = self._logs.setdefault(spec.service, LogBuffer(self._config.log_lines))
+        text, policy = self._app_policy(spec)
+        driver = self._apps.get(spec.app)
+        if driver is not None and driver.policy_text != text:
+            self._drop_app(driver)  # the app's policy changed: learn under the new one
+            driver = None
+        if driver is None and policy is not None:
+            driver = self._new_app(spec.app, text, policy)
 
         launcher = FunctionLauncher(
             package, self._settings, resolve_kind(spec.channel, self._settings.channel)
         )
         self._launchers[spec.service] = launcher
-        pool = FunctionPool(spec, dict(secrets), launcher, logs, self._config.max_queue)
+        pool = FunctionPool(
+            spec,
+            dict(secrets),
+            launcher,
+            logs,
+            self._config.max_queue,
+            managed=policy is not None,
+            loaded=driver is None or driver.lifecycle.loaded,
+        )
         old = self._pools.get(spec.service)
         self._pools[spec.service] = pool
         if old is not None:
             pool.carry_over(old)
             self._retire(old, f"function {spec.service} was updated; retry")
+            self._forget_empty_apps()  # its app label may have changed
         pool.ensure_floor()
 
     def remove(self, name: str) -> None:
@@ -129,6 +165,7 @@ class Worker:
             raise NotFound(f"function {name!r} not found")
         self._launchers.pop(name, None)
         self._retire(pool, f"function {name} was removed")
+        self._forget_empty_apps()
         logs = self._logs.pop(name, None)
         if logs is not None:
             logs.close()
@@ -139,7 +176,74 @@ class Worker:
         task.add_done_callback(self._retiring.discard)
 
     def scale(self, name: str, replicas: int) -> None:
-        self._pool(name).scale(replicas)
+        pool = self._pool(name)
+        pool.scale(replicas)
+        driver = self._apps.get(pool.spec.app)
+        if replicas == 0 and driver is not None:
+            driver.scaled_to_zero()
+
+    # --- the keep-alive policy -----------------------------------------------------------------
+
+    def _app_policy(self, spec: FunctionSpec) -> tuple[str, Policy | None]:
+        """The policy of `spec`'s app: the com.faasd-py.policy annotation of its functions
+        (which must agree where given), else --policy. SpecError names the annotation."""
+        field = f"annotations.{ANNOTATION_POLICY}"
+        asked = {spec.policy} if spec.policy is not None else set()
+        for other in self._pools.values():
+            sibling = other.spec.app == spec.app and other.spec.service != spec.service
+            if sibling and other.spec.policy is not None:
+                asked.add(other.spec.policy)
+        if len(asked) > 1:
+            raise SpecError(
+                field,
+                f"the functions of app {spec.app!r} ask for different policies "
+                f"({', '.join(sorted(asked))}); an app has one policy",
+            )
+        text = asked.pop() if asked else self._config.policy
+        try:
+            return text, live_policy(text, self._config.bin_width)
+        except ValueError as exc:
+            raise SpecError(
+                field, f"{exc} (with --bin-width {self._config.bin_width:g}s)"
+            ) from None
+
+    def _new_app(self, app: str, text: str, policy: Policy) -> AppDriver:
+        def pools() -> list[FunctionPool]:
+            return [pool for pool in self._pools.values() if pool.spec.app == app]
+
+        saved = decode_state(self._saved_states.get(app))
+        driver = AppDriver(app, text, policy, pools, saved, on_unload=self._save_soon)
+        self._apps[app] = driver
+        return driver
+
+    def _drop_app(self, driver: AppDriver) -> None:
+        driver.close()
+        del self._apps[driver.app]
+        self._save_soon(driver)
+
+    def _forget_empty_apps(self) -> None:
+        apps = {pool.spec.app for pool in self._pools.values()}
+        for driver in [d for app, d in self._apps.items() if app not in apps]:
+            self._drop_app(driver)
+
+    def _save_soon(self, driver: AppDriver) -> None:
+        text = driver.unsaved_state()
+        if text is None:
+            return
+        self._saved_states[driver.app] = text
+        task = asyncio.create_task(save_state(self._policy_states, driver))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
+
+    def app_statistics(self) -> dict[str, LifecycleStatistics]:
+        """Per app under a policy: its lifecycle, windows and what the policy learnt."""
+        return {app: driver.statistics() for app, driver in self._apps.items()}
+
+    def policy_statistics(self, name: str) -> LifecycleStatistics | None:
+        """The lifecycle of the app of function `name` (None: no policy, or not deployed)."""
+        pool = self._pools.get(name)
+        driver = None if pool is None else self._apps.get(pool.spec.app)
+        return None if driver is None else driver.statistics()
 
     # --- invocation and status -----------------------------------------------------------------
 
@@ -148,7 +252,16 @@ class Worker:
         name: str,
         request: Request,
     ) -> Outcome:
-        return await self._pool(name).invoke(request)
+        pool = self._pool(name)
+        driver = self._apps.get(pool.spec.app)
+        if driver is None:
+            return await pool.invoke(request)
+        # The same driver sees the end, even if a redeploy replaces it meanwhile.
+        driver.arrival()
+        try:
+            return await pool.invoke(request)
+        finally:
+            driver.end()
 
     def statistics(self, name: str) -> PoolStatistics | None:
         pool = self._pools.get(name)
@@ -185,11 +298,16 @@ class Worker:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def _reap_forever(self) -> None:
+        saved_at = time.monotonic()
         while True:
             await asyncio.sleep(_REAP_INTERVAL)
             now = time.monotonic()
             for pool in self._pools.values():
                 pool.reap(now, self._config.scale_down_after)
+            if now - saved_at >= _SAVE_INTERVAL:
+                saved_at = now
+                for driver in self._apps.values():
+                    self._save_soon(driver)
 
     def reject_new(self, reason: str) -> None:
         """First step of shutdown: queued and new invocations get 503, in-flight ones go on."""
@@ -201,6 +319,9 @@ class Worker:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
+        for driver in list(self._apps.values()):
+            self._drop_app(driver)  # timers off, states saved
+        await asyncio.gather(*self._saving, return_exceptions=True)
         pools, self._pools = list(self._pools.values()), {}
         reason = "faasd-py is shutting down"
         await asyncio.gather(*(p.close(reason, drain_timeout) for p in pools))

@@ -92,6 +92,7 @@ class LauncherStatistics:
     forks: int
     execs: int
     fallbacks: int  # execs because the zygote failed
+    unloads: int = 0  # zygotes stopped because the keep-alive policy unloaded the function
 
 
 class _ForkedProcess:
@@ -418,9 +419,19 @@ class FunctionLauncher:
         self._spare: asyncio.Task[_ForkedProcess] | None = None
         self._lock = asyncio.Lock()
         self._closed = False
-        self._zygote_starts = self._forks = self._execs = self._fallbacks = 0
+        self._launching = 0  # launches under way: an unload must not kill their zygote
+        self._zygote_starts = self._forks = self._execs = self._fallbacks = self._unloads = 0
 
     async def launch(
+        self, spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
+    ) -> Instance:
+        self._launching += 1
+        try:
+            return await self._launch(spec, secrets, logs)
+        finally:
+            self._launching -= 1
+
+    async def _launch(
         self, spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
     ) -> Instance:
         zygote = await self._running_zygote(spec, secrets, logs) if self._use_zygote else None
@@ -518,6 +529,18 @@ class FunctionLauncher:
         if zygote is not None:
             await zygote.close()
 
+    async def unload(self) -> None:
+        """The pool has no instance left and the policy unloaded it: stop the spare and the
+        zygote, unless a launch is under way (its fork would die with the zygote). Unlike
+        `close`, the next launch starts a new zygote."""
+        async with self._lock:
+            if self._closed or self._launching or self._zygote is None:
+                return
+            zygote, self._zygote = self._zygote, None
+            await self._drop_spare()
+        self._unloads += 1
+        await zygote.close()
+
     def statistics(self) -> LauncherStatistics:
         zygote = self._zygote
         return LauncherStatistics(
@@ -526,6 +549,7 @@ class FunctionLauncher:
             forks=self._forks,
             execs=self._execs,
             fallbacks=self._fallbacks,
+            unloads=self._unloads,
         )
 
 
