@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faasd_py.scheduler import POLICY_FORMS, HybridConfig, Policy, parse_policy
+from faasd_py.storage._latency import LatencyModel
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
@@ -113,6 +114,12 @@ class Config:
     storage: str | None = None
     # Seconds added to every store call: remote blob storage, for benchmarks (reports say so).
     storage_latency: float = 0.0
+    # Seconds added to the version check (a metadata lookup: an ETag, or versions kept next to
+    # the worker) instead of storage_latency; None: storage_latency, the conservative model.
+    storage_version_latency: float | None = None
+    # Bytes per second at which the store's data calls move their bytes (size / bandwidth is
+    # added to each); None: size costs nothing.
+    storage_bandwidth: float | None = None
     # The Faa$T per-app cache over the store; a function's com.faasd-py.cache annotation
     # overrides it.
     cache: bool = True
@@ -126,6 +133,7 @@ class Config:
     bin_width: float = DEFAULT_BIN_WIDTH
 
     def __post_init__(self) -> None:
+        _ = self.storage_model  # ValueError now for a bad latency or bandwidth
         if self.channel not in CHANNELS:
             raise ValueError(f"channel must be one of {', '.join(CHANNELS)}, got {self.channel!r}")
         if self.io_engine not in IO_ENGINES:
@@ -139,6 +147,13 @@ class Config:
         if not (0 < self.bin_width < float("inf")):
             raise ValueError(f"bin_width must be a duration above 0, got {self.bin_width!r}")
         live_policy(self.policy, self.bin_width)  # ValueError now, not at the first deploy
+
+    @property
+    def storage_model(self) -> LatencyModel:
+        """The delays added to store calls (all off by default; a benchmark setting)."""
+        return LatencyModel(
+            self.storage_latency, self.storage_version_latency, self.storage_bandwidth
+        )
 
     @property
     def credentials_dir(self) -> Path:

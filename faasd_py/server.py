@@ -159,7 +159,7 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
     """context.storage for the worker's instances: the store --storage names (nothing is
     connected until the first call), with a cache per app whose statistics the registry keeps."""
     try:
-        store = open_store(config.storage, config.data_dir, config.storage_latency)
+        store = open_store(config.storage, config.data_dir, config.storage_model)
     except ValueError as exc:
         raise FaasdError(f"--storage: {exc}") from None
     settings = CacheSettings(enabled=config.cache, prewarm=config.cache_prewarm)
@@ -169,9 +169,10 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
 
 
 def _storage_line(config: Config, worker: Worker) -> str:
-    # The store's name carries its added latency ("+5ms"), a benchmark's setting.
+    # The store's name carries its added delays ("+5ms per data call, 50MB/s"), a benchmark's
+    # setting.
     store = worker.storage_name or "none"
-    latency = " (added latency: a benchmark setting)" if config.storage_latency else ""
+    latency = " (added latency: a benchmark setting)" if config.storage_model.on else ""
     cache = "Faa$T cache per app" if config.cache else "no cache (--cache off)"
     return f"{store}{latency}; {cache}"
 

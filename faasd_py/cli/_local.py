@@ -34,6 +34,7 @@ from faasd_py.config import (
 from faasd_py.errors import SpecError
 from faasd_py.packages import PackageStore
 from faasd_py.spec import load_stack, validate_name
+from faasd_py.storage import parse_bandwidth
 from faasd_py.units import parse_duration, parse_size
 
 
@@ -139,6 +140,22 @@ def _check_policy(text: str) -> str:
     "benchmarks: 5ms...",
 )
 @shared_option(
+    "--storage-version-latency",
+    default=None,
+    show_default="--storage-latency",
+    callback=parsed_by(parse_duration),
+    help="Delay added to the version check before each cached read instead (a metadata "
+    "lookup: an ETag, or versions kept next to the worker), e.g. 0.",
+)
+@shared_option(
+    "--storage-bandwidth",
+    default=None,
+    show_default="off",
+    callback=parsed_by(parse_bandwidth),
+    help="Transfer rate of the store's data calls: each waits size / rate more, as a remote "
+    "blob store's single stream does, e.g. 50MB/s.",
+)
+@shared_option(
     "--cache",
     type=click.Choice(["on", "off"]),
     default="on",
@@ -194,6 +211,8 @@ def up(
     io_engine: str,
     storage: str | None,
     storage_latency: float,
+    storage_version_latency: float | None,
+    storage_bandwidth: float | None,
     cache: str,
     cache_prewarm: bool,
     policy: str,
@@ -228,6 +247,8 @@ def up(
             io_engine=io_engine,
             storage=storage,
             storage_latency=storage_latency,
+            storage_version_latency=storage_version_latency,
+            storage_bandwidth=storage_bandwidth,
             cache=cache == "on",
             cache_prewarm=cache_prewarm,
             policy=policy,

@@ -4,11 +4,26 @@ from __future__ import annotations
 
 from faasd_py.storage._base import (
     MAX_KEY,
-    LatencyStore,
     ObjectStore,
     Versioned,
     check_key,
     open_store,
 )
+from faasd_py.storage._latency import (
+    LatencyModel,
+    LatencyStore,
+    format_bandwidth,
+    parse_bandwidth,
+)
 
-__all__ = ["MAX_KEY", "LatencyStore", "ObjectStore", "Versioned", "check_key", "open_store"]
+__all__ = [
+    "MAX_KEY",
+    "LatencyModel",
+    "LatencyStore",
+    "ObjectStore",
+    "Versioned",
+    "check_key",
+    "format_bandwidth",
+    "open_store",
+    "parse_bandwidth",
+]

@@ -12,11 +12,13 @@ nothing else escapes a store's methods but ValueError for a bad key.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from faasd_py.storage._latency import LatencyModel
 
 # A key is what the author names it: printable, not too long (Redis and SQLite take any bytes,
 # the limit keeps listing and statistics sane).
@@ -67,63 +69,10 @@ def check_key(key: str) -> None:
         raise ValueError(f"a storage key must be a non-empty string of at most {MAX_KEY} chars")
 
 
-class LatencyStore:
-    """A store with `latency` seconds added to every call: remote blob storage in benchmarks.
-
-    `version_latency` (default: the same) is what the version check gets: a benchmark may model
-    versions kept next to the worker and only the blobs far away; its report must say so.
-    """
-
-    def __init__(
-        self, inner: ObjectStore, latency: float, version_latency: float | None = None
-    ) -> None:
-        self.inner = inner
-        self.latency = latency
-        self.version_latency = latency if version_latency is None else version_latency
-
-    @property
-    def name(self) -> str:
-        name = f"{self.inner.name} +{self.latency * 1e3:g}ms"
-        if self.version_latency != self.latency:
-            name += f" (version checks +{self.version_latency * 1e3:g}ms)"
-        return name
-
-    async def get(self, app: str, key: str) -> Versioned | None:
-        await asyncio.sleep(self.latency)
-        return await self.inner.get(app, key)
-
-    async def get_many(self, app: str, keys: Sequence[str]) -> list[Versioned | None]:
-        await asyncio.sleep(self.latency)
-        return await self.inner.get_many(app, keys)
-
-    async def version(self, app: str, key: str) -> int | None:
-        if self.version_latency > 0:
-            await asyncio.sleep(self.version_latency)
-        return await self.inner.version(app, key)
-
-    async def put(self, app: str, key: str, data: bytes) -> int:
-        await asyncio.sleep(self.latency)
-        return await self.inner.put(app, key, data)
-
-    async def delete(self, app: str, key: str) -> bool:
-        await asyncio.sleep(self.latency)
-        return await self.inner.delete(app, key)
-
-    async def exists(self, app: str, key: str) -> bool:
-        await asyncio.sleep(self.latency)
-        return await self.inner.exists(app, key)
-
-    async def list(self, app: str, prefix: str = "") -> list[str]:
-        await asyncio.sleep(self.latency)
-        return await self.inner.list(app, prefix)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-def open_store(url: str | None, data_dir: Path, latency: float = 0.0) -> ObjectStore:
+def open_store(url: str | None, data_dir: Path, latency: float | LatencyModel = 0.0) -> ObjectStore:
     """The store `url` names: redis://..., rediss://..., unix://... (Redis), or None / "" /
-    "embedded" / sqlite:///path (the embedded SQLite store, in the data dir by default)."""
+    "embedded" / sqlite:///path (the embedded SQLite store, in the data dir by default);
+    wrapped in a LatencyStore when `latency` (seconds per call, or a LatencyModel) adds any."""
     store: ObjectStore
     if url and url.split("://", 1)[0] in ("redis", "rediss", "unix"):
         from faasd_py.storage._redis import RedisStore
@@ -141,4 +90,7 @@ def open_store(url: str | None, data_dir: Path, latency: float = 0.0) -> ObjectS
         raise ValueError(
             f"storage must be redis://host:port[/db], sqlite:///path or 'embedded', got {url!r}"
         )
-    return LatencyStore(store, latency) if latency > 0 else store
+    from faasd_py.storage._latency import LatencyModel, LatencyStore
+
+    model = latency if isinstance(latency, LatencyModel) else LatencyModel(latency)
+    return LatencyStore(store, model) if model.on else store

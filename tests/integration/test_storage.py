@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from faasd_py.errors import StorageUnavailable
-from faasd_py.storage import LatencyStore, ObjectStore, open_store
+from faasd_py.storage import LatencyModel, LatencyStore, ObjectStore, open_store
 from faasd_py.storage._redis import RedisStore, redact
 from tests.integration._redis import RedisServer, free_port, redis_server
 
@@ -159,13 +159,90 @@ async def test_an_unusable_sqlite_file_raises_storage_unavailable(tmp_path: Path
 
 async def test_added_latency_applies_to_every_call(tmp_path: Path) -> None:
     store = open_store(None, tmp_path, latency=0.02)
-    assert isinstance(store, LatencyStore) and store.name.endswith("+20ms")
+    assert isinstance(store, LatencyStore) and store.name.endswith("(+20ms per data call)")
     try:
         start = time.monotonic()
         await store.put("app", "k", b"v")
         await store.version("app", "k")
         await store.get("app", "k")
         assert time.monotonic() - start >= 0.06
+    finally:
+        await store.close()
+
+
+def test_a_store_without_added_delays_is_not_wrapped(tmp_path: Path) -> None:
+    assert not isinstance(open_store(None, tmp_path, LatencyModel()), LatencyStore)
+    assert isinstance(open_store(None, tmp_path, LatencyModel(bandwidth=1e6)), LatencyStore)
+
+
+class Sleeps:
+    """Stands in for asyncio.sleep: records what a LatencyStore waits, sleeps not at all."""
+
+    def __init__(self) -> None:
+        self.waited: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waited.append(seconds)
+
+    def take(self) -> list[float]:
+        taken, self.waited = self.waited, []
+        return taken
+
+
+async def test_data_calls_pay_latency_and_size_version_checks_their_own(tmp_path: Path) -> None:
+    """The faithful model: 5 ms and 1 MB/s per data call, version checks (and exists, a HEAD)
+    at 1 ms; one sleep per call, none for a call that adds nothing."""
+    sleeps = Sleeps()
+    inner = open_store(f"sqlite://{tmp_path / 'o.sqlite3'}", tmp_path)
+    store = LatencyStore(inner, LatencyModel(0.005, 0.001, 1e6), sleep=sleeps)
+    assert store.name.endswith("(+5ms per data call, 1MB/s, version checks +1ms)")
+    try:
+        await store.put("app", "big", b"x" * 30_000)
+        await store.put("app", "small", b"y" * 100)
+        assert sleeps.take() == pytest.approx([0.035, 0.0051])
+        got = await store.get("app", "big")
+        assert got is not None and len(got.data) == 30_000
+        assert await store.get("app", "absent") is None
+        assert sleeps.take() == pytest.approx([0.035, 0.005])
+        assert [v is not None for v in await store.get_many("app", ["big", "small", "no"])] == [
+            True,
+            True,
+            False,
+        ]
+        assert sleeps.take() == pytest.approx([0.005 + 0.0301])  # one stream, bytes summed
+        assert await store.version("app", "big") is not None
+        assert await store.exists("app", "small")
+        assert sleeps.take() == pytest.approx([0.001, 0.001])
+        assert await store.list("app") == ["big", "small"]
+        assert sleeps.take() == pytest.approx([0.005 + 8e-6])  # the names it moved
+        assert await store.delete("app", "small")
+        assert sleeps.take() == pytest.approx([0.005])
+    finally:
+        await store.close()
+
+
+async def test_version_checks_near_add_no_sleep_at_all(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    store = LatencyStore(open_store(None, tmp_path), LatencyModel(0.005, 0.0), sleep=sleeps)
+    try:
+        await store.put("app", "k", b"v")
+        sleeps.take()
+        assert await store.version("app", "k") is not None and await store.exists("app", "k")
+        assert sleeps.take() == []
+    finally:
+        await store.close()
+
+
+async def test_the_conservative_model_charges_every_call_alike(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    store = LatencyStore(open_store(None, tmp_path), 0.005, sleep=sleeps)
+    assert store.version_latency == store.latency == 0.005
+    try:
+        await store.put("app", "k", b"v" * 1_000_000)
+        await store.version("app", "k")
+        await store.exists("app", "k")
+        await store.get("app", "k")
+        assert sleeps.take() == [0.005] * 4  # size is free without a bandwidth
     finally:
         await store.close()
 
