@@ -30,32 +30,36 @@ class CpuSample:
         )
 
 
-def _stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, user + system seconds) of a live process."""
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, its own user + system seconds, those of its children it waited for) of a
+    live process."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name may hold spaces and parentheses: the fields start after the last ')'.
     fields = text.rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+    own = (int(fields[11]) + int(fields[12])) / _TICKS
+    return int(fields[1]), own, (int(fields[13]) + int(fields[14])) / _TICKS
 
 
 def sample(root: int) -> CpuSample:
     """CPU seconds so far of `root`, of its live descendants, and of this process's children."""
-    stats: dict[int, tuple[int, float]] = {}
+    stats: dict[int, tuple[int, float, float]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit() and (stat := _stat(int(entry))) is not None:
             stats[int(entry)] = stat
     children: dict[int, list[int]] = {}
-    for pid, (parent, _) in stats.items():
+    for pid, (parent, _, _) in stats.items():
         children.setdefault(parent, []).append(pid)
-    below = 0.0
+    # What an exited process spent moves to the parent that waited for it: counting waited-for
+    # children too keeps the sum from going back when an instance exits.
+    _, own, waited = stats.get(root, (0, 0.0, 0.0))
+    below = waited
     todo = list(children.get(root, []))
     while todo:
         pid = todo.pop()
-        below += stats[pid][1]
+        below += stats[pid][1] + stats[pid][2]
         todo.extend(children.get(pid, []))
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    own = stats.get(root, (0, 0.0))[1]
     return CpuSample(own, below, usage.ru_utime + usage.ru_stime)

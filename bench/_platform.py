@@ -37,8 +37,13 @@ class RunningPlatform:
 
 
 def banner_value(server: Server, key: str) -> str | None:
-    """A `key: value` line of `up`'s banner, from its log (e.g. "channel")."""
-    for line in server.log_tail(200).splitlines():
+    """A `key: value` line of `up`'s banner, from the start of its log (e.g. "channel")."""
+    try:
+        with server.log_path.open(errors="replace") as log:
+            head = [line for _, line in zip(range(100), log, strict=False)]
+    except OSError:
+        return None
+    for line in head:
         if f"{key}:" in line:
             return line.split(f"{key}:", 1)[1].strip()
     return None

@@ -182,12 +182,23 @@ def bench_once(
         "errors": totals["errors"] + totals["skipped"] + totals["unsent"],
         "sent_rps": totals["sent_rps"],
         "flags": report.get("flags", []),
+        # The gateway's own time (Server-Timing total): the client's latency less HTTP, the
+        # network and the generator.
+        "server_p50_ms": _stage(report, "total", "p50"),
+        "server_p99_ms": _stage(report, "total", "p99"),
         "cpu_us_per_request": {
             "gateway_worker": round(cpu.platform_s / requests * 1e6, 1),
             "instances": round(cpu.descendants_s / requests * 1e6, 1),
             "generator": round(cpu.generator_s / requests * 1e6, 1),
         },
     }
+
+
+def _stage(report: dict[str, Any], stage: str, figure: str) -> float | None:
+    stages = report.get("stages_ms") or {}
+    summary = stages.get(stage) or {}
+    value = summary.get(figure)
+    return float(value) if value is not None else None
 
 
 def measure(
@@ -291,6 +302,32 @@ def latency_targets(
     return rows
 
 
+def server_targets(runs: Sequence[dict[str, Any]], kind: str, label: str) -> list[dict[str, Any]]:
+    """The same cuts on the gateway's own time (Server-Timing total): what the channel changes,
+    without the client's HTTP stack and the generator, which both modes share."""
+    medians = extra_medians(runs, kind)
+    rows = []
+    for (mode, key), values in sorted(medians.items(), key=lambda item: item[0][1]):
+        base = medians.get((BASELINE, key))
+        if mode != SUBJECT or base is None:
+            continue
+        for index, (name, bound) in enumerate((("p50", TARGET_P50_CUT), ("p99", TARGET_P99_CUT))):
+            if not base[index]:
+                continue
+            cut = 1 - values[index] / base[index]
+            rows.append(
+                {
+                    "target": f"{name} cut vs net in the gateway, {label} {key}",
+                    "value": round(cut, 3),
+                    "bound": f">= {bound:.0%}",
+                    "met": cut >= bound,
+                    "shm": values[index],
+                    "net": base[index],
+                }
+            )
+    return rows
+
+
 def throughput_target(cells: Sequence[_report.Cell]) -> list[dict[str, Any]]:
     best: dict[str, float] = {}
     for cell in cells:
@@ -364,34 +401,38 @@ def coldstart_targets(cold: dict[str, Any] | None) -> list[dict[str, Any]]:
 CPU_PARTS = ("gateway_worker", "instances", "generator")
 
 
-def cpu_medians(runs: Sequence[dict[str, Any]], kind: str) -> dict[tuple[str, int], list[float]]:
-    """Per (mode, load): the median CPU microseconds per request of each part (CPU_PARTS)."""
-    groups: dict[tuple[str, int], list[dict[str, float]]] = {}
+def extra_medians(runs: Sequence[dict[str, Any]], kind: str) -> dict[tuple[str, int], list[float]]:
+    """Per (mode, load): medians over runs of the gateway's own p50 and p99 (Server-Timing
+    total) and of the CPU microseconds per request of each part (CPU_PARTS)."""
+    groups: dict[tuple[str, int], list[list[float]]] = {}
     for run in runs:
-        if run["kind"] == kind:
-            groups.setdefault((run["variant"], run["connections"]), []).append(
-                run["cpu_us_per_request"]
-            )
+        if run["kind"] != kind:
+            continue
+        cpu = run["cpu_us_per_request"]
+        values = [run.get("server_p50_ms") or 0.0, run.get("server_p99_ms") or 0.0]
+        values += [cpu[part] for part in CPU_PARTS]
+        groups.setdefault((run["variant"], run["connections"]), []).append(values)
     return {
-        key: [statistics.median(c[part] for c in cpus) for part in CPU_PARTS]
-        for key, cpus in groups.items()
+        key: [statistics.median(column) for column in zip(*rows, strict=True)]
+        for key, rows in groups.items()
     }
 
 
 def _table(
-    cells: Sequence[_report.Cell], key_title: str, cpu: dict[tuple[str, int], list[float]]
+    cells: Sequence[_report.Cell], key_title: str, extra: dict[tuple[str, int], list[float]]
 ) -> list[str]:
     lines = [
-        f"| {key_title} | mode | req/s | p50 ms | p99 ms | errors "
+        f"| {key_title} | mode | req/s | p50 ms | p99 ms | errors | in the gateway p50 / p99 ms "
         "| CPU us/req: gateway+worker / instance / generator |",
-        "|---:|---|---:|---:|---:|---:|---|",
+        "|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for cell in cells:
         m = cell.medians
-        parts = " / ".join(f"{v:.0f}" for v in cpu.get((cell.variant, cell.connections), []))
+        more = extra.get((cell.variant, cell.connections), [0.0] * 5)
+        cpu = " / ".join(f"{v:.0f}" for v in more[2:])
         lines.append(
             f"| {cell.connections:,} | {cell.variant} | {m['rps']:,.0f} | {m['p50_ms']:.3f} "
-            f"| {m['p99_ms']:.3f} | {cell.errors} | {parts} |"
+            f"| {m['p99_ms']:.3f} | {cell.errors} | {more[0]:.3f} / {more[1]:.3f} | {cpu} |"
         )
     return lines
 
@@ -407,12 +448,12 @@ def markdown(
         "",
         "### Closed loop",
         "",
-        *_table(closed, "connections", cpu_medians(report["runs"], "closed")),
+        *_table(closed, "connections", extra_medians(report["runs"], "closed")),
         "",
         f"### Open loop (rates are {', '.join(f'{p}%' for p in settings['loads_percent'])} of "
         f"{report['reference']['mode']}'s {report['reference']['rps']:,.0f} req/s)",
         "",
-        *_table(opened, "offered req/s", cpu_medians(report["runs"], "open")),
+        *_table(opened, "offered req/s", extra_medians(report["runs"], "open")),
         "",
     ]
     micro = report.get("micro")
@@ -550,6 +591,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 cells_open, "open loop, req/s", sorted({c.connections for c in cells_open})
             ),
             *latency_targets(cells_closed, "closed loop, connections", args.connections),
+            *server_targets(runs, "open", "open loop, req/s"),
+            *server_targets(runs, "closed", "closed loop, connections"),
             *throughput_target(cells_closed),
             *micro_targets(micro),
             *coldstart_targets(cold),

@@ -11,8 +11,9 @@ import math
 from faasd_py.loadgen._client import ConnectFailed
 
 # The stages faasd-py's gateway reports in Server-Timing (milliseconds), in the order reports
-# show them. `total` is left out: it is the gateway's view of what the latency already measures.
-STAGES = ("queue", "cold-start", "execution")
+# show them. `total` is the gateway's own time for the request (its handler's entry to the
+# response): what the client waited beyond it went to HTTP, the network and the generator.
+STAGES = ("queue", "cold-start", "execution", "total")
 COLD_START = "cold-start"
 
 # Errors by kind, in the order reports show them. "overloaded" is the generator's own: an
