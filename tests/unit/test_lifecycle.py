@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from faasd_py.cli import cli
+from faasd_py.cli._functions import keepalive_lines
 from faasd_py.config import live_policy
 from faasd_py.scheduler import FixedKeepAlive, HybridConfig, HybridPolicy, NoUnload, Reason
 from faasd_py.worker import Action, AppLifecycle, describe_json
@@ -178,3 +182,25 @@ def test_a_deployed_app_is_loaded_and_kept_for_the_keepalive_only() -> None:
     assert life.arrival(200.0) == [LOAD] and life.observations == 0
     never = AppLifecycle("no-unload", NoUnload().new_app())
     assert never.deployed(0.0) == [] and never.next_deadline is None
+
+
+def test_up_rejects_a_bad_policy_flag_naming_the_forms(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["up", "--data-dir", str(tmp_path), "--policy", "sometimes"])
+    assert result.exit_code == 2 and "--policy" in result.output
+    assert "unknown policy 'sometimes'" in result.output and "none" in result.output
+    env = {"FAASD_POLICY": "hybrid:7s", "FAASD_BIN_WIDTH": "1m"}
+    result = runner.invoke(cli, ["up", "--data-dir", str(tmp_path)], env=env)
+    assert result.exit_code == 2 and "whole number of bins" in result.output
+
+
+def test_describe_prints_the_windows_the_rule_and_the_figures() -> None:
+    life = periodic(20.0)
+    call(life, 0.0)
+    shown = describe_json(life.statistics(), "shop", now=1.0)
+    shown.update(coldStarts=1, prewarmLoads=3, prewarmHits=2, instanceSeconds=9.5)
+    lines = keepalive_lines(shown)
+    assert lines[0].startswith("Keep-alive (app shop, policy hybrid): unloaded; pre-warm load in")
+    assert "rule histogram" in lines[1] and "idle-time histogram" in lines[1]
+    assert "10 idle times" in lines[2] and "decisions: histogram 1" in lines[3]
+    assert "pre-warm hits 2" in lines[4] and "instance-seconds 9.5" in lines[4]
