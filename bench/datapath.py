@@ -41,6 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+import _args
 import _cpu
 import _platform
 import _report
@@ -79,11 +80,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Data-path benchmark: shm, socket and net channels through faasd-py bench.",
     )
-    parser.add_argument("--modes", type=_mode_list, default=list(MODES), help="shm,socket,net")
-    parser.add_argument("--connections", type=_int_list, default=[1, 16, 64], help="1,16,64")
+    parser.add_argument(
+        "--modes", type=_args.choice_list(MODES), default=list(MODES), help="shm,socket,net"
+    )
+    parser.add_argument("--connections", type=_args.int_list, default=[1, 16, 64], help="1,16,64")
     parser.add_argument(
         "--loads",
-        type=_int_list,
+        type=_args.int_list,
         default=[25, 50, 75],
         help="open-loop rates, percent of net's highest closed-loop throughput (25,50,75)",
     )
@@ -99,26 +102,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.duration < 1 or args.runs < 1:
         parser.error("--duration must be at least 1 second and --runs at least 1")
     return args
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers such as 1,16,64, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
-
-
-def _mode_list(text: str) -> list[str]:
-    values = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [v for v in values if v not in MODES]
-    if not values or unknown:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(MODES)}, got {text!r}")
-    return values
 
 
 def function_name(mode: str) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+import _args
 import _platform
 import _report
 from _procs import Server, ServerError, free_port, start_server, wait_until_ok
@@ -83,7 +84,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs per variant and count (3)")
     parser.add_argument(
         "--connections",
-        type=_int_list,
+        type=_args.int_list,
         default=[1, 16, 64],
         help="comma-separated connection counts (1,16,64)",
     )
@@ -92,7 +93,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--variants",
-        type=_variant_list,
+        type=_args.choice_list((SUBJECT, BASELINE)),
         default=[SUBJECT, BASELINE],
         help=f"which servers to drive: {SUBJECT},{BASELINE} (both)",
     )
@@ -118,26 +119,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.duration < 1 or args.runs < 1:
         parser.error("--duration must be at least 1 second and --runs at least 1")
     return args
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers such as 1,16,64, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
-
-
-def _variant_list(text: str) -> list[str]:
-    values = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [v for v in values if v not in (SUBJECT, BASELINE)]
-    if not values or unknown:
-        raise argparse.ArgumentTypeError(f"choose from {SUBJECT} and {BASELINE}, got {text!r}")
-    return values
 
 
 def write_stack(folder: Path) -> Path:

@@ -104,14 +104,20 @@ class SocketChannel:
 
 class Mailbox:
     """Messages on their way to one receiving task: those that came before it asked wait in
-    order; once the channel fails, `get` raises the failure after them. A worker's end that is
-    fed by callbacks (the net channel's requests) delivers through one."""
+    order; once the channel fails, `get` raises the failure after them. The worker's ends that
+    are fed by callbacks (the shm channel's doorbell, the net channel's requests) deliver
+    through one."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._receiver: asyncio.Future[dict[str, Any]] | None = None
         self.failure: BaseException | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a task is waiting in `get` for the next message."""
+        return self._receiver is not None
 
     def deliver(self, message: dict[str, Any]) -> None:
         if self.failure is not None:

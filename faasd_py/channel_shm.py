@@ -7,12 +7,12 @@ format are in `faasd_py.shm`.
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import time
 from typing import Any
 
 from faasd_py import doorbells, native
+from faasd_py.channel import Mailbox
 from faasd_py.protocol import ChannelClosed, ProtocolError
 from faasd_py.shm import (
     DEFAULT_GEOMETRY,
@@ -49,11 +49,9 @@ class ShmChannel:
         self._ep = endpoint
         self._eventfd = eventfd
         self._loop = asyncio.get_running_loop()
-        self._inbox: collections.deque[dict[str, Any]] = collections.deque()
-        self._receiver: asyncio.Future[dict[str, Any]] | None = None
+        self._mailbox = Mailbox(self._loop)
         self._room: asyncio.Future[None] | None = None
         self._send_lock = asyncio.Lock()
-        self._failure: BaseException | None = None
         self._pidfd = -1
         self._spin = AdaptiveSpin(spin)
         self._probing = False
@@ -124,7 +122,7 @@ class ShmChannel:
 
     def _probe(self) -> None:
         self._probing = False
-        if self._receiver is None or self._failure is not None or not self._ep.attached:
+        if not self._mailbox.waiting or self._mailbox.failure is not None or not self._ep.attached:
             return  # nobody is waiting, or a reply already came
         if time.perf_counter_ns() - self._probe_scheduled > _BUSY_LOOP_NS:
             # Other callbacks ran before this one: the loop has work, and will not sleep
@@ -145,17 +143,7 @@ class ShmChannel:
     async def receive(self) -> dict[str, Any]:
         # Nothing to drain here: whenever the loop leaves this channel, it is parked (the
         # doorbell will fire) or a spin for a reply is scheduled.
-        if self._inbox:
-            return self._inbox.popleft()
-        if self._failure is not None:
-            raise self._failure
-        if self._receiver is not None:
-            raise RuntimeError("receive() is already awaited by another task")
-        self._receiver = self._loop.create_future()
-        try:
-            return await self._receiver
-        finally:
-            self._receiver = None
+        return await self._mailbox.get()
 
     def close(self) -> None:
         """Tell the peer we are done (it sees the end of the channel) and release everything."""
@@ -185,31 +173,24 @@ class ShmChannel:
             self._fail(ChannelClosed("the peer process exited"))
 
     def _drain(self) -> None:
-        if self._failure is not None:
+        if self._mailbox.failure is not None:
             return
         try:
             while True:
                 message = self._ep.poll(self._wait_rx)
                 if message is None:
                     return  # parked
-                receiver = self._receiver
-                if receiver is not None and not receiver.done():
-                    self._receiver = None
-                    receiver.set_result(message)
-                else:
-                    self._inbox.append(message)
+                self._mailbox.deliver(message)
         except (ChannelClosed, ProtocolError, OSError) as exc:
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
         """From now on, once the inbox is empty, receive raises `exc` (the first failure wins);
         senders waiting for room get it at once."""
-        if self._failure is None:
-            self._failure = exc
-        for future in (self._receiver, self._room):
-            if future is not None and not future.done():
-                future.set_exception(self._failure)
-        self._room = None
+        self._mailbox.fail(exc)
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_exception(self._mailbox.failure or exc)
 
     def _stop_watching(self) -> None:
         if self._pidfd >= 0:
