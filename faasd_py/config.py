@@ -147,6 +147,17 @@ class Config:
         if not (0 < self.bin_width < float("inf")):
             raise ValueError(f"bin_width must be a duration above 0, got {self.bin_width!r}")
         live_policy(self.policy, self.bin_width)  # ValueError now, not at the first deploy
+        self._check_network()
+
+    def _check_network(self) -> None:
+        """ValueError now for a bad --net-bridge or --net-subnet, not at the first net call.
+        (Only checked: nothing is made until a net instance starts.)"""
+        from faasd_py.netns import BridgeNetwork, NetworkUnavailable
+
+        try:
+            BridgeNetwork(self.net_bridge, self.net_subnet)
+        except (NetworkUnavailable, ValueError) as exc:
+            raise ValueError(str(exc)) from None
 
     @property
     def storage_model(self) -> LatencyModel:

@@ -23,6 +23,8 @@ from faasd_py.cli._options import (
 from faasd_py.config import (
     CHANNELS,
     DEFAULT_GATEWAY,
+    DEFAULT_NET_BRIDGE,
+    DEFAULT_NET_SUBNET,
     DEFAULT_POLICY,
     HYBRID_BINS,
     IO_ENGINES,
@@ -97,7 +99,20 @@ def _check_policy(text: str) -> str:
     type=click.Choice(CHANNELS),
     default=None,
     help="Channel to instances of functions that do not choose one: shm (shared memory; the "
-    "default when the native shim is built) or socket.",
+    "default when the native shim is built), socket, or net (HTTP over a veth, faasd-style).",
+)
+@shared_option(
+    "--net-bridge",
+    default=DEFAULT_NET_BRIDGE,
+    show_default=True,
+    help="The bridge that sandboxed instances of net-channel functions get a veth on (made "
+    "when the first one starts, removed at exit).",
+)
+@shared_option(
+    "--net-subnet",
+    default=DEFAULT_NET_SUBNET,
+    show_default=True,
+    help="The bridge's IPv4 subnet: the bridge takes the first address, instances the rest.",
 )
 @shared_option(
     "--isolation",
@@ -206,6 +221,8 @@ def up(
     stacks: tuple[Path, ...],
     python: str,
     channel: str | None,
+    net_bridge: str,
+    net_subnet: str,
     isolation: str,
     zygote: bool,
     io_engine: str,
@@ -242,6 +259,8 @@ def up(
             shutdown_timeout=shutdown_timeout,
             python=python,
             channel=channel or default_channel(),
+            net_bridge=net_bridge,
+            net_subnet=net_subnet,
             isolation=isolation,
             zygote=zygote,
             io_engine=io_engine,
@@ -254,7 +273,7 @@ def up(
             policy=policy,
             bin_width=bin_width,
         )
-    except ValueError as exc:  # settings that conflict only together: --policy, --bin-width
+    except ValueError as exc:  # settings checked together: --policy and --bin-width, --net-*
         raise click.UsageError(str(exc)) from None
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run

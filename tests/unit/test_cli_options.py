@@ -190,3 +190,15 @@ def test_deploy_rejects_mixed_or_malformed_flags(args: list[str], message: str) 
     result = run("deploy", *args, "--gateway", f"http://127.0.0.1:{closed_port()}")
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+def test_up_checks_the_net_bridge_and_subnet_before_starting(tmp_path: Path) -> None:
+    result = run("up", "--data-dir", str(tmp_path), "--net-subnet", "10.0.0.0/33")
+    assert (
+        result.exit_code == 2
+        and "--net-subnet '10.0.0.0/33' is not an IPv4 subnet" in result.output
+    )
+    result = run("up", "--data-dir", str(tmp_path), "--net-bridge", "a-name-past-15-chars")
+    assert result.exit_code == 2 and "is not a valid interface name" in result.output
+    result = run("up", "--data-dir", str(tmp_path), env={"FAASD_NET_SUBNET": "10.0.0.0/31"})
+    assert result.exit_code == 2 and "too small" in result.output
