@@ -277,6 +277,9 @@ class FunctionPool:
         if prewarm:
             self._prewarmed.add(instance.id)
         self._dispatch_waiters()
+        if self._managed and self._floor == 0:
+            # Unloaded while it started, and no invocation took it: not kept for the reaper.
+            self.reap(now=math.inf)
 
     def _start_failed(self, exc: Exception) -> None:
         error = exc if isinstance(exc, FaasdError) else FaasdError(f"cannot start: {exc}")
@@ -356,7 +359,8 @@ class FunctionPool:
                 self._prewarmed.discard(instance.id)
                 stopping.append(instance)
                 excess -= 1
-        if stopping or (self._managed and self._launched and not self._instances):
+        unloaded = self._managed and self._launched and self._floor == 0
+        if stopping or (unloaded and not self._instances):
             self._spawn(self._stop_idle(stopping))
 
     async def _stop_idle(self, instances: list[Instance]) -> None:
