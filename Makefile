@@ -28,11 +28,13 @@ $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 install: $(STAMP)
 
 # In CI the real path must be proven: a compiler and Python's headers are installed if missing
-# (Debian's packages). Elsewhere a missing compiler only means the Python fallback.
+# (Debian's packages), and redis-server, which the storage tests start on ports of their own.
+# Elsewhere a missing compiler only means the Python fallback.
 native-deps:
 	@if [ "$$CI" = true ] && command -v apt-get >/dev/null; then \
 		missing=""; \
 		command -v $(CC) >/dev/null || missing="gcc libc6-dev"; \
+		command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 		$(PYTHON) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 			|| missing="$$missing python3-dev"; \
 		if [ -n "$$missing" ]; then \
