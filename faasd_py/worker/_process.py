@@ -242,7 +242,7 @@ async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
     )
     try:
         # The launcher blocks for the few milliseconds the child needs to build its root.
-        process = await asyncio.to_thread(spawn, spec)
+        process = await _spawn_in_thread(spec)
     except BaseException:
         for fd in (out_read, err_read):
             os.close(fd)
@@ -254,6 +254,22 @@ async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
     return _SandboxedProcess(
         process, cgroup, await pipe_reader(out_read), await pipe_reader(err_read)
     )
+
+
+async def _spawn_in_thread(spec: SandboxSpec) -> SandboxProcess:
+    """spawn(spec) in a thread, safe to cancel: the launcher goes on using the spec's fds (by
+    number) until it returns, so a cancelled caller waits for it, kills what it started, and only
+    then lets its fds be closed; closing them earlier could hand their numbers to another launch."""
+    spawning = asyncio.ensure_future(asyncio.to_thread(spawn, spec))
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        try:
+            late = await spawning
+        except BaseException:  # the launch failed (or was cancelled again): nothing started
+            raise asyncio.CancelledError from None
+        late.close()  # kills the sandbox and reaps it
+        raise
 
 
 async def pipe_reader(fd: int) -> asyncio.StreamReader:

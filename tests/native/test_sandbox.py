@@ -961,3 +961,34 @@ def test_cgroups_left_by_a_dead_worker_are_swept_but_busy_and_new_ones_stay() ->
         for root in set(hierarchy.roots.values()):
             with contextlib.suppress(OSError):
                 (root / parent).rmdir()
+
+
+async def test_a_launch_cancelled_midway_leaves_no_sandbox_running(
+    layout: PythonLayout, root_dir: Path
+) -> None:
+    """The worker may give up on a start (a function removed, a shutdown) while the launcher
+    still runs in its thread: the sandbox it then starts must not outlive the cancel."""
+    from faasd_py.worker._process import _spawn_in_thread
+
+    code = "import time; time.sleep(60)  # cancelled-launch-probe"
+    before = {p for p in os.listdir("/proc") if p.isdigit()}
+    for delay in (0.0, 0.001, 0.003):
+        task = asyncio.create_task(_spawn_in_thread(python(layout, root_dir, code)))
+        await asyncio.sleep(delay)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    await asyncio.sleep(0.5)
+    left = [
+        p
+        for p in os.listdir("/proc")
+        if p.isdigit() and p not in before and b"cancelled-launch-probe" in _cmdline(p)
+    ]
+    assert left == [], f"sandboxes still running after the cancel: {left}"
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
