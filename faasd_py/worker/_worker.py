@@ -138,6 +138,9 @@ class Worker:
         if driver is None and policy is not None:
             driver = self._new_app(spec.app, text, policy)
 
+        # An explicit com.openfaas.scale.min of 0 is OpenFaaS's scale to zero: a function
+        # deployed (or restored) with it starts with no instance, whatever the policy.
+        scaled_to_zero = spec.scale_min_label == 0 and spec.service not in self._pools
         launcher = FunctionLauncher(
             package, self._settings, resolve_kind(spec.channel, self._settings.channel)
         )
@@ -149,7 +152,7 @@ class Worker:
             logs,
             self._config.max_queue,
             managed=policy is not None,
-            loaded=driver is None or driver.lifecycle.loaded,
+            loaded=(driver is None or driver.lifecycle.loaded) and not scaled_to_zero,
         )
         old = self._pools.get(spec.service)
         self._pools[spec.service] = pool
@@ -158,6 +161,8 @@ class Worker:
             self._retire(old, f"function {spec.service} was updated; retry")
             self._forget_empty_apps()  # its app label may have changed
         pool.ensure_floor()
+        if scaled_to_zero and driver is not None:
+            driver.scaled_to_zero()  # unloaded until its first call, unless a sibling is loaded
 
     def remove(self, name: str) -> None:
         pool = self._pools.pop(name, None)

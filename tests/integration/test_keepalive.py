@@ -200,3 +200,23 @@ async def test_bad_and_conflicting_policy_annotations_are_400s_naming_it(
     assert (await deploy(platform, "pay", labels=app))[0] == 202
     lifecycle = platform.worker.policy_statistics("pay")
     assert lifecycle is not None and lifecycle.policy == "fixed:1m"
+
+
+async def test_an_explicit_scale_min_of_zero_deploys_with_no_instance(tmp_path: Path) -> None:
+    """OpenFaaS's scale to zero: the label 0 starts nothing at deploy, whatever the policy
+    would keep; the first call is a cold start, and the policy takes over from there."""
+    platform = await start_platform(tmp_path)  # hybrid: it would keep a deployed app 4 h
+    try:
+        await deploy(platform, "lazy", labels={"com.openfaas.scale.min": "0"})
+        await deploy(platform, "eager")
+        await available(platform, "eager", 1)
+        await asyncio.sleep(0.3)
+        assert stats(platform, "lazy").available == 0
+        lifecycle = platform.worker.policy_statistics("lazy")
+        assert lifecycle is not None and not lifecycle.loaded
+        status, body, _ = await platform.invoke("lazy", b"x")
+        assert status == 200, body
+        assert stats(platform, "lazy").cold_starts == 1
+        assert stats(platform, "eager").cold_starts == 0
+    finally:
+        await stop_platform(platform)
