@@ -243,8 +243,10 @@ async def test_trace_functions_can_each_have_their_own_deployment(
     labels = {f["name"]: f["labels"] for f in deployed}
     assert names <= set(labels)
     assert all(labels[n]["com.faasd-py.app"].startswith("ta-") for n in names)
-    # Scaled to zero: each function's first invocation was a cold start.
-    assert report["cold_starts"] >= len(names) > 0
+    # Scaled to zero (scale.min 0): each app's first invocation was a cold start. An app loads
+    # as a whole, so its other functions may find an instance already started.
+    apps = {labels[n]["com.faasd-py.app"] for n in names}
+    assert report["cold_starts"] >= len(apps) > 0
     assert report["errors"] == dict.fromkeys(report["errors"], 0)
 
 
