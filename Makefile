@@ -14,7 +14,7 @@ NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard nati
 NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: install native-deps run test test-native lint typecheck unit bench-warm bench-crosscheck bench-datapath bench-cache clean
+.PHONY: install native-deps run test test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache clean
 
 $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
