@@ -98,6 +98,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-coldstart", action="store_true", help="no cold-start benchmark")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="bench/results")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="DATAPATH_JSON",
+        help="measure nothing: write the markdown and the plot again from this datapath.json",
+    )
     args = parser.parse_args(argv)
     if args.duration < 1 or args.runs < 1:
         parser.error("--duration must be at least 1 second and --runs at least 1")
@@ -490,28 +496,23 @@ def plot(closed: Sequence[_report.Cell], opened: Sequence[_report.Cell], path: P
         return False
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     modes = list(dict.fromkeys(c.variant for c in closed))
+    # One colour per mode in every panel; solid p50, dashed p99.
+    colours = {mode: f"C{i}" for i, mode in enumerate(modes)}
     for mode in modes:
+        colour = colours[mode]
         mine = [c for c in closed if c.variant == mode]
         xs = [c.connections for c in mine]
-        axes[0].plot(xs, [c.medians["rps"] for c in mine], marker="o", label=mode)
-        axes[1].plot(xs, [c.medians["p50_ms"] for c in mine], marker="o", label=f"{mode} p50")
-        axes[1].plot(
-            xs, [c.medians["p99_ms"] for c in mine], marker="x", ls="--", label=f"{mode} p99"
-        )
-        opens = [c for c in opened if c.variant == mode]
-        axes[2].plot(
-            [c.connections for c in opens],
-            [c.medians["p50_ms"] for c in opens],
-            marker="o",
-            label=f"{mode} p50",
-        )
-        axes[2].plot(
-            [c.connections for c in opens],
-            [c.medians["p99_ms"] for c in opens],
-            marker="x",
-            ls="--",
-            label=f"{mode} p99",
-        )
+        axes[0].plot(xs, [c.medians["rps"] for c in mine], marker="o", color=colour, label=mode)
+        for ax, cells in ((axes[1], mine), (axes[2], [c for c in opened if c.variant == mode])):
+            keys = [c.connections for c in cells]
+            ax.plot(
+                keys, [c.medians["p50_ms"] for c in cells], marker="o", color=colour,
+                label=f"{mode} p50",
+            )  # fmt: skip
+            ax.plot(
+                keys, [c.medians["p99_ms"] for c in cells], marker="x", ls="--", color=colour,
+                label=f"{mode} p99",
+            )  # fmt: skip
     axes[0].set(title="closed loop: throughput", xlabel="connections", ylabel="req/s", xscale="log")
     axes[1].set(
         title="closed loop: latency", xlabel="connections", ylabel="ms", xscale="log", yscale="log"
@@ -638,7 +639,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(soft_wrap=True)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run(args, console)
+        if args.from_json:
+            write_reports(json.loads(args.from_json.read_text()), args.out, console)
+        else:
+            run(args, console)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: platform stopped, no report written")
         return 130
