@@ -8,10 +8,12 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from faasd_py.storage import ObjectStore, open_store
 
 
 def free_port() -> int:
@@ -81,3 +83,26 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+StoreFactory = Callable[[], ObjectStore]
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Opens stores over one backing (Redis, or one SQLite file); closes them at teardown."""
+    opened: list[ObjectStore] = []
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url: str | None = server.url
+    else:
+        url = f"sqlite://{tmp_path / 'objects.sqlite3'}"
+
+    def make() -> ObjectStore:
+        store = open_store(url, tmp_path)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -16,30 +15,11 @@ from faasd_py.cache import AccessStats, AppCache, CacheManager, MemoryStats, Siz
 from faasd_py.cache._manager import CacheSettings
 from faasd_py.errors import StorageUnavailable
 from faasd_py.storage import ObjectStore, open_store
-from tests.integration._redis import RedisServer, redis_server
+from tests.integration._redis import RedisServer, StoreFactory, make_store, redis_server
 
-__all__ = ["redis_server"]
+__all__ = ["make_store", "redis_server"]
 
-StoreFactory = Callable[[], ObjectStore]
 MiB = 1024 * 1024
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    opened: list[ObjectStore] = []
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_server").url
-    else:
-        url = f"sqlite://{tmp_path / 'objects.sqlite3'}"
-
-    def make() -> ObjectStore:
-        store = open_store(url, tmp_path)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        await store.close()
 
 
 def manager(store: ObjectStore, stats: MemoryStats | None = None, **policy: int) -> CacheManager:

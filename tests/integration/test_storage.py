@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from faasd_py.errors import StorageUnavailable
-from faasd_py.storage import LatencyModel, LatencyStore, ObjectStore, open_store
+from faasd_py.storage import LatencyModel, LatencyStore, open_store
 from faasd_py.storage._redis import RedisStore, redact
-from tests.integration._redis import RedisServer, free_port, redis_server
+from tests.integration._redis import RedisServer, StoreFactory, free_port, make_store, redis_server
 
-__all__ = ["redis_server"]
-
-StoreFactory = Callable[[], ObjectStore]
-
-
-@pytest.fixture(params=["redis", "sqlite"])
-async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    """Opens stores over one backing (Redis, or one SQLite file); closes them at teardown."""
-    opened: list[ObjectStore] = []
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        url: str | None = server.url
-    else:
-        url = f"sqlite://{tmp_path / 'objects.sqlite3'}"
-
-    def make() -> ObjectStore:
-        store = open_store(url, tmp_path)
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        await store.close()
+__all__ = ["make_store", "redis_server"]
 
 
 async def test_every_write_gets_a_new_version_kept_with_its_bytes(make_store: StoreFactory) -> None:
