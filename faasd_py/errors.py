@@ -35,6 +35,13 @@ class NotFound(FaasdError):
     status = 404
 
 
+class Conflict(FaasdError):
+    """The request clashes with what exists: a namespace that still holds functions, a name
+    taken."""
+
+    status = 409
+
+
 class Unauthorized(FaasdError):
     status = 401
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from faasd_py import doorbells
 from faasd_py.cache import CacheManager, CacheSettings, WorkerStorage
 from faasd_py.config import Config, live_policy
-from faasd_py.errors import FaasdError
+from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.gateway._keys import METRICS
 from faasd_py.packages import PackageStore
@@ -117,13 +117,16 @@ async def serve(
 
 
 async def _restore(registry: Registry, worker: Worker, console: Console) -> None:
-    """Bring back every function deployed before the last stop."""
+    """Bring back every function deployed before the last stop, with the replicas that
+    scale-function gave it."""
     for stored in await registry.list_functions():
         spec = stored.spec
         try:
-            worker.apply(spec, await fetch_secrets(registry, spec.secrets))
+            worker.apply(spec, await fetch_secrets(registry, spec.secrets, spec.namespace))
+            if stored.replicas is not None:
+                worker.scale(spec.ref, stored.replicas)
         except FaasdError as exc:
-            console.print(f"[yellow]cannot restore {spec.service}[/]: {exc.message}")
+            console.print(f"[yellow]cannot restore {spec.ref}[/]: {exc.message}")
 
 
 async def _deploy_stack(path: Path, platform: Platform, console: Console) -> None:
@@ -132,7 +135,7 @@ async def _deploy_stack(path: Path, platform: Platform, console: Console) -> Non
     store = PackageStore(platform.config.packages_dir)
     registry, worker = platform.registry, platform.worker
     for function in stack.functions:
-        name = function.spec.service
+        name = function.spec.ref
         try:
             with console.status(f"building {name} ({function.spec.image})") as status:
 
@@ -140,8 +143,12 @@ async def _deploy_stack(path: Path, platform: Platform, console: Console) -> Non
                     status.update(f"{label}: {step}")
 
                 await asyncio.to_thread(store.build, function, progress)
-            await registry.put_function(function.spec)
-            worker.apply(function.spec, await fetch_secrets(registry, function.spec.secrets))
+            spec = function.spec
+            if await registry.get_namespace(spec.namespace) is None:
+                raise NotFound(f"namespace {spec.namespace!r} does not exist; create it first")
+            secrets = await fetch_secrets(registry, spec.secrets, spec.namespace)
+            await registry.put_function(spec)
+            worker.apply(spec, secrets)
             outcome = await worker.invoke(name, Request("up", "POST", "/", "", [], b"faasd-py"))
         except FaasdError as exc:
             console.print(f"[red]cannot deploy {name}[/]: {exc.message}")

@@ -57,6 +57,44 @@ def validate_name(name: object, field_name: str = "service") -> str:
     return name
 
 
+def validate_namespace(namespace: object, field_name: str = "namespace") -> str:
+    """A namespace name: a DNS-1123 label, as faasd and Kubernetes name namespaces."""
+    if not isinstance(namespace, str) or not namespace:
+        raise SpecError(field_name, f"a namespace name is required (such as {DEFAULT_NAMESPACE!r})")
+    if len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace):
+        raise SpecError(
+            field_name,
+            f"{namespace[:80]!r} is not a valid namespace: use at most 63 lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit",
+        )
+    return namespace
+
+
+# --- how functions and apps are named across namespaces ---------------------------------------
+#
+# The worker, the logs and the keep-alive state name a function by its *ref*: NAME in the default
+# namespace and NAME.NAMESPACE in any other, the way `/function/` paths name it. Names and
+# namespaces are DNS labels (no dots), so a ref is unambiguous, and the refs of functions
+# deployed before namespaces existed are unchanged. Apps are named the same way. Metrics always
+# carry the full NAME.NAMESPACE, as the OpenFaaS gateway writes it.
+
+
+def function_ref(name: str, namespace: str) -> str:
+    return name if namespace == DEFAULT_NAMESPACE else f"{name}.{namespace}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """(name, namespace) of a ref or of a NAME.NAMESPACE path segment."""
+    name, _, namespace = ref.partition(".")
+    return name, namespace or DEFAULT_NAMESPACE
+
+
+def qualified_name(ref: str) -> str:
+    """NAME.NAMESPACE: how OpenFaaS labels a function's metrics."""
+    name, namespace = split_ref(ref)
+    return f"{name}.{namespace}"
+
+
 def validate_secret_name(name: object, field_name: str = "name") -> str:
     if not isinstance(name, str) or not name:
         raise SpecError(field_name, "a secret name is required")
@@ -110,9 +148,15 @@ class FunctionSpec:
     read_only_root_filesystem: bool = False
 
     @property
+    def ref(self) -> str:
+        """How the worker names this function: NAME, or NAME.NAMESPACE outside the default."""
+        return function_ref(self.service, self.namespace)
+
+    @property
     def app(self) -> str:
-        """The app this function belongs to: functions of one app share state and scheduling."""
-        return self.labels.get(LABEL_APP) or self.service
+        """The app this function belongs to: functions of one app share state and scheduling.
+        Apps live in their function's namespace (named as refs are)."""
+        return function_ref(self.labels.get(LABEL_APP) or self.service, self.namespace)
 
     @property
     def scale_min(self) -> int:
@@ -212,21 +256,19 @@ def parse_deployment(body: object) -> FunctionSpec:
     image = body.get("image")
     if not isinstance(image, str) or not image.strip():
         raise SpecError("image", "a non-empty string is required, e.g. 'hello:latest'")
-    namespace = _optional_str(body, "namespace") or DEFAULT_NAMESPACE
-    if namespace != DEFAULT_NAMESPACE:
-        raise SpecError("namespace", f"only {DEFAULT_NAMESPACE!r} is supported, got {namespace!r}")
+    namespace = validate_namespace(_optional_str(body, "namespace") or DEFAULT_NAMESPACE)
     spec = FunctionSpec(
         service=validate_name(body.get("service")),
         image=image.strip(),
         namespace=namespace,
         env_process=_optional_str(body, "envProcess") or "",
-        env_vars=_str_map(body.get("envVars"), "envVars", coerce=False),
+        env_vars=_str_map(body.get("envVars"), "envVars"),
         constraints=_str_list(body.get("constraints"), "constraints"),
         secrets=tuple(
             validate_secret_name(s, "secrets") for s in _str_list(body.get("secrets"), "secrets")
         ),
-        labels=_str_map(body.get("labels"), "labels", coerce=False),
-        annotations=_str_map(body.get("annotations"), "annotations", coerce=False),
+        labels=_str_map(body.get("labels"), "labels"),
+        annotations=_str_map(body.get("annotations"), "annotations"),
         limits=_resources(body.get("limits"), "limits"),
         requests=_resources(body.get("requests"), "requests"),
         read_only_root_filesystem=_optional_bool(body, "readOnlyRootFilesystem"),
@@ -242,6 +284,9 @@ def check_settings(spec: FunctionSpec) -> None:
             f"labels.{LABEL_SCALE_MIN}",
             f"must not exceed {LABEL_SCALE_MAX} ({spec.scale_min} > {spec.scale_max})",
         )
+    app = spec.labels.get(LABEL_APP)
+    if app:  # an app is named as functions are, so that NAME.NAMESPACE stays unambiguous
+        validate_name(app, f"labels.{LABEL_APP}")
     _ = spec.max_inflight
     _ = spec.channel
     _ = spec.policy
@@ -277,8 +322,8 @@ def _str_list(value: object, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _str_map(value: object, key: str, *, coerce: bool) -> dict[str, str]:
-    """A string-to-string map; with `coerce`, YAML scalars (numbers, booleans) become strings."""
+def _str_map(value: object, key: str) -> dict[str, str]:
+    """A string-to-string map."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -289,10 +334,6 @@ def _str_map(value: object, key: str, *, coerce: bool) -> dict[str, str]:
             raise SpecError(key, f"keys must be strings, got {k!r}")
         if isinstance(v, str):
             out[k] = v
-        elif coerce and isinstance(v, bool):
-            out[k] = "true" if v else "false"
-        elif coerce and isinstance(v, int | float):
-            out[k] = str(v)
         else:
             raise SpecError(f"{key}.{k}", f"expected a string, got {_type_name(v)}")
     return out
@@ -337,6 +378,69 @@ def _type_name(value: object) -> str:
 # --- stack.yml ---------------------------------------------------------------------------------
 
 
+class _TextLoader(yaml.SafeLoader):
+    """YAML as faas-cli reads a stack file: every scalar keeps its text as written.
+
+    faas-cli decodes stack.yml into Go structs whose fields are strings (environment, labels,
+    annotations, secrets, image...), and Go's YAML hands a string field the scalar's text. PyYAML's
+    SafeLoader types scalars by YAML 1.1 first, so `1.10` would become "1.1", `10:30` "630" (base
+    60), `017` "15" and `off` "false". This loader builds booleans, numbers and timestamps as
+    their text instead; null stays None, so an empty setting still reads as absent. The few
+    fields that are not strings are parsed from that text where they are read (`_stack_bool`).
+    """
+
+
+def _scalar_text(loader: yaml.SafeLoader, node: yaml.Node) -> str:
+    assert isinstance(node, yaml.ScalarNode)
+    return str(loader.construct_scalar(node))
+
+
+for _tag in ("bool", "int", "float", "timestamp"):
+    _TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _scalar_text)
+
+
+def _load_text_yaml(text: str) -> Any:
+    """The document in `text`, scalars as written; yaml.YAMLError when it is malformed."""
+    loader = _TextLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """A stack file's YAML as faasd-py reads it everywhere (scalars keep their text); SpecError
+    naming `where` when it is malformed."""
+    try:
+        return _load_text_yaml(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(where, f"not valid YAML: {exc}") from None
+
+
+# The forms Go's YAML accepts for a boolean field (YAML 1.2's, and YAML 1.1's for compatibility).
+_YAML_TRUE = frozenset({"true", "y", "yes", "on"})
+_YAML_FALSE = frozenset({"false", "n", "no", "off"})
+
+
+def _stack_bool(value: object, field: str) -> bool:
+    if value is None:
+        return False
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _YAML_TRUE:
+        return True
+    if text in _YAML_FALSE:
+        return False
+    raise SpecError(field, f"expected true or false, got {_type_name(value)} {value!r}")
+
+
+def _stack_str_map(value: object, field: str) -> dict[str, str]:
+    """A map of strings from a stack file: an empty value (`KEY:`) is the empty string, as
+    faas-cli reads it."""
+    if isinstance(value, dict):
+        value = {k: "" if v is None else v for k, v in value.items()}
+    return _str_map(value, field)
+
+
 @dataclass(frozen=True)
 class StackFunction:
     """A function of a stack.yml: its spec, plus where its handler lives and its template."""
@@ -372,10 +476,7 @@ def load_stack(path: Path) -> Stack:
 
 
 def parse_stack(text: str, base_dir: Path) -> Stack:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError("stack.yml", f"not valid YAML: {exc}") from None
+    doc = parse_yaml(text, "stack.yml")
     if not isinstance(doc, dict):
         raise SpecError("stack.yml", "expected a YAML mapping with 'provider' and 'functions'")
     provider = doc.get("provider") or {}
@@ -391,6 +492,10 @@ def parse_stack(text: str, base_dir: Path) -> Stack:
         gateway=gateway,
         functions=tuple(_stack_function(name, body, base_dir) for name, body in functions.items()),
     )
+
+
+# FunctionDeployment fields whose stack.yml key is spelled differently.
+_STACK_FIELD_NAMES = {"envVars": "environment", "envProcess": "fprocess"}
 
 
 def _stack_function(name: object, body: object, base_dir: Path) -> StackFunction:
@@ -420,26 +525,30 @@ def _stack_function(name: object, body: object, base_dir: Path) -> StackFunction
         raise SpecError(f"{where}.environment_file", "expected a list of YAML file paths")
     for env_file in env_files:
         env.update(_environment_file(base_dir, env_file, f"{where}.environment_file"))
-    env.update(_str_map(body.get("environment"), f"{where}.environment", coerce=True))
+    env.update(_stack_str_map(body.get("environment"), f"{where}.environment"))
 
     deployment = {
         "service": service,
         "image": image,
+        "namespace": body.get("namespace"),
         "envProcess": body.get("fprocess"),
         "envVars": env,
         "constraints": body.get("constraints"),
         "secrets": body.get("secrets"),
-        "labels": _str_map(body.get("labels"), f"{where}.labels", coerce=True),
-        "annotations": _str_map(body.get("annotations"), f"{where}.annotations", coerce=True),
+        "labels": _stack_str_map(body.get("labels"), f"{where}.labels"),
+        "annotations": _stack_str_map(body.get("annotations"), f"{where}.annotations"),
         "limits": body.get("limits"),
         "requests": body.get("requests"),
-        "readOnlyRootFilesystem": body.get("readonly_root_filesystem"),
+        "readOnlyRootFilesystem": _stack_bool(
+            body.get("readonly_root_filesystem"), f"{where}.readonly_root_filesystem"
+        ),
     }
     try:
         spec = parse_deployment(deployment)
     except SpecError as exc:
         # Name the field as the stack file spells it.
-        field = exc.field.replace("envVars", "environment", 1)
+        head, dot, rest = exc.field.partition(".")
+        field = _STACK_FIELD_NAMES.get(head, head) + dot + rest
         raise SpecError(f"{where}.{field}", exc.message.split(": ", 1)[-1]) from None
     return StackFunction(spec=spec, lang=lang, handler=(base_dir / handler).resolve())
 
@@ -449,11 +558,11 @@ def _environment_file(base_dir: Path, name: object, where: str) -> dict[str, str
         raise SpecError(where, "expected a list of YAML file paths")
     path = base_dir / name
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = _load_text_yaml(path.read_text())
     except OSError as exc:
         raise SpecError(where, f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise SpecError(where, f"{path} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "environment" not in doc:
         raise SpecError(where, f"{path} must hold a mapping with an 'environment' key")
-    return _str_map(doc["environment"], f"{where}[{name}].environment", coerce=True)
+    return _stack_str_map(doc["environment"], f"{where}[{name}].environment")

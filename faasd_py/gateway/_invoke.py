@@ -1,4 +1,4 @@
-"""/function/{name}[/path]: the invocation path, the product's hot path."""
+"""/function/{name}[.{namespace}][/path]: the invocation path, the product's hot path."""
 
 from __future__ import annotations
 
@@ -8,12 +8,17 @@ import uuid
 from aiohttp import web
 from multidict import CIMultiDict
 
-from faasd_py.errors import FaasdError, PayloadTooLarge
+from faasd_py.errors import FaasdError, NotFound, PayloadTooLarge
 from faasd_py.gateway._errors import error_response, faasd_error_response
-from faasd_py.gateway._keys import CONFIG, METRICS, WORKER
+from faasd_py.gateway._keys import CONFIG, METRICS, REGISTRY, WORKER
+from faasd_py.gateway._namespaces import require_namespace
 from faasd_py.protocol import Request
+from faasd_py.spec import function_ref, split_ref
 
 routes = web.RouteTableDef()
+
+# Request headers the gateway sets itself on the way to the function.
+_REPLACED = frozenset({"x-call-id", "x-start-time", "x-forwarded-for"})
 
 # Headers a handler may not set: the gateway frames the response itself.
 _HOP_BY_HOP = frozenset(
@@ -25,7 +30,9 @@ _HOP_BY_HOP = frozenset(
 @routes.route("*", "/function/{name}/{path:.*}")
 async def invoke(request: web.Request) -> web.StreamResponse:
     started_wall, started = time.time(), time.perf_counter()
-    name = request.match_info["name"]
+    # NAME or NAME.NAMESPACE (what OpenFaaS's clients send): one ref for the worker and metrics.
+    name, namespace = split_ref(request.match_info["name"])
+    ref = function_ref(name, namespace)
     call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
     trace = {"X-Call-Id": call_id, "X-Start-Time": str(int(started_wall * 1e9))}
     metrics = request.app[METRICS]
@@ -36,19 +43,21 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             request.method,
             "/" + request.match_info.get("path", ""),
             request.query_string,
-            list(request.headers.items()),
+            _forwarded_headers(request, trace),
             body,
         )
-        outcome = await request.app[WORKER].invoke(name, call)
+        outcome = await request.app[WORKER].invoke(ref, call)
     except FaasdError as exc:
         elapsed = time.perf_counter() - started
-        metrics.observe(name, exc.status, elapsed)
+        metrics.observe(ref, exc.status, elapsed)
         trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
+        if isinstance(exc, NotFound):
+            exc = await _not_found(request, name, namespace)
         return faasd_error_response(exc, trace)
 
     result = outcome.result
     elapsed = time.perf_counter() - started
-    metrics.observe(name, result.status, elapsed, outcome.cold_start_seconds)
+    metrics.observe(ref, result.status, elapsed, outcome.cold_start_seconds)
     headers = CIMultiDict((k, v) for k, v in result.headers if k.lower() not in _HOP_BY_HOP)
     headers.update(trace)
     headers["X-Duration-Seconds"] = f"{elapsed:.6f}"
@@ -59,8 +68,35 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         f"total;dur={elapsed * 1e3:.3f}"
     )
     if result.error is not None:
-        return error_response(result.status, f"function {name} failed: {result.error}", headers)
+        return error_response(result.status, f"function {ref} failed: {result.error}", headers)
     return web.Response(status=result.status, body=result.body, headers=headers)
+
+
+def _forwarded_headers(request: web.Request, trace: dict[str, str]) -> list[tuple[str, str]]:
+    """The caller's headers plus what the OpenFaaS gateway adds for the function: the call's id
+    and start time, the host the caller asked for and the address it came from (appended to a
+    proxy's X-Forwarded-For, as proxies do)."""
+    incoming = request.headers
+    headers = [(k, v) for k, v in incoming.items() if k.lower() not in _REPLACED]
+    headers.extend(trace.items())
+    if "X-Forwarded-Host" not in incoming and request.host:
+        headers.append(("X-Forwarded-Host", request.host))
+    chain = [*incoming.getall("X-Forwarded-For", ()), request.remote or ""]
+    if any(chain):
+        headers.append(("X-Forwarded-For", ", ".join(hop for hop in chain if hop)))
+    return headers
+
+
+async def _not_found(request: web.Request, name: str, namespace: str) -> FaasdError:
+    """A 404 that says whether the namespace or the function is missing (off the hot path)."""
+    try:
+        await require_namespace(request.app[REGISTRY], namespace)
+    except NotFound as exc:
+        return exc
+    return NotFound(
+        f"function {name!r} not found in namespace {namespace!r}; deploy it with "
+        "`faasd-py deploy` (or faas-cli deploy)"
+    )
 
 
 async def _read_body(request: web.Request) -> bytes:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 
 from aiohttp import web
 
-from faasd_py.errors import BadRequest, NotFound
-from faasd_py.gateway._keys import REGISTRY, WORKER
-from faasd_py.gateway._system import rfc3339
-from faasd_py.spec import DEFAULT_NAMESPACE
+from faasd_py.errors import BadRequest
+from faasd_py.gateway._keys import WORKER
+from faasd_py.gateway._namespaces import requested_namespace
+from faasd_py.gateway._system import rfc3339, stored_function
 from faasd_py.worker import LogEntry
 
 routes = web.RouteTableDef()
@@ -24,26 +25,26 @@ async def logs(request: web.Request) -> web.StreamResponse:
     tail = _tail(request.query.get("tail"))
     since = _since(request.query.get("since"))
     follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
-    if await request.app[REGISTRY].get_function(name) is None:
-        raise NotFound(f"function {name!r} not found")
-    buffer = request.app[WORKER].logs(name)
+    stored = await stored_function(request, name, requested_namespace(request))
+    buffer = request.app[WORKER].logs(stored.spec.ref)
+    line = functools.partial(_line, stored.spec.service, stored.spec.namespace)
 
     followed = buffer.follow() if follow else None  # subscribe before the snapshot: no gap
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     for entry in buffer.recent(tail, since):
-        await response.write(_line(name, entry))
+        await response.write(line(entry))
     if followed is not None:
         async for entry in followed:
-            await response.write(_line(name, entry))
+            await response.write(line(entry))
     await response.write_eof()
     return response
 
 
-def _line(name: str, entry: LogEntry) -> bytes:
+def _line(name: str, namespace: str, entry: LogEntry) -> bytes:
     record = {
         "name": name,
-        "namespace": DEFAULT_NAMESPACE,
+        "namespace": namespace,
         "instance": entry.instance,
         "timestamp": rfc3339(entry.timestamp),
         "text": entry.text,
@@ -58,8 +59,8 @@ def _tail(raw: str | None) -> int | None:
         tail = int(raw)
     except ValueError:
         raise BadRequest(f"tail: expected a whole number of lines, got {raw!r}") from None
-    # OpenFaaS treats a negative tail as "all".
-    return None if tail < 0 else tail
+    # OpenFaaS treats a tail of 0 or less as "all" (its clients send none for 0).
+    return None if tail <= 0 else tail
 
 
 def _since(raw: str | None) -> float | None:

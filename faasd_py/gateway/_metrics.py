@@ -15,7 +15,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from faasd_py.spec import DEFAULT_NAMESPACE
+from faasd_py.spec import qualified_name
 from faasd_py.worker import LifecycleStatistics, PoolStatistics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -23,9 +23,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-def metric_name(function: str) -> str:
+def metric_name(ref: str) -> str:
     """OpenFaaS labels series by "<function>.<namespace>"."""
-    return f"{function}.{DEFAULT_NAMESPACE}"
+    return qualified_name(ref)
 
 
 class GatewayMetrics:

@@ -1,4 +1,4 @@
-"""/system/*: functions, scaling, secrets, namespaces, info (the OpenFaaS provider API)."""
+"""/system/*: functions, scaling, secrets, info (the OpenFaaS provider API)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from aiohttp import web
 
 import faasd_py
 from faasd_py import doorbells, native
-from faasd_py.errors import BadRequest, NotFound
-from faasd_py.gateway._errors import error_response, read_json
+from faasd_py.errors import BadRequest, Conflict, NotFound
+from faasd_py.gateway._errors import read_json
 from faasd_py.gateway._keys import CONFIG, REGISTRY, WORKER
+from faasd_py.gateway._namespaces import namespace_of, requested_namespace, require_namespace
 from faasd_py.spec import (
-    DEFAULT_NAMESPACE,
     FunctionSpec,
+    function_ref,
     parse_deployment,
     validate_name,
     validate_secret_name,
@@ -38,14 +39,14 @@ def _status(request: web.Request, stored: StoredFunction) -> dict[str, Any]:
     """An OpenFaaS FunctionStatus."""
     body = stored.spec.to_json()
     body["name"] = body.pop("service")
-    stats = request.app[WORKER].statistics(stored.spec.service)
+    stats = request.app[WORKER].statistics(stored.spec.ref)
     body["invocationCount"] = stats.invocations if stats else 0
     body["replicas"] = stats.replicas if stats else 0
     body["availableReplicas"] = stats.available if stats else 0
     body["createdAt"] = rfc3339(stored.created_at)
     # Beyond OpenFaaS's fields (its clients ignore them): the app's keep-alive policy now,
     # and what it is judged by, for `faasd-py describe`.
-    lifecycle = request.app[WORKER].policy_statistics(stored.spec.service)
+    lifecycle = request.app[WORKER].policy_statistics(stored.spec.ref)
     if lifecycle is not None and stats is not None:
         keepalive = describe_json(lifecycle, stored.spec.app, time.monotonic())
         keepalive.update(
@@ -64,26 +65,39 @@ def _status(request: web.Request, stored: StoredFunction) -> dict[str, Any]:
 
 @routes.get("/system/functions")
 async def list_functions(request: web.Request) -> web.Response:
-    stored = await request.app[REGISTRY].list_functions()
+    namespace = await namespace_of(request)
+    stored = await request.app[REGISTRY].list_functions(namespace)
     return web.json_response([_status(request, s) for s in stored])
+
+
+async def stored_function(request: web.Request, name: str, namespace: str) -> StoredFunction:
+    """The function NAME of an existing namespace; NotFound that names both otherwise."""
+    registry = request.app[REGISTRY]
+    stored = await registry.get_function(function_ref(name, namespace))
+    if stored is None:
+        await require_namespace(registry, namespace)
+        raise NotFound(f"function {name!r} not found in namespace {namespace!r}")
+    return stored
 
 
 @routes.get("/system/function/{name}")
 async def get_function(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    stored = await request.app[REGISTRY].get_function(name)
-    if stored is None:
-        raise NotFound(f"function {name!r} not found")
+    name = validate_name(request.match_info["name"], "name")
+    stored = await stored_function(request, name, requested_namespace(request))
     return web.json_response(_status(request, stored))
 
 
 async def _deploy(request: web.Request, *, must_exist: bool) -> FunctionSpec:
-    spec = parse_deployment(await read_json(request))
+    body = await read_json(request)
+    if isinstance(body, dict) and not body.get("namespace") and request.query.get("namespace"):
+        body["namespace"] = request.query["namespace"]
+    spec = parse_deployment(body)
     registry, worker = request.app[REGISTRY], request.app[WORKER]
-    if must_exist and await registry.get_function(spec.service) is None:
-        raise NotFound(f"function {spec.service!r} not found; deploy it with POST first")
+    await require_namespace(registry, spec.namespace)
+    if must_exist:
+        await stored_function(request, spec.service, spec.namespace)
     worker.check_deployable(spec)
-    secrets = await fetch_secrets(registry, spec.secrets)
+    secrets = await fetch_secrets(registry, spec.secrets, spec.namespace)
     await registry.put_function(spec)
     worker.apply(spec, secrets)
     return spec
@@ -101,32 +115,37 @@ async def update_function(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
-@routes.delete("/system/functions")
-async def delete_function(request: web.Request) -> web.Response:
+async def _json_object(request: web.Request, shape: str) -> dict[str, Any]:
     body = await read_json(request)
     if not isinstance(body, dict):
-        raise BadRequest('expected a JSON object {"functionName": "..."}')
+        raise BadRequest(f"expected a JSON object {shape}")
+    return body
+
+
+@routes.delete("/system/functions")
+async def delete_function(request: web.Request) -> web.Response:
+    body = await _json_object(request, '{"functionName": "...", "namespace": "..."}')
     name = validate_name(body.get("functionName"), "functionName")
-    if not await request.app[REGISTRY].delete_function(name):
-        raise NotFound(f"function {name!r} not found")
+    namespace = requested_namespace(request, body)
+    ref = (await stored_function(request, name, namespace)).spec.ref
+    await request.app[REGISTRY].delete_function(ref)
     # NotFound: registered but never started here (its package was gone at restore).
     with contextlib.suppress(NotFound):
-        request.app[WORKER].remove(name)
+        request.app[WORKER].remove(ref)
     return web.Response(status=200)
 
 
 @routes.post("/system/scale-function/{name}")
 async def scale_function(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest('expected a JSON object {"serviceName": "...", "replicas": N}')
+    name = validate_name(request.match_info["name"], "name")
+    body = await _json_object(request, '{"serviceName": "...", "replicas": N}')
     replicas = body.get("replicas")
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise BadRequest(f"replicas: expected a whole number of at least 0, got {replicas!r}")
-    if await request.app[REGISTRY].get_function(name) is None:
-        raise NotFound(f"function {name!r} not found")
-    request.app[WORKER].scale(name, replicas)
+    ref = (await stored_function(request, name, requested_namespace(request, body))).spec.ref
+    # Remembered with the function, so that a restart brings the same replicas back.
+    await request.app[REGISTRY].set_replicas(ref, replicas)
+    request.app[WORKER].scale(ref, replicas)
     return web.Response(status=202)
 
 
@@ -135,58 +154,56 @@ async def scale_function(request: web.Request) -> web.Response:
 
 @routes.get("/system/secrets")
 async def list_secrets(request: web.Request) -> web.Response:
-    names = await request.app[REGISTRY].list_secrets()
-    return web.json_response([{"name": n, "namespace": DEFAULT_NAMESPACE} for n in names])
+    namespace = await namespace_of(request)
+    names = await request.app[REGISTRY].list_secrets(namespace)
+    return web.json_response([{"name": n, "namespace": namespace} for n in names])
 
 
-async def _secret_body(request: web.Request) -> tuple[str, bytes]:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest('expected a JSON object {"name": "...", "value": "..."}')
+async def _secret_body(request: web.Request) -> tuple[str, str, bytes]:
+    """(namespace, name, value) of a secret to create or update."""
+    body = await _json_object(request, '{"name": "...", "value": "..."}')
+    namespace = await namespace_of(request, body)
     name = validate_secret_name(body.get("name"))
     if isinstance(body.get("rawValue"), str):
         try:
-            return name, base64.b64decode(body["rawValue"], validate=True)
+            return namespace, name, base64.b64decode(body["rawValue"], validate=True)
         except binascii.Error:
             raise BadRequest("rawValue: expected base64") from None
     if isinstance(body.get("value"), str):
-        return name, body["value"].encode()
+        return namespace, name, body["value"].encode()
     raise BadRequest("value: expected a string (or rawValue: base64)")
 
 
 @routes.post("/system/secrets")
 async def create_secret(request: web.Request) -> web.Response:
-    name, value = await _secret_body(request)
-    if not await request.app[REGISTRY].put_secret(name, value, create=True):
-        return error_response(409, f"secret {name!r} already exists; update it with PUT")
+    namespace, name, value = await _secret_body(request)
+    if not await request.app[REGISTRY].put_secret(namespace, name, value, create=True):
+        raise Conflict(
+            f"secret {name!r} already exists in namespace {namespace!r}; update it with PUT"
+        )
     return web.Response(status=201)
 
 
 @routes.put("/system/secrets")
 async def update_secret(request: web.Request) -> web.Response:
-    name, value = await _secret_body(request)
-    if not await request.app[REGISTRY].put_secret(name, value, create=False):
-        raise NotFound(f"secret {name!r} not found")
+    namespace, name, value = await _secret_body(request)
+    if not await request.app[REGISTRY].put_secret(namespace, name, value, create=False):
+        raise NotFound(f"secret {name!r} not found in namespace {namespace!r}")
+    request.app[WORKER].update_secret(name, value, namespace=namespace)
     return web.Response(status=200)
 
 
 @routes.delete("/system/secrets")
 async def delete_secret(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    if not isinstance(body, dict):
-        raise BadRequest('expected a JSON object {"name": "..."}')
+    body = await _json_object(request, '{"name": "...", "namespace": "..."}')
+    namespace = await namespace_of(request, body)
     name = validate_secret_name(body.get("name"))
-    if not await request.app[REGISTRY].delete_secret(name):
-        raise NotFound(f"secret {name!r} not found")
+    if not await request.app[REGISTRY].delete_secret(namespace, name):
+        raise NotFound(f"secret {name!r} not found in namespace {namespace!r}")
     return web.Response(status=200)
 
 
-# --- namespaces and info -----------------------------------------------------------------------
-
-
-@routes.get("/system/namespaces")
-async def list_namespaces(request: web.Request) -> web.Response:
-    return web.json_response([DEFAULT_NAMESPACE])
+# --- info --------------------------------------------------------------------------------------
 
 
 @routes.get("/system/info")

@@ -109,8 +109,8 @@ class Platform:
         async with self.session.request(method, url, data=body, **kwargs) as response:
             return response.status, await response.read(), response.headers
 
-    async def logs(self, name: str) -> list[dict[str, Any]]:
-        status, text = await self.system("GET", f"/system/logs?name={name}")
+    async def logs(self, name: str, query: str = "") -> list[dict[str, Any]]:
+        status, text = await self.system("GET", f"/system/logs?name={name}{query}")
         assert status == 200, text
         if isinstance(text, dict):  # a single line decodes as one JSON object
             return [text]

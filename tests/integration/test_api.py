@@ -192,14 +192,19 @@ async def test_logs_as_ndjson_with_tail_since_and_follow(platform: Platform) -> 
 
     status, tail = await platform.system("GET", "/system/logs?name=talker&tail=1")
     assert status == 200 and tail["text"] == "said three"
+    # OpenFaaS reads a tail of 0 (or less) as no limit.
+    for unlimited in ("0", "-1"):
+        assert await platform.logs("talker", f"&tail={unlimited}") == lines
     status, text = await platform.system(
         "GET", "/system/logs?name=talker&since=2999-01-01T00:00:00Z"
     )
     assert (status, text) == (200, None)
 
-    url = platform.url + "/system/logs?name=talker&tail=0&follow=true"
+    url = platform.url + "/system/logs?name=talker&tail=1&follow=true"
     async with platform.session.get(url, headers=platform.auth) as response:
         assert response.headers["Content-Type"] == "application/x-ndjson"
+        line = await asyncio.wait_for(response.content.readline(), 5)
+        assert json.loads(line)["text"] == "said three"
         await platform.invoke("talker", b"live")
         line = await asyncio.wait_for(response.content.readline(), 5)
         assert json.loads(line)["text"] == "said live"

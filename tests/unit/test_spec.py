@@ -19,9 +19,12 @@ from faasd_py.spec import (
     FunctionSpec,
     Resources,
     Stack,
+    function_ref,
     load_stack,
     parse_deployment,
     parse_stack,
+    qualified_name,
+    split_ref,
     validate_name,
     validate_secret_name,
 )
@@ -274,12 +277,40 @@ def test_a_trailing_newline_is_not_part_of_a_valid_name(name: str) -> None:
         validate_secret_name(name)
 
 
-@pytest.mark.parametrize("namespace", ["default", "openfaas", "kube-system"])
-def test_only_the_openfaas_fn_namespace_is_supported(namespace: str) -> None:
+@pytest.mark.parametrize("namespace", ["default", "dev", "kube-system"])
+def test_a_function_lives_in_the_namespace_it_names(namespace: str) -> None:
+    spec = parse_deployment(deployment(service="hello", namespace=namespace))
+    assert spec.namespace == namespace
+    assert spec.ref == f"hello.{namespace}"
+    assert qualified_name(spec.ref) == f"hello.{namespace}"
+    assert split_ref(spec.ref) == ("hello", namespace)
+
+
+def test_the_default_namespace_keeps_the_plain_name_as_its_ref() -> None:
+    spec = parse_deployment(deployment(service="hello"))
+    assert (spec.namespace, spec.ref, spec.app) == ("openfaas-fn", "hello", "hello")
+    assert qualified_name("hello") == "hello.openfaas-fn"
+    assert split_ref("hello.openfaas-fn") == ("hello", "openfaas-fn")
+    assert function_ref(*split_ref("hello.openfaas-fn")) == "hello"
+
+
+def test_apps_are_per_namespace() -> None:
+    labels = {"com.faasd-py.app": "shop"}
+    assert parse_deployment(deployment(labels=labels)).app == "shop"
+    assert parse_deployment(deployment(labels=labels, namespace="dev")).app == "shop.dev"
+
+
+@pytest.mark.parametrize("namespace", ["Dev", "a.b", "-x", "x" * 64, "dev_1"])
+def test_a_malformed_namespace_is_refused_by_name(namespace: str) -> None:
     error = spec_error(deployment(namespace=namespace))
     assert error.field == "namespace"
-    assert "only 'openfaas-fn' is supported" in error.message
-    assert repr(namespace) in error.message
+    assert "not a valid namespace" in error.message
+
+
+@pytest.mark.parametrize("app", ["shop.eu", "Shop", "a b"])
+def test_an_app_label_must_be_a_dns_label(app: str) -> None:
+    error = spec_error(deployment(labels={"com.faasd-py.app": app}))
+    assert error.field == "labels.com.faasd-py.app"
 
 
 @pytest.mark.parametrize("name", ["api-key", "db.password", "TOKEN_1", "a"])
@@ -519,20 +550,143 @@ def test_a_stack_file_gives_every_function_its_spec_and_handler(tmp_path: Path) 
     assert parse_deployment(spec.to_json()) == spec
 
 
-def test_environment_scalars_are_coerced_to_strings(tmp_path: Path) -> None:
+def test_environment_scalars_reach_the_function_as_their_text(tmp_path: Path) -> None:
     env = parse_stack(STACK, tmp_path).functions[0].spec.env_vars
     assert env == {"write_debug": "true", "max_inflight": "3", "ratio": "0.5", "greeting": "hi"}
 
 
-def test_labels_scalars_are_coerced_to_strings(tmp_path: Path) -> None:
+def test_labels_scalars_reach_the_function_as_their_text(tmp_path: Path) -> None:
     labels = parse_stack(STACK, tmp_path).functions[0].spec.labels
     assert labels == {"com.openfaas.scale.min": "0", "com.openfaas.scale.max": "4"}
 
 
-def test_false_is_coerced_to_the_string_false(tmp_path: Path) -> None:
-    stack = parse_stack(one_function(MINIMAL + "\nenvironment:\n  a: false\n  b: no"), tmp_path)
-    # YAML 1.1 reads `no` as false too; both reach the function as "false".
-    assert stack.functions[0].spec.env_vars == {"a": "false", "b": "false"}
+# Scalars that YAML 1.1 (PyYAML's SafeLoader) would retype, and that faas-cli (Go's YAML, string
+# fields) keeps as written: a version, a time of day (base 60 in YAML 1.1), a number with a
+# leading zero (octal), a YAML 1.1 boolean, and a few more of the same kind.
+AS_WRITTEN = [
+    "1.10",
+    "10:30",
+    "017",
+    "off",
+    "no",
+    "Yes",
+    "0x1F",
+    "1e3",
+    "1_000",
+    "2001-12-14",
+    ".5",
+]
+
+
+@pytest.mark.parametrize("text", AS_WRITTEN)
+@pytest.mark.parametrize("section", ["environment", "labels", "annotations"])
+def test_stack_scalars_keep_their_text_as_written(section: str, text: str, tmp_path: Path) -> None:
+    stack = parse_stack(one_function(f"{MINIMAL}\n{section}:\n  v: {text}"), tmp_path)
+    spec = stack.functions[0].spec
+    found = {"environment": spec.env_vars, "labels": spec.labels, "annotations": spec.annotations}
+    assert found[section] == {"v": text}
+
+
+@pytest.mark.parametrize("text", AS_WRITTEN)
+def test_environment_file_scalars_keep_their_text_as_written(text: str, tmp_path: Path) -> None:
+    (tmp_path / "env.yml").write_text(f"environment:\n  v: {text}\n")
+    stack = parse_stack(one_function(MINIMAL + "\nenvironment_file: [env.yml]"), tmp_path)
+    assert stack.functions[0].spec.env_vars == {"v": text}
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ('"1.10"', "1.10"),
+        ("'10:30'", "10:30"),
+        ('"017"', "017"),
+        ("'off'", "off"),
+        ('"null"', "null"),
+        ("''", ""),
+        ('"a: b"', "a: b"),
+        ("|\n    two\n    lines", "two\nlines\n"),
+    ],
+)
+def test_quoted_stack_values_are_their_content(written: str, value: str, tmp_path: Path) -> None:
+    stack = parse_stack(one_function(f"{MINIMAL}\nenvironment:\n  v: {written}"), tmp_path)
+    assert stack.functions[0].spec.env_vars == {"v": value}
+
+
+@pytest.mark.parametrize("written", ["", " null", " ~"])
+def test_an_empty_stack_value_is_the_empty_string_as_in_faas_cli(
+    written: str, tmp_path: Path
+) -> None:
+    text = one_function(f"{MINIMAL}\nenvironment:\n  v:{written}\nlabels:\n  l:{written}")
+    spec = parse_stack(text, tmp_path).functions[0].spec
+    assert (spec.env_vars, spec.labels) == ({"v": ""}, {"l": ""})
+
+
+def test_other_string_fields_of_a_stack_keep_their_text(tmp_path: Path) -> None:
+    body = "lang: python3-http\nhandler: ./017\nimage: tool:1.10\nsecrets: [017, 1.10]"
+    stack = parse_stack(one_function(body + "\nfprocess: 10:30\nconstraints: [off]"), tmp_path)
+    fn = stack.functions[0]
+    assert fn.spec.image == "tool:1.10"
+    assert fn.spec.secrets == ("017", "1.10")
+    assert fn.spec.env_process == "10:30"
+    assert fn.spec.constraints == ("off",)
+    assert fn.handler == (tmp_path / "017").resolve()
+
+
+def test_anchors_and_merge_keys_keep_the_text_too(tmp_path: Path) -> None:
+    text = "x-common: &common\n  VERSION: 1.10\n  AT: 10:30\n" + one_function(
+        f"{MINIMAL}\nenvironment:\n  <<: *common\n  MODE: off"
+    )
+    env = parse_stack(text, tmp_path).functions[0].spec.env_vars
+    assert env == {"VERSION": "1.10", "AT": "10:30", "MODE": "off"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "check"),
+    [
+        ("labels:\n  com.openfaas.scale.min: 2\n  com.openfaas.scale.max: 010", "scale"),
+        ("environment:\n  max_inflight: 4\n  exec_timeout: 1.5", "env"),
+        ("limits:\n  cpu: 0.5\n  memory: 134217728", "limits"),
+    ],
+)
+def test_numbers_where_settings_expect_numbers_still_work(
+    extra: str, check: str, tmp_path: Path
+) -> None:
+    spec = parse_stack(one_function(MINIMAL + "\n" + extra), tmp_path).functions[0].spec
+    if check == "scale":
+        assert (spec.scale_min, spec.scale_max) == (2, 10)
+    elif check == "env":
+        assert (spec.max_inflight, spec.exec_timeout) == (4, 1.5)
+    else:
+        assert spec.limits.cpu_cores == pytest.approx(0.5)
+        assert spec.limits.memory_bytes == 128 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("written", "value"),
+    [
+        ("true", True),
+        ("True", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
+)
+def test_readonly_root_filesystem_reads_the_boolean_forms_faas_cli_reads(
+    written: str, value: bool, tmp_path: Path
+) -> None:
+    text = one_function(f"{MINIMAL}\nreadonly_root_filesystem: {written}")
+    assert parse_stack(text, tmp_path).functions[0].spec.read_only_root_filesystem is value
+
+
+def test_the_namespace_of_a_stack_function_is_sent_with_it(tmp_path: Path) -> None:
+    spec = parse_stack(one_function(MINIMAL + "\nnamespace: staging"), tmp_path).functions[0].spec
+    assert spec.namespace == "staging"
+    assert spec.to_json()["namespace"] == "staging"
+    default = parse_stack(one_function(MINIMAL), tmp_path).functions[0].spec
+    assert default.namespace == "openfaas-fn"
 
 
 def test_load_stack_resolves_handlers_against_the_files_folder(tmp_path: Path) -> None:
@@ -642,10 +796,11 @@ def test_a_function_name_that_is_not_a_dns1123_label_is_rejected(name: str, tmp_
         ("limits:\n  memory: lots", "functions.hello.limits.memory", "expected a size"),
         ("requests:\n  cpu: fast", "functions.hello.requests.cpu", "expected a CPU quantity"),
         ("secrets: api-key", "functions.hello.secrets", "expected a list of strings"),
-        ("readonly_root_filesystem: maybe", "functions.hello.readOnlyRootFilesystem", "true or"),
+        ("readonly_root_filesystem: maybe", "hello.readonly_root_filesystem", "true or false"),
         ("environment: [A=1]", "functions.hello.environment", "expected a map of strings"),
         ("environment:\n  A: [1, 2]", "functions.hello.environment.A", "expected a string"),
-        ("environment:\n  A:", "functions.hello.environment.A", "got null"),
+        ("environment:\n  A: {b: c}", "functions.hello.environment.A", "got an object"),
+        ("fprocess: [a]", "functions.hello.fprocess", "expected a string"),
         ("labels: [a]", "functions.hello.labels", "expected a map of strings"),
         ("environment:\n  exec_timeout: soon", "exec_timeout", "expected a duration"),
         ("environment:\n  max_inflight: 0", "max_inflight", "at least 1"),
