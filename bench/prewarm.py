@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "functions": len(functions),
         "minutes": MINUTES,
         "seed": args.seed,
-        "hybrid": "DESIGN.md defaults (5th/99th, 10% margins, CV >= 2, OOB share >= 0.5 "
+        "hybrid": "docs/architecture.md defaults (5th/99th, 10% margins, CV >= 2, OOB share >= 0.5 "
         "forecast, min 5 samples), ranges 1-4 h",
         "seconds": round(elapsed, 1),
     }
