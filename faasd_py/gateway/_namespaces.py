@@ -63,14 +63,16 @@ async def get_namespace(request: web.Request) -> web.Response:
 
 
 async def _namespace_body(request: web.Request) -> Namespace:
-    name = validate_namespace(request.match_info["name"], "name")
+    """The namespace to create or update: named by the path, or by the body's `name` (the
+    OpenFaaS go-sdk creates with POST /system/namespace/ and the name in the body)."""
     body = await read_json(request) if request.can_read_body else {}
     if not isinstance(body, dict):
         raise BadRequest('expected a JSON object {"name": "...", "labels": {}, "annotations": {}}')
-    if body.get("name") not in (None, "", name):
-        raise BadRequest(f"name: the body names {body['name']!r} but the path {name!r}")
+    in_path = request.match_info.get("name")
+    if in_path and body.get("name") not in (None, "", in_path):
+        raise BadRequest(f"name: the body names {body['name']!r} but the path {in_path!r}")
     return Namespace(
-        name=name,
+        name=validate_namespace(in_path or body.get("name"), "name"),
         labels=_str_map(body.get("labels"), "labels"),
         annotations=_str_map(body.get("annotations"), "annotations"),
     )
@@ -87,6 +89,7 @@ def _str_map(value: object, field: str) -> dict[str, str]:
 
 
 @routes.post("/system/namespace/{name}")
+@routes.post("/system/namespace/")
 async def create_namespace(request: web.Request) -> web.Response:
     namespace = await _namespace_body(request)
     if not await request.app[REGISTRY].put_namespace(namespace, create=True):

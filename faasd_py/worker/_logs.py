@@ -37,8 +37,15 @@ class LogBuffer:
             else:
                 queue.put_nowait(entry)
 
-    def recent(self, tail: int | None = None, since: float | None = None) -> list[LogEntry]:
-        entries = [e for e in self._entries if since is None or e.timestamp >= since]
+    def recent(
+        self, tail: int | None = None, since: float | None = None, instance: str | None = None
+    ) -> list[LogEntry]:
+        """The last `tail` entries (all with None) from `since` on, of one instance or all."""
+        entries = [
+            e
+            for e in self._entries
+            if (since is None or e.timestamp >= since) and instance in (None, e.instance)
+        ]
         return entries if tail is None else entries[-tail:] if tail > 0 else []
 
     def follow(self) -> AsyncIterator[LogEntry]:
