@@ -68,8 +68,20 @@ def default_channel() -> str:
     return "shm" if native.HAS_NATIVE else "socket"
 
 
+# The one rule for where faasd-py keeps its state, packages and credentials, for every command
+# (`build` writes packages where `up` looks for them): --data-dir, else FAASD_DATA_DIR, else
+# $XDG_DATA_HOME/faasd-py, else ~/.local/share/faasd-py. The CLI reads the flag and FAASD_DATA_DIR
+# (click), then falls back to default_data_dir(), which applies the rest of the rule, so a Config
+# built without a data_dir (an embedded server, a benchmark) follows it too.
+DATA_DIR_ENV = "FAASD_DATA_DIR"
+DATA_DIR_DEFAULT = "$XDG_DATA_HOME/faasd-py, else ~/.local/share/faasd-py"
+
+
 def default_data_dir() -> Path:
-    """~/.local/share/faasd-py, or $XDG_DATA_HOME/faasd-py."""
+    """The data dir when no --data-dir is given: $FAASD_DATA_DIR, else DATA_DIR_DEFAULT."""
+    explicit = os.environ.get(DATA_DIR_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "faasd-py"
 

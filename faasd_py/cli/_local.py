@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import re
 import time
@@ -20,6 +19,7 @@ from faasd_py.cli._options import (
     shared_option,
     stack_file_option,
 )
+from faasd_py.cli._templates import copy_scaffold, ensure_templates, scaffold_langs
 from faasd_py.config import (
     CHANNELS,
     DEFAULT_GATEWAY,
@@ -35,7 +35,7 @@ from faasd_py.config import (
 )
 from faasd_py.errors import SpecError
 from faasd_py.packages import PackageStore
-from faasd_py.spec import load_stack, validate_name
+from faasd_py.spec import load_stack, parse_yaml, validate_name
 from faasd_py.storage import parse_bandwidth
 from faasd_py.units import parse_duration, parse_size
 
@@ -291,11 +291,6 @@ def _configure_logging(level: str) -> None:
 # --- new ---------------------------------------------------------------------------------------
 
 
-def _template_langs() -> list[str]:
-    root = importlib.resources.files("faasd_py") / "templates"
-    return sorted(entry.name for entry in root.iterdir() if entry.is_dir())
-
-
 _FUNCTIONS_LINE = re.compile(r"^functions:[ \t]*(#.*)?$")
 _NEW_STACK = (
     f"version: 1.0\nprovider:\n  name: openfaas\n  gateway: {DEFAULT_GATEWAY}\nfunctions:\n"
@@ -304,7 +299,7 @@ _NEW_STACK = (
 
 def add_function_to_stack(text: str, name: str, entry: dict[str, str]) -> str:
     """stack.yml text with `functions.<name>` added, keeping the rest (and its comments)."""
-    doc = yaml.safe_load(text) if text.strip() else {}
+    doc = parse_yaml(text, STACK_FILE) if text.strip() else {}
     if not isinstance(doc, dict):
         raise SpecError(STACK_FILE, "expected a YAML mapping with 'provider' and 'functions'")
     functions = doc.get("functions") or {}
@@ -314,7 +309,7 @@ def add_function_to_stack(text: str, name: str, entry: dict[str, str]) -> str:
         raise SpecError(f"functions.{name}", f"{name!r} is already in the stack file")
     edited = _insert_into_functions_block(text, name, entry)
     if edited is not None:
-        after = yaml.safe_load(edited)
+        after = parse_yaml(edited, STACK_FILE)
         if after.get("functions") == {**functions, name: entry}:
             return edited
     # No block to add to (or a layout we do not follow): write the document out again.
@@ -346,7 +341,7 @@ def _insert_into_functions_block(text: str, name: str, entry: dict[str, str]) ->
 @click.argument("name")
 @click.option(
     "--lang",
-    type=click.Choice(_template_langs()),
+    type=click.Choice(scaffold_langs()),
     default="python3-http",
     show_default=True,
     help="The template to start from.",
@@ -362,7 +357,8 @@ def _insert_into_functions_block(text: str, name: str, entry: dict[str, str]) ->
 def new(name: str, lang: str, directory: Path) -> None:
     """Create a function: NAME/handler.py, NAME/requirements.txt and its entry in stack.yml.
 
-    stack.yml is created when missing; its other functions and comments are kept.
+    stack.yml is created when missing; its other functions and comments are kept. The
+    template/LANG/template.yml that faas-cli reads on `faas-cli deploy` is written when missing.
 
     \b
     Example:
@@ -376,22 +372,21 @@ def new(name: str, lang: str, directory: Path) -> None:
         stack_text = add_function_to_stack(text, name, entry)
         if target.exists():
             fail(f"{target} exists already: choose another name, or remove it first")
-        _copy_template(lang, target)
+        copy_scaffold(lang, target)
         stack_path.write_text(stack_text)
+        templates = ensure_templates(directory, {lang})
     except OSError as exc:
         fail(f"cannot write the new function: {exc}")
     out.print(f"Created {target}/ and added {name} to {stack_path}", markup=False)
+    _report_templates(templates)
     out.print(
         f"Next: faasd-py build -f {stack_path} && faasd-py deploy -f {stack_path}", markup=False
     )
 
 
-def _copy_template(lang: str, target: Path) -> None:
-    source = importlib.resources.files("faasd_py") / "templates" / lang
-    target.mkdir(parents=True)
-    for item in source.iterdir():
-        if item.is_file() and not item.name.endswith(".pyc"):
-            (target / item.name).write_bytes(item.read_bytes())
+def _report_templates(written: list[Path]) -> None:
+    for path in written:
+        out.print(f"Created {path} (faas-cli deploy reads it)", markup=False)
 
 
 # --- build -------------------------------------------------------------------------------------
@@ -406,13 +401,18 @@ def build(stack_file: Path | None, names: tuple[str, ...], data_dir: Path, pytho
     """Build the functions of a stack file (all, or those NAMES) into local packages.
 
     Each function's handler folder is copied and its requirements.txt installed with pip into
-    the package named by its `image`. Unchanged requirements come from a cache.
+    the package named by its `image`, in the package store under --data-dir: `faasd-py up`
+    must use the same one. Unchanged requirements come from a cache. The
+    template/LANG/template.yml that faas-cli reads next to the stack file is written when
+    missing.
 
     \b
     Example:
       faasd-py build -f stack.yml hello
     """
-    functions = load_stack(stack_file or Path(STACK_FILE)).select(names)
+    path = stack_file or Path(STACK_FILE)
+    stack = load_stack(path)
+    functions = stack.select(names)
     store = PackageStore(Config(data_dir=data_dir).packages_dir)
     summary = new_table("FUNCTION", "IMAGE", "REQUIREMENTS", "SECONDS")
     for fn in functions:
@@ -430,3 +430,9 @@ def build(stack_file: Path | None, names: tuple[str, ...], data_dir: Path, pytho
         add_row(summary, name, package.image, sha[:12] if sha else "-", f"{seconds:.1f}")
     print_table(summary)
     out.print(f"Built {len(functions)} function(s) into {store.root}", markup=False)
+    try:
+        # Every function's: `faas-cli deploy -f stack.yml` reads the template of each.
+        written = ensure_templates(path.parent, {fn.lang for fn in stack.functions})
+    except OSError as exc:
+        fail(f"cannot write the template folder that faas-cli reads: {exc}")
+    _report_templates(written)

@@ -10,11 +10,10 @@ from typing import Any
 
 import click
 
-from faasd_py.config import default_data_dir
+from faasd_py.config import DATA_DIR_DEFAULT, default_data_dir
 from faasd_py.units import parse_duration
 
 STACK_FILE = "stack.yml"
-DATA_DIR_HELP = "~/.local/share/faasd-py"
 
 
 def parsed_by(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -70,12 +69,13 @@ def shared_option(*decls: str, **attrs: Any) -> Callable[[Callable[..., Any]], C
     return click.option(*decls, envvar=_envvar(name), show_envvar=True, **attrs)
 
 
-data_dir_option = shared_option(
+data_dir_option = shared_option(  # FAASD_DATA_DIR: config's data-dir rule
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=default_data_dir,
-    show_default=DATA_DIR_HELP,
-    help="Where faasd-py keeps its state, packages and credentials.",
+    show_default=DATA_DIR_DEFAULT,
+    help="Where faasd-py keeps its state, packages and credentials: `build` and `up` must "
+    "share it, so that `up` finds the packages `build` made.",
 )
 python_option = shared_option(
     "--python",

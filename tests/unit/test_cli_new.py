@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,11 @@ from click.testing import CliRunner, Result
 
 from faasd_py.cli import cli
 from faasd_py.cli._local import add_function_to_stack
+from faasd_py.cli._templates import FPROCESS
 from faasd_py.errors import SpecError
 from faasd_py.packages import PackageStore
 from faasd_py.runtime import Context, Event, to_response
-from faasd_py.spec import load_stack
+from faasd_py.spec import load_stack, parse_yaml
 
 
 def run(*args: str | Path, input: bytes | None = None) -> Result:
@@ -116,7 +118,15 @@ def test_add_follows_the_stacks_indentation() -> None:
 
 def test_add_rewrites_a_stack_whose_functions_are_not_a_block() -> None:
     edited = add_function_to_stack("version: 1.0\nfunctions: {}\n", "b", entry("b"))
-    assert yaml.safe_load(edited) == {"version": 1.0, "functions": {"b": entry("b")}}
+    assert parse_yaml(edited, "stack.yml") == {"version": "1.0", "functions": {"b": entry("b")}}
+
+
+def test_a_rewritten_stack_keeps_every_value_as_written() -> None:
+    text = "functions: {a: {lang: python3, handler: ./a, image: 'a:1', environment: "
+    text += "{V: 1.10, T: 10:30, O: 017, F: off}}}\n"
+    edited = add_function_to_stack(text, "b", entry("b"))
+    env = parse_yaml(edited, "stack.yml")["functions"]["a"]["environment"]
+    assert env == {"V": "1.10", "T": "10:30", "O": "017", "F": "off"}
 
 
 def test_add_to_a_file_without_trailing_newline() -> None:
@@ -154,3 +164,87 @@ def test_build_without_a_stack_file_says_so(tmp_path: Path) -> None:
     result = run("build", "-f", tmp_path / "missing.yml", "--data-dir", tmp_path)
     assert result.exit_code == 1
     assert "cannot read the stack file" in result.stderr
+
+
+# --- the template folder faas-cli reads -----------------------------------------------------------
+
+
+def faas_cli_template(path: Path) -> dict[str, Any]:
+    """template.yml read as faas-cli reads it (its LanguageTemplate: language, fprocess,
+    build_options, welcome_message, handler_folder), checking each field's type as Go would."""
+    doc = parse_yaml(path.read_text(), str(path))
+    assert isinstance(doc, dict)
+    for key in ("language", "fprocess", "welcome_message", "handler_folder"):
+        assert isinstance(doc.get(key, ""), str), key
+    options = doc.get("build_options") or []
+    assert isinstance(options, list)
+    for option in options:
+        assert isinstance(option, dict) and isinstance(option.get("name", ""), str)
+        assert all(isinstance(p, str) for p in option.get("packages") or [])
+    return doc
+
+
+def test_new_writes_the_template_that_faas_cli_deploy_reads(tmp_path: Path) -> None:
+    result = run("new", "hello", "--dir", tmp_path)
+
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "template" / "python3-http" / "template.yml"
+    assert f"Created {path}" in result.stdout
+    template = faas_cli_template(path)
+    assert template["language"] == "python3-http"
+    # What `faas-cli deploy` sends as envProcess: the process that runs a faasd-py function.
+    assert template["fprocess"] == FPROCESS
+    assert "faasd-py build" in template["welcome_message"]
+    # The function's folder holds the function only, as faas-cli's handler folder does.
+    assert sorted(p.name for p in (tmp_path / "hello").iterdir()) == [
+        "handler.py",
+        "requirements.txt",
+    ]
+
+
+def test_a_second_function_keeps_the_template_folder_as_it_is(tmp_path: Path) -> None:
+    assert run("new", "first", "--dir", tmp_path).exit_code == 0
+    path = tmp_path / "template" / "python3-http" / "template.yml"
+    path.write_text("language: python3-http\nfprocess: python index.py\n")  # faas-cli's own
+
+    result = run("new", "second", "--dir", tmp_path)
+
+    assert result.exit_code == 0, result.output
+    assert "template.yml" not in result.stdout
+    assert path.read_text() == "language: python3-http\nfprocess: python index.py\n"
+
+
+def test_build_writes_a_missing_template_for_every_lang_of_the_stack(tmp_path: Path) -> None:
+    for name in ("web", "classic"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "handler.py").write_text("def handle(event, context):\n    return 1\n")
+    (tmp_path / "stack.yml").write_text(
+        "functions:\n"
+        "  web: {lang: python3-http, handler: ./web, image: web:latest}\n"
+        "  classic: {lang: python3, handler: ./classic, image: classic:latest}\n"
+    )
+
+    # Only one function built: `faas-cli deploy -f stack.yml` still reads every template.
+    result = run("build", "-f", tmp_path / "stack.yml", "--data-dir", tmp_path / "data", "web")
+
+    assert result.exit_code == 0, result.output
+    for lang in ("python3-http", "python3"):
+        path = tmp_path / "template" / lang / "template.yml"
+        assert f"Created {path}" in result.stdout
+        assert faas_cli_template(path)["language"] == lang
+        assert faas_cli_template(path)["fprocess"] == FPROCESS
+
+    again = run("build", "-f", tmp_path / "stack.yml", "--data-dir", tmp_path / "data", "web")
+    assert again.exit_code == 0, again.output
+    assert "template.yml" not in again.stdout
+
+
+def test_build_writes_the_template_next_to_the_stack_file(tmp_path: Path) -> None:
+    assert run("new", "hello", "--dir", tmp_path).exit_code == 0
+    template = tmp_path / "template"
+    shutil.rmtree(template)  # as a stack from before faasd-py wrote it has none
+
+    result = run("build", "-f", tmp_path / "stack.yml", "--data-dir", tmp_path / "data")
+
+    assert result.exit_code == 0, result.output
+    assert faas_cli_template(template / "python3-http" / "template.yml")["fprocess"] == FPROCESS
