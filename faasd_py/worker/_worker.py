@@ -120,8 +120,9 @@ class Worker:
         package = self._packages.get(spec.image)
         if package is None:
             raise BadRequest(
-                f"image {spec.image!r} is not in the package store; build it first with "
-                "`faasd-py build -f stack.yml`"
+                f"image {spec.image!r} is not in the package store {self._packages.root}; "
+                "build it there first: `faasd-py build -f stack.yml` with the data dir of "
+                f"`faasd-py up` (--data-dir {self._config.data_dir} or FAASD_DATA_DIR)"
             )
         return FunctionPackage(function_dir=package.function_dir, deps_dir=package.deps_dir)
 
