@@ -403,6 +403,15 @@ async def test_logs_stream_as_the_cli_parses_it(platform: Platform) -> None:
 
     status, messages = await cli_logs(platform, "follow=false&name=talker&tail=1")
     assert [m["text"] for m in messages] == ["said three"]
+    instance = messages[0]["instance"]  # `faas-cli logs --instance`
+    status, messages = await cli_logs(platform, f"follow=false&instance={instance}&name=talker")
+    assert status == 200 and messages and {m["instance"] for m in messages} == {instance}
+    status, messages = await cli_logs(platform, "follow=false&name=talker&instance=elsewhere")
+    assert (status, messages) == (200, [])
+    status, messages = await cli_logs(
+        platform, "follow=false&name=talker&since=2999-01-01T00%3A00%3A00Z"
+    )
+    assert (status, messages) == (200, [])
     status, reply = await cli_logs(platform, f"follow=false&name=nope&namespace={DEFAULT}")
     assert status == 404 and "nope" in reply[0]["error"]
 
@@ -509,6 +518,7 @@ async def test_a_second_namespace_holds_its_own_function_and_secret(platform: Pl
 
     status, body, _ = await cli_invoke(platform, "reader", namespace="dev")
     assert (status, body) == (200, b"dev-token")
+    assert (await platform.invoke("reader"))[0] == 404  # the bare name is openfaas-fn's
     status, listed = await send(platform, "GET", "/system/functions?namespace=dev")
     assert status == 200 and [f["name"] for f in listed] == ["reader"]
     assert_function_status(listed[0], "reader", "dev")
@@ -525,6 +535,12 @@ async def test_a_second_namespace_holds_its_own_function_and_secret(platform: Pl
     thief = deployment("thief", "thief:latest", secrets=("token",))
     status, reply = await send(platform, "POST", "/system/functions", thief)
     assert status == 400 and "token" in error_text(reply)
+    # The same secret name in the default namespace is another secret.
+    mine = {"name": "token", "namespace": DEFAULT, "value": "default-token"}
+    assert (await send(platform, "POST", "/system/secrets", mine))[0] in OK
+    await cli_deploy(platform, "thief", reader, secrets=("token",))
+    assert (await cli_invoke(platform, "thief"))[:2] == (200, b"default-token")
+    assert (await cli_invoke(platform, "reader", namespace="dev"))[:2] == (200, b"dev-token")
 
     status, messages = await cli_logs(platform, "follow=false&name=reader&namespace=dev")
     assert status == 200 and all(m["namespace"] == "dev" for m in messages)
@@ -591,6 +607,13 @@ async def test_removing_a_namespace_that_holds_a_function_is_refused(platform: P
         ("POST", "/system/secrets", {"name": "k", "namespace": "ghost", "value": "v"}),
         ("POST", "/system/functions", deployment("hello", "hello:latest", namespace="ghost")),
         ("DELETE", "/system/functions?namespace=ghost", {"functionName": "hello"}),
+        ("PUT", "/system/secrets", {"name": "k", "namespace": "ghost", "value": "v"}),
+        ("DELETE", "/system/secrets", {"name": "k", "namespace": "ghost"}),
+        (
+            "POST",
+            "/system/scale-function/hello",
+            {"serviceName": "hello", "replicas": 1, "namespace": "ghost"},
+        ),
     ],
 )
 async def test_an_unknown_namespace_is_404_naming_it(
