@@ -14,19 +14,19 @@ never to host root. A process that broke out of its namespaces would be that nob
 host, and inside, host files owned by root keep their "other" permissions only (root's
 CAP_DAC_OVERRIDE in the namespace does not reach files whose owner it cannot map). So the files
 a sandbox reads must be world-readable (the default umask makes them so), and its secrets must
-belong to SANDBOX_UID: `prepare_secrets` writes them that way.
+belong to SANDBOX_UID: `prepare_secrets` writes them that way, and `write_secret` replaces one
+while sandboxes read the folder (a rename, which their bind mount of the folder shows at once).
 
 The worker's layout, with host paths mirrored so that no argument needs rewriting:
 
     layout = python_layout(settings.python)             # once per worker: runs the interpreter
     cgroup = Cgroup.create(instance_id, CgroupLimits(memory_bytes=..., cpu=..., pids=...))
-    prepare_secrets(workdir / "secrets", secrets)
+    prepare_secrets(secrets_dir, secrets)               # once per function; write_secret updates
     process = spawn(SandboxSpec(
         argv=[layout.executable, "-S", "-s", "-m", "faasd_py.runtime", f"--fd={fd}", ...,
               f"--secrets-dir={SECRETS_PATH}"],
         root_dir=workdir / "root",                      # an empty directory: stays empty
-        mounts=instance_mounts(layout, runtime_path, function_dir, deps_dir,
-                               workdir / "secrets"),
+        mounts=instance_mounts(layout, runtime_path, function_dir, deps_dir, secrets_dir),
         symlinks=layout.symlinks,
         env={..., "HOME": "/tmp", "TMPDIR": "/tmp", "PYTHONPATH": str(runtime_path)},
         stdout=out_w, stderr=err_w, pass_fds=[fd], cgroup=cgroup,
@@ -46,6 +46,7 @@ import functools
 import json
 import os
 import resource
+import secrets as secrets_token
 import select
 import signal
 import subprocess
@@ -77,6 +78,7 @@ __all__ = [
     "runtime_mounts",
     "spawn",
     "unavailable_reason",
+    "write_secret",
 ]
 
 SANDBOX_UID = 100_000
@@ -541,21 +543,48 @@ def prepare_secrets(
     uid: int = SANDBOX_UID,
     gid: int = SANDBOX_GID,
 ) -> None:
-    """Write `secrets` as files in a new `directory`, readable by the sandbox's root only:
-    owned by its host ids, mode 0400 in a 0500 directory."""
+    """Write `secrets` as files in a new `directory`, readable by their owner only (by
+    default the sandbox's root): files of mode 0400 owned by `uid`:`gid`, in a folder of mode
+    0500 when another user owns it (the worker, root, writes there all the same), 0700 when
+    the worker itself does (the same user, for --isolation process, must keep write access
+    to replace a file)."""
     directory.mkdir(mode=0o700)
     for name, value in secrets.items():
-        if "/" in name or name in ("", ".", ".."):
-            raise ValueError(f"bad secret name {name!r}")
-        path = directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
-        try:
-            os.write(fd, value)
-            os.fchown(fd, uid, gid)
-        finally:
-            os.close(fd)
+        write_secret(directory, name, value, uid=uid, gid=gid)
     os.chown(directory, uid, gid)
-    directory.chmod(0o500)
+    if uid != os.geteuid():
+        directory.chmod(0o500)
+
+
+def write_secret(
+    directory: Path,
+    name: str,
+    value: bytes,
+    *,
+    uid: int = SANDBOX_UID,
+    gid: int = SANDBOX_GID,
+) -> None:
+    """Write or replace one secret in a folder that `prepare_secrets` made, atomically: a
+    reader opens either the old file or the new one, never half of a value. The value goes
+    to a temporary file in the same folder, renamed over the old. A sandbox that has the
+    folder bind-mounted sees the new file at once (a mount of a folder shares its entries; a
+    mount of the file itself would keep showing the old one)."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"bad secret name {name!r}")
+    partial = directory / f".{name}.{secrets_token.token_hex(4)}.tmp"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o400)
+    try:
+        view = memoryview(value)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchown(fd, uid, gid)
+        os.replace(partial, directory / name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+    finally:
+        os.close(fd)
 
 
 def _under(path: Path, roots: Iterable[Path]) -> bool:

@@ -27,6 +27,10 @@ class FunctionWorker(Protocol):
 
     def scale(self, name: str, replicas: int) -> None: ...
 
+    def update_secret(self, name: str, value: bytes, *, namespace: str = ...) -> None:
+        """The secret's new value, for the running instances of the functions that use it."""
+        ...
+
     async def invoke(
         self,
         name: str,

@@ -15,7 +15,7 @@ import logging
 import secrets as token
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,13 +114,14 @@ class Instance:
         cls,
         spec: FunctionSpec,
         package: FunctionPackage,
-        secrets: Mapping[str, bytes],
+        secrets_dir: Path,
         settings: LaunchSettings,
         logs: LogBuffer,
         start: ProcessStarter | None = None,
     ) -> Instance:
-        """Start an instance (`start`, else a fresh exec) and wait until its handler is
-        imported; FaasdError if it is not."""
+        """Start an instance (`start`, else a fresh exec) that reads the function's secrets
+        in `secrets_dir` (its SecretsFolder), and wait until its handler is imported;
+        FaasdError if it is not."""
         started = time.monotonic()
         instance_id = f"{spec.service}-{token.token_hex(4)}"
         workdir = settings.run_dir / instance_id
@@ -141,7 +142,7 @@ class Instance:
             function_dir=package.function_dir,
             deps_dir=package.deps_dir,
             runtime_path=settings.runtime_path,
-            secrets=secrets,
+            secrets_dir=secrets_dir,
             pass_fds=handoff.child_fds,
             memory_bytes=spec.limits.memory_bytes,
             cpu=spec.limits.cpu_cores,

@@ -47,6 +47,10 @@ class Launcher(Protocol):
         self, spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
     ) -> Instance: ...
 
+    def update_secrets(self, secrets: Mapping[str, bytes]) -> None:
+        """New values for some of the function's secrets, for the instances it started."""
+        ...
+
     async def close(self) -> None:
         """The pool is done: release what the launcher keeps (its zygote)."""
         ...
@@ -102,7 +106,7 @@ class FunctionPool:
         loaded: bool = True,
     ) -> None:
         self.spec = spec
-        self._secrets = secrets
+        self._secrets = dict(secrets)
         self._launcher = launcher
         self._logs = logs
         self._max_queue = max_queue
@@ -324,6 +328,14 @@ class FunctionPool:
         self._start_failures = 0
         self.ensure_floor()
         self.reap(now=math.inf)
+
+    def update_secrets(self, secrets: Mapping[str, bytes]) -> None:
+        """New values for the function's secrets among `secrets` (others are ignored): its
+        running instances read them from their next open of the file, with no restart, and
+        instances started from now on too."""
+        changed = {name: value for name, value in secrets.items() if name in self.spec.secrets}
+        self._secrets.update(changed)
+        self._launcher.update_secrets(changed)
 
     def load(self, *, prewarm: bool) -> None:
         """The policy loads the app: keep at least one instance, and start it now if there is

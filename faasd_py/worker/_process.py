@@ -7,6 +7,10 @@ interpreter, the runtime and the function package (read-only), a private /tmp, s
 the fallback where sandboxes cannot run (no shim, not root, no cgroup controllers).
 Both give the instance the same view of paths it is told about on its command line. A
 function's zygote (_zygote.py) is started here too, the same way, and forks its instances.
+
+Secrets are one folder per function (`SecretsFolder`), not per instance: every instance and
+the zygote read the same files (a sandbox through a read-only bind mount of the folder), so
+a secret's update, a rename in that folder, reaches them all at once, with no restart.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets as token
+import shutil
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +30,8 @@ from typing import Protocol
 from faasd_py.cgroups import Cgroup, CgroupLimits
 from faasd_py.errors import NativeUnavailable
 from faasd_py.sandbox import (
+    SANDBOX_GID,
+    SANDBOX_UID,
     SECRETS_PATH,
     ExitStatus,
     SandboxProcess,
@@ -33,6 +41,7 @@ from faasd_py.sandbox import (
     python_layout,
     spawn,
     unavailable_reason,
+    write_secret,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,7 +84,7 @@ class ProcessPlan:
     function_dir: Path
     deps_dir: Path | None
     runtime_path: Path
-    secrets: Mapping[str, bytes]
+    secrets_dir: Path  # the function's SecretsFolder
     pass_fds: Sequence[int]
     memory_bytes: int | None
     cpu: float | None
@@ -93,6 +102,43 @@ def resolve_isolation(requested: str) -> tuple[str, str | None]:
         raise NativeUnavailable(f"--isolation sandbox: sandboxes cannot run here: {reason}")
     logger.warning("instances run as plain processes: %s", reason)
     return "process", reason
+
+
+class SecretsFolder:
+    """The secrets of one function, as files that all its instances (and its zygote, so its
+    forks and spares) read: at SECRETS_PATH, a read-only bind mount of the folder, in a
+    sandbox; at the folder's own path under --isolation process. Readable by the instances'
+    user only: owned by SANDBOX_UID in a sandbox, by the worker's user otherwise. Create with
+    `SecretsFolder.create`; `remove` once no instance is left."""
+
+    def __init__(self, path: Path, uid: int, gid: int) -> None:
+        self.path = path
+        self._uid = uid
+        self._gid = gid
+
+    @classmethod
+    def create(
+        cls, parent: Path, function: str, isolation: str, secrets: Mapping[str, bytes]
+    ) -> SecretsFolder:
+        # The parent can be crossed but not listed: a sandbox's root resolves the mount's
+        # source through it with the permissions of "other".
+        parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        path = parent / f"{function}-{token.token_hex(4)}"
+        if isolation == "sandbox":
+            uid, gid = SANDBOX_UID, SANDBOX_GID
+        else:
+            uid, gid = os.geteuid(), os.getegid()
+        prepare_secrets(path, secrets, uid=uid, gid=gid)
+        return cls(path, uid, gid)
+
+    def update(self, secrets: Mapping[str, bytes]) -> None:
+        """Replace these secrets' files, each atomically: a running instance reads the new
+        value from its next open, and never a part-written file."""
+        for name, value in secrets.items():
+            write_secret(self.path, name, value, uid=self._uid, gid=self._gid)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 async def start(isolation: str, plan: ProcessPlan) -> InstanceProcess:
@@ -147,16 +193,11 @@ class _PlainProcess:
 async def _start_plain(plan: ProcessPlan) -> InstanceProcess:
     tmp = plan.workdir / "tmp"
     tmp.mkdir(parents=True, mode=0o700)
-    secrets_dir = plan.workdir / "secrets"
-    secrets_dir.mkdir(mode=0o700)
-    for name, value in plan.secrets.items():
-        (secrets_dir / name).write_bytes(value)
-        (secrets_dir / name).chmod(0o400)
     argv = [plan.python, "-S", "-s", "-m", "faasd_py.runtime", *plan.runtime_args]
-    argv.append(f"--secrets-dir={secrets_dir}")
+    argv.append(f"--secrets-dir={plan.secrets_dir}")
     if plan.memory_bytes is not None:
         argv.append(f"--memory-limit={plan.memory_bytes}")
-    env = _base_env(plan, str(tmp), str(secrets_dir))
+    env = _base_env(plan, str(tmp), str(plan.secrets_dir))
     # Per-thread malloc arenas reserve address space that the RLIMIT_AS would count.
     env["MALLOC_ARENA_MAX"] = "2"
     process = await asyncio.create_subprocess_exec(
@@ -208,9 +249,7 @@ class _SandboxedProcess:
 
 async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
     layout = python_layout(plan.python)
-    secrets_dir = plan.workdir / "secrets"
     plan.workdir.mkdir(parents=True)
-    prepare_secrets(secrets_dir, plan.secrets)
     root = plan.workdir.parent / ".root"  # empty: each sandbox mounts its own root over it
     root.mkdir(exist_ok=True)
     cgroup = Cgroup.create(
@@ -230,7 +269,7 @@ async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
         ],
         root_dir=root,
         mounts=instance_mounts(
-            layout, plan.runtime_path, plan.function_dir, plan.deps_dir, secrets_dir
+            layout, plan.runtime_path, plan.function_dir, plan.deps_dir, plan.secrets_dir
         ),
         symlinks=layout.symlinks,
         env=_base_env(plan, "/tmp", SECRETS_PATH),

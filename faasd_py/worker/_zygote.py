@@ -59,6 +59,7 @@ from faasd_py.worker._process import (
     PIDS_LIMIT,
     InstanceProcess,
     ProcessPlan,
+    SecretsFolder,
     pipe_reader,
     remove_cgroup,
 )
@@ -221,12 +222,13 @@ class Zygote:
         cls,
         spec: FunctionSpec,
         package: FunctionPackage,
-        secrets: Mapping[str, bytes],
+        secrets_dir: Path,
         settings: LaunchSettings,
         logs: LogBuffer,
     ) -> Zygote:
         """Start a zygote and wait until it has imported the handler. FunctionFailed if the
-        handler does not import; ZygoteFailed for anything else."""
+        handler does not import; ZygoteFailed for anything else. Its forks read the secrets
+        where it does: the function's folder, `secrets_dir`."""
         name = f"{spec.service}-zygote-{token.token_hex(4)}"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = ProcessPlan(
@@ -238,7 +240,7 @@ class Zygote:
             function_dir=package.function_dir,
             deps_dir=package.deps_dir,
             runtime_path=settings.runtime_path,
-            secrets=secrets,
+            secrets_dir=secrets_dir,
             pass_fds=(child.fileno(),),
             memory_bytes=spec.limits.memory_bytes,
             cpu=spec.limits.cpu_cores,
@@ -409,7 +411,9 @@ class FunctionLauncher:
     """Starts the instances of one function (the pool's `Launcher`): forks of its zygote when
     the settings and the function's channel allow one, fresh execs otherwise. Starts the
     zygote at the first launch and again after it dies, keeps one spare forked ahead of the
-    next cold start, and stops both at `close`."""
+    next cold start, and stops both at `close`. Owns the function's SecretsFolder, which its
+    instances and zygote share: made at the first launch, updated by `update_secrets`,
+    removed at `close`."""
 
     def __init__(self, package: FunctionPackage, settings: LaunchSettings, channel: str) -> None:
         self._package = package
@@ -417,6 +421,7 @@ class FunctionLauncher:
         self._use_zygote = settings.zygote and channel in ZYGOTE_CHANNELS
         self._zygote: Zygote | None = None
         self._spare: asyncio.Task[_ForkedProcess] | None = None
+        self._secrets: SecretsFolder | None = None
         self._lock = asyncio.Lock()
         self._closed = False
         self._launching = 0  # launches under way: an unload must not kill their zygote
@@ -434,10 +439,15 @@ class FunctionLauncher:
     async def _launch(
         self, spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
     ) -> Instance:
-        zygote = await self._running_zygote(spec, secrets, logs) if self._use_zygote else None
+        if self._secrets is None:
+            self._secrets = SecretsFolder.create(
+                self._settings.run_dir / "secrets", spec.service, self._settings.isolation, secrets
+            )
+        secrets_dir = self._secrets.path
+        zygote = await self._running_zygote(spec, secrets_dir, logs) if self._use_zygote else None
         if zygote is None:
             self._execs += 1
-            return await Instance.launch(spec, self._package, secrets, self._settings, logs)
+            return await Instance.launch(spec, self._package, secrets_dir, self._settings, logs)
 
         async def fork(plan: ProcessPlan) -> InstanceProcess:
             try:
@@ -452,7 +462,15 @@ class FunctionLauncher:
             self._refill(zygote, spec)
             return child
 
-        return await Instance.launch(spec, self._package, secrets, self._settings, logs, start=fork)
+        return await Instance.launch(
+            spec, self._package, secrets_dir, self._settings, logs, start=fork
+        )
+
+    def update_secrets(self, secrets: Mapping[str, bytes]) -> None:
+        """New values for some of the function's secrets: its running instances, zygote and
+        spare read them from their next open of the file (none is restarted)."""
+        if self._secrets is not None:  # else the first launch writes the pool's current values
+            self._secrets.update(secrets)
 
     async def _take_spare(self, zygote: Zygote, spec: FunctionSpec) -> _ForkedProcess:
         """The spare forked ahead (or, if it died meanwhile, a new fork)."""
@@ -482,7 +500,7 @@ class FunctionLauncher:
             await child.release()
 
     async def _running_zygote(
-        self, spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
+        self, spec: FunctionSpec, secrets_dir: Path, logs: LogBuffer
     ) -> Zygote | None:
         async with self._lock:  # concurrent cold starts share one zygote start
             if self._closed:
@@ -497,7 +515,7 @@ class FunctionLauncher:
             if self._zygote is None:
                 try:
                     self._zygote = await Zygote.start(
-                        spec, self._package, secrets, self._settings, logs
+                        spec, self._package, secrets_dir, self._settings, logs
                     )
                 except ZygoteFailed as exc:
                     self._fall_back(spec, logs, f"its zygote {exc}")
@@ -520,14 +538,17 @@ class FunctionLauncher:
         await zygote.close()
 
     async def close(self) -> None:
-        """Stop the spare and the zygote; launches from now on exec (the pool stops what
-        they start)."""
+        """Stop the spare and the zygote and remove the secrets' folder (the pool has stopped
+        its instances); launches from now on exec (the pool stops what they start)."""
         async with self._lock:
             self._closed = True
             zygote, self._zygote = self._zygote, None
             await self._drop_spare()
         if zygote is not None:
             await zygote.close()
+        if self._secrets is not None:
+            folder, self._secrets = self._secrets, None
+            folder.remove()
 
     async def unload(self) -> None:
         """The pool has no instance left and the policy unloaded it: stop the spare and the
