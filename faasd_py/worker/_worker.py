@@ -27,7 +27,7 @@ from faasd_py.netns import BridgeNetwork
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
 from faasd_py.scheduler import Policy
-from faasd_py.spec import ANNOTATION_POLICY, FunctionSpec
+from faasd_py.spec import ANNOTATION_POLICY, DEFAULT_NAMESPACE, FunctionSpec
 from faasd_py.worker._apps import AppDriver, PolicyStates, decode_state, save_state
 from faasd_py.worker._instance import FunctionPackage, LaunchSettings
 from faasd_py.worker._lifecycle import LifecycleStatistics
@@ -130,7 +130,8 @@ class Worker:
         """Deploy or update a function: a new pool serves new invocations at once; an old
         pool finishes its in-flight work in the background."""
         package = self.check_deployable(spec)
-        logs = self._logs.setdefault(spec.service, LogBuffer(self._config.log_lines))
+        ref = spec.ref  # what the pools, launchers and logs are keyed by
+        logs = self._logs.setdefault(ref, LogBuffer(self._config.log_lines))
         text, policy = self._app_policy(spec)
         driver = self._apps.get(spec.app)
         if driver is not None and driver.policy_text != text:
@@ -141,11 +142,11 @@ class Worker:
 
         # An explicit com.openfaas.scale.min of 0 is OpenFaaS's scale to zero: a function
         # deployed (or restored) with it starts with no instance, whatever the policy.
-        scaled_to_zero = spec.scale_min_label == 0 and spec.service not in self._pools
+        scaled_to_zero = spec.scale_min_label == 0 and ref not in self._pools
         launcher = FunctionLauncher(
             package, self._settings, resolve_kind(spec.channel, self._settings.channel)
         )
-        self._launchers[spec.service] = launcher
+        self._launchers[ref] = launcher
         pool = FunctionPool(
             spec,
             dict(secrets),
@@ -155,11 +156,11 @@ class Worker:
             managed=policy is not None,
             loaded=(driver is None or driver.lifecycle.loaded) and not scaled_to_zero,
         )
-        old = self._pools.get(spec.service)
-        self._pools[spec.service] = pool
+        old = self._pools.get(ref)
+        self._pools[ref] = pool
         if old is not None:
             pool.carry_over(old)
-            self._retire(old, f"function {spec.service} was updated; retry")
+            self._retire(old, f"function {ref} was updated; retry")
             self._forget_empty_apps()  # its app label may have changed
         pool.ensure_floor()
         if scaled_to_zero and driver is not None:
@@ -188,6 +189,13 @@ class Worker:
         if replicas == 0 and driver is not None:
             driver.scaled_to_zero()
 
+    def update_secret(self, name: str, value: bytes, *, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """A secret's new value reaches every function of its namespace that uses it: their
+        running instances read it from their next open of the file, with no restart."""
+        for pool in self._pools.values():
+            if pool.spec.namespace == namespace and name in pool.spec.secrets:
+                pool.update_secrets({name: value})
+
     # --- the keep-alive policy -----------------------------------------------------------------
 
     def _app_policy(self, spec: FunctionSpec) -> tuple[str, Policy | None]:
@@ -196,7 +204,7 @@ class Worker:
         field = f"annotations.{ANNOTATION_POLICY}"
         asked = {spec.policy} if spec.policy is not None else set()
         for other in self._pools.values():
-            sibling = other.spec.app == spec.app and other.spec.service != spec.service
+            sibling = other.spec.app == spec.app and other.spec.ref != spec.ref
             if sibling and other.spec.policy is not None:
                 asked.add(other.spec.policy)
         if len(asked) > 1:
