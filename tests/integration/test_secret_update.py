@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd_py.sandbox import SANDBOX_UID, SECRETS_PATH
+from faasd_py.spec import FunctionSpec
 from tests.integration import test_zygote
 from tests.integration.conftest import Platform
 
@@ -113,6 +114,25 @@ async def test_a_secret_update_reaches_only_the_functions_that_name_it(
     assert (await _call(platform, "reader"))["file"] == "new"
     status, data, _ = await platform.invoke("bystander")
     assert status == 500 and b"api-key" in data, data  # still no such file
+
+
+async def test_a_secret_update_stays_in_its_namespace(platform: Platform) -> None:
+    status, reply = await platform.system("POST", "/system/namespace/", {"name": "dev"})
+    assert status in (200, 201, 202), reply
+    await _put_secret(platform, "POST", "old")
+    dev_secret = {"name": "api-key", "value": "dev-old", "namespace": "dev"}
+    assert (await platform.system("POST", "/system/secrets", dev_secret))[0] == 201
+    await platform.deploy("reader", READER, secrets=("api-key",))
+    dev = FunctionSpec(
+        service="reader", image="reader:latest", namespace="dev", secrets=("api-key",)
+    )
+    status, reply = await platform.system("POST", "/system/functions", dev.to_json())
+    assert status == 202, reply
+
+    dev_secret["value"] = "dev-new"
+    assert (await platform.system("PUT", "/system/secrets", dev_secret))[0] == 200
+    assert (await _call(platform, "reader.dev"))["file"] == "dev-new"
+    assert (await _call(platform, "reader"))["file"] == "old"  # the other namespace's secret
 
 
 async def test_a_function_s_secrets_folder_is_private_and_goes_with_the_function(
