@@ -1,12 +1,16 @@
-"""SIGTERM to `faasd-py up` while invocations run: they finish or get 503, nothing is left."""
+"""`faasd-py up` as a process: SIGTERM while invocations run (they finish or get 503, nothing is
+left), and kill -9 (what scale-function set comes back)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import sys
 import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -36,27 +40,21 @@ def _free_port() -> int:
         return port
 
 
-async def test_sigterm_finishes_in_flight_work_and_leaves_nothing_running(
-    tmp_path: Path,
-) -> None:
-    data, port = tmp_path / "data", _free_port()
-    source = tmp_path / "sleepy"
-    source.mkdir()
-    (source / "handler.py").write_text(
-        textwrap.dedent(
-            """
-            import time
-            def handle(event, context):
-                time.sleep(float(event.body or 0))
-                return "slept"
-            """
-        )
-    )
-    spec = FunctionSpec(
-        service="sleepy", image="sleepy:latest", labels={"com.openfaas.scale.max": "2"}
-    )
-    PackageStore(data / "packages").build(StackFunction(spec, "python3-http", source))
+@dataclass
+class RunningUp:
+    """A `faasd-py up` subprocess, and a client session with the gateway's credentials."""
 
+    process: asyncio.subprocess.Process
+    url: str
+    session: aiohttp.ClientSession
+    auth: dict[str, str]
+
+
+@contextlib.asynccontextmanager
+async def running_up(data: Path) -> AsyncIterator[RunningUp]:
+    """Start `faasd-py up` on a free port with `data` as its data dir, wait until it answers;
+    on exit, wait (bounded) for it to end, however the test stopped it."""
+    port = _free_port()
     up = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -79,26 +77,54 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_nothing_running(
                     await asyncio.sleep(0.1)
             password = (data / "credentials" / "basic-auth-password").read_text().strip()
             auth = {"Authorization": basic_auth("admin", password)}
-            async with session.post(
-                url + "/system/functions", json=spec.to_json(), headers=auth
-            ) as response:
-                assert response.status == 202
-
-            async def call(seconds: float) -> tuple[int, str]:
-                async with session.post(url + "/function/sleepy", data=str(seconds)) as r:
-                    return r.status, await r.text()
-
-            assert (await call(0))[0] == 200
-            assert _processes_mentioning(str(data / "packages")), (
-                "the instance runs from the data dir"
-            )
-            calls = [asyncio.create_task(call(1.0)) for _ in range(6)]
-            await asyncio.sleep(0.5)  # two run, four wait for a slot
-            up.send_signal(signal.SIGTERM)
-            results = await asyncio.gather(*calls)
+            yield RunningUp(up, url, session, auth)
     finally:
-        code = await asyncio.wait_for(up.wait(), 20)
-    stderr = (await up.stderr.read()).decode() if up.stderr else ""
+        await asyncio.wait_for(up.wait(), 20)
+
+
+def _build(data: Path, source_dir: Path, spec: FunctionSpec, code: str) -> None:
+    source_dir.mkdir()
+    (source_dir / "handler.py").write_text(textwrap.dedent(code))
+    PackageStore(data / "packages").build(StackFunction(spec, "python3-http", source_dir))
+
+
+async def test_sigterm_finishes_in_flight_work_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    spec = FunctionSpec(
+        service="sleepy", image="sleepy:latest", labels={"com.openfaas.scale.max": "2"}
+    )
+    _build(
+        data,
+        tmp_path / "sleepy",
+        spec,
+        """
+        import time
+        def handle(event, context):
+            time.sleep(float(event.body or 0))
+            return "slept"
+        """,
+    )
+    async with running_up(data) as up:
+        url, session = up.url, up.session
+        async with session.post(
+            url + "/system/functions", json=spec.to_json(), headers=up.auth
+        ) as response:
+            assert response.status == 202
+
+        async def call(seconds: float) -> tuple[int, str]:
+            async with session.post(url + "/function/sleepy", data=str(seconds)) as r:
+                return r.status, await r.text()
+
+        assert (await call(0))[0] == 200
+        assert _processes_mentioning(str(data / "packages")), "the instance runs from the data dir"
+        calls = [asyncio.create_task(call(1.0)) for _ in range(6)]
+        await asyncio.sleep(0.5)  # two run, four wait for a slot
+        up.process.send_signal(signal.SIGTERM)
+        results = await asyncio.gather(*calls)
+    code = up.process.returncode
+    stderr = (await up.process.stderr.read()).decode() if up.process.stderr else ""
 
     assert code == 0, stderr
     statuses = sorted(status for status, _ in results)
@@ -106,3 +132,33 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_nothing_running(
     assert not _processes_mentioning(str(data / "packages")), "instances outlived up"
     assert not list((data / "run").glob("sleepy-*")), "instance folders left behind"
     assert "stopped" in stderr
+
+
+async def test_scaled_replicas_come_back_after_kill_9(tmp_path: Path) -> None:
+    """scale-function's replicas are kept with the function at once, not at shutdown."""
+    data = tmp_path / "data"
+    spec = FunctionSpec(service="wide", image="wide:latest")
+    _build(data, tmp_path / "wide", spec, "def handle(event, context):\n    return 'ok'\n")
+    async with running_up(data) as up:
+        async with up.session.post(
+            up.url + "/system/functions", json=spec.to_json(), headers=up.auth
+        ) as response:
+            assert response.status == 202
+        body = {"serviceName": "wide", "replicas": 3, "namespace": "openfaas-fn"}
+        async with up.session.post(
+            up.url + "/system/scale-function/wide", json=body, headers=up.auth
+        ) as response:
+            assert response.status == 202
+        up.process.kill()
+
+    async with running_up(data) as again:
+        status_url = again.url + "/system/function/wide?namespace=openfaas-fn"
+        replicas = None
+        for _ in range(200):  # the restored pool starts its three instances
+            async with again.session.get(status_url, headers=again.auth) as response:
+                replicas = (await response.json())["replicas"]
+            if replicas == 3:
+                break
+            await asyncio.sleep(0.1)
+        again.process.send_signal(signal.SIGTERM)
+    assert replicas == 3
