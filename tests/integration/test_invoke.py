@@ -228,7 +228,8 @@ async def test_unknown_function_is_404_json(platform: Platform) -> None:
     status, body, _ = await platform.invoke("nope")
     assert status == 404
     assert json.loads(body) == {
-        "error": "function 'nope' not found; deploy it with `faasd-py deploy`",
+        "error": "function 'nope' not found in namespace 'openfaas-fn'; deploy it with "
+        "`faasd-py deploy` (or faas-cli deploy)",
         "status": 404,
     }
 
