@@ -7,6 +7,7 @@ with a `SpecError` that names the field and says what it expected.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -467,12 +468,35 @@ class Stack:
 
 
 def load_stack(path: Path) -> Stack:
-    """Read and validate a stack.yml file; relative handler paths resolve against its folder."""
+    """Read and validate a stack.yml file, its environment variables substituted as faas-cli
+    does; relative handler paths resolve against its folder."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(str(path), f"cannot read the stack file: {exc.strerror}") from None
-    return parse_stack(text, path.parent)
+    return parse_stack(substitute_environment(text, os.environ), path.parent)
+
+
+# faas-cli substitutes environment variables in the stack file before it reads it (--envsubst,
+# on by default; drone/envsubst's EvalEnv): ${NAME}, and ${NAME:-WORD}, ${NAME-WORD},
+# ${NAME:=WORD}, ${NAME=WORD} for WORD when NAME is unset or empty (EvalEnv cannot tell the two
+# apart). An unset NAME is "". `$${` writes a literal `${`; `$NAME` without braces is left as is.
+# (drone/envsubst's string functions, such as ${NAME^^}, are left as written.)
+_ENV_REFERENCE = re.compile(
+    r"\$(?P<escape>\$)\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-=])(?P<word>[^}]*))?\}"
+)
+
+
+def substitute_environment(text: str, environ: Mapping[str, str]) -> str:
+    """`text` with its ${NAME} references replaced from `environ`, as faas-cli replaces them."""
+
+    def value(match: re.Match[str]) -> str:
+        if match["escape"]:
+            return "${"
+        found = environ.get(match["name"], "")
+        return str(match["word"]) if found == "" and match["op"] else found
+
+    return _ENV_REFERENCE.sub(value, text)
 
 
 def parse_stack(text: str, base_dir: Path) -> Stack:

@@ -25,6 +25,7 @@ from faasd_py.spec import (
     parse_stack,
     qualified_name,
     split_ref,
+    substitute_environment,
     validate_name,
     validate_secret_name,
 )
@@ -816,6 +817,43 @@ def test_a_bad_setting_in_a_stack_names_the_function_and_the_field(
     assert phrase in error.message
     # The message names the field once, not twice ("a.b: a.b: ...").
     assert str(error).count(error.field) == 1
+
+
+# --- environment variables in the stack file, substituted as faas-cli substitutes them ------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("${OWNER}/fn:latest", "alex/fn:latest"),
+        ("${OWNER:-docker}/fn", "alex/fn"),
+        ("${UNSET:-docker}/fn", "docker/fn"),
+        ("${EMPTY:-docker}/fn", "docker/fn"),
+        ("${UNSET-x} ${UNSET=y} ${UNSET:=z}", "x y z"),
+        ("${UNSET}", ""),
+        ("$OWNER and $$OWNER stay", "$OWNER and $$OWNER stay"),
+        ("$${OWNER} is escaped", "${OWNER} is escaped"),
+        ("a ${OWNER^^} function is left as written", "a ${OWNER^^} function is left as written"),
+    ],
+)
+def test_substitute_environment_as_faas_cli_does(text: str, expected: str) -> None:
+    assert substitute_environment(text, {"OWNER": "alex", "EMPTY": ""}) == expected
+
+
+def test_load_stack_substitutes_the_environment_before_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGISTRY", "registry.local:5000")
+    monkeypatch.setenv("TAG", "1.10")
+    monkeypatch.delenv("MODE", raising=False)
+    (tmp_path / "stack.yml").write_text(
+        "functions:\n  hello:\n    lang: python3-http\n    handler: ./hello\n"
+        "    image: ${REGISTRY}/hello:${TAG}\n"
+        "    environment: {TAG: ${TAG}, MODE: ${MODE:-off}}\n"
+    )
+    spec = load_stack(tmp_path / "stack.yml").functions[0].spec
+    assert spec.image == "registry.local:5000/hello:1.10"
+    assert spec.env_vars == {"TAG": "1.10", "MODE": "off"}
 
 
 # --- environment_file ----------------------------------------------------------------------------
