@@ -13,15 +13,20 @@ from faasd_py.runtime._channel import (
     BlockingSocketChannel,
     open_channel,
 )
-from faasd_py.runtime._event import BadReturn, Context, Event, to_response
+from faasd_py.runtime._event import CaseInsensitiveHeaders, Context, Event
+from faasd_py.runtime._multidict import ImmutableMultiDict, MissingKey
+from faasd_py.runtime._response import BadReturn, to_response
 
 __all__ = [
     "BadReturn",
     "BlockingChannel",
     "BlockingShmChannel",
     "BlockingSocketChannel",
+    "CaseInsensitiveHeaders",
     "Context",
     "Event",
+    "ImmutableMultiDict",
+    "MissingKey",
     "open_channel",
     "to_response",
 ]

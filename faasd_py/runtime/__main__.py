@@ -22,6 +22,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--worker-pidfd", type=int, help="shm, net: readable once the worker exits")
     parser.add_argument("--spin", type=int, default=0, help="shm: spins before sleeping")
     parser.add_argument("--function-name", required=True)
+    parser.add_argument("--instance-id", help="the worker's name for this instance ($HOSTNAME)")
     parser.add_argument("--function-dir", type=Path, required=True)
     parser.add_argument("--deps-dir", type=Path)
     parser.add_argument("--secrets-dir", type=Path, required=True)

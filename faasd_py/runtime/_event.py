@@ -1,22 +1,32 @@
-"""What a handler sees: the event and context of the python3-http template, and how its return
-value becomes a response. Pure code: no I/O but reading a secret's file on request."""
+"""What a handler sees: the event and context of OpenFaaS's python3-http template (its
+`index.py` builds them from Flask's request; the same attributes here, without Flask). Pure
+code: no I/O but reading a secret's file on request. The return value's way back is
+`faasd_py.runtime._response`."""
 
 from __future__ import annotations
 
-import json
+import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import parse_qsl
+
+from faasd_py.runtime._multidict import ImmutableMultiDict, MissingKey
 
 if TYPE_CHECKING:
     from faasd_py.runtime._storage import Storage
 
+T = TypeVar("T")
+
 
 class CaseInsensitiveHeaders(Mapping[str, str]):
-    """Request headers, looked up without regard to case (`event.headers["content-type"]`)."""
+    """Request headers, looked up without regard to case (`event.headers["content-type"]`).
+
+    Names read as the template shows them (a WSGI server title-cases them: `X-Call-Id`);
+    repeated headers are one value joined by ", ". A missing one raises `MissingKey` (400),
+    as werkzeug's headers do. Unlike werkzeug's, iterating yields names, as any Mapping."""
 
     def __init__(self, pairs: list[tuple[str, str]]) -> None:
         self._items: dict[str, tuple[str, str]] = {}
@@ -24,13 +34,43 @@ class CaseInsensitiveHeaders(Mapping[str, str]):
             lower = key.lower()
             if lower in self._items:
                 value = f"{self._items[lower][1]}, {value}"
-            self._items[lower] = (key, value)
+            self._items[lower] = (key.replace("_", "-").title(), value)
 
     def __getitem__(self, key: str) -> str:
-        return self._items[key.lower()][1]
+        try:
+            return self._items[key.lower()][1]
+        except KeyError:
+            raise MissingKey(key, "header") from None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._items
+
+    @overload
+    def get(self, key: str, default: None = None) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str | T) -> str | T: ...
+    @overload
+    def get(self, key: str, default: T, type: Callable[[str], T]) -> T: ...
+
+    def get(self, key: str, default: Any = None, type: Callable[[str], Any] | None = None) -> Any:
+        """The value, or `default`; with `type`, converted by it (`default` if it refuses)."""
+        item = self._items.get(key.lower())
+        if item is None:
+            return default
+        if type is None:
+            return item[1]
+        try:
+            return type(item[1])
+        except (ValueError, TypeError):
+            return default
+
+    def getlist(self, key: str) -> list[str]:
+        """The header's values as werkzeug's request headers give them: one joined value."""
+        item = self._items.get(key.lower())
+        return [] if item is None else [item[1]]
 
     def __iter__(self) -> Iterator[str]:
-        return (original for original, _ in self._items.values())
+        return (name for name, _ in self._items.values())
 
     def __len__(self) -> int:
         return len(self._items)
@@ -41,12 +81,13 @@ class CaseInsensitiveHeaders(Mapping[str, str]):
 
 @dataclass(frozen=True)
 class Event:
-    """An HTTP request, as OpenFaaS's python3-http template hands it to `handle`."""
+    """An HTTP request, as OpenFaaS's python3-http template hands it to `handle`:
+    `query` is Flask's `request.args` (first value on `[]` and `.get`, `.getlist` for all)."""
 
     body: bytes
     headers: CaseInsensitiveHeaders
     method: str
-    query: dict[str, str]
+    query: ImmutableMultiDict
     path: str
 
     @classmethod
@@ -57,9 +98,14 @@ class Event:
             body=body,
             headers=CaseInsensitiveHeaders(headers),
             method=method,
-            query=dict(parse_qsl(query, keep_blank_values=True)),
+            query=ImmutableMultiDict(parse_qsl(query, keep_blank_values=True)),
             path=path,
         )
+
+
+def _hostname() -> str:
+    # The template's own rule (its Context reads the variable for each request).
+    return os.getenv("HOSTNAME", "localhost")
 
 
 @dataclass(frozen=True)
@@ -73,6 +119,9 @@ class Context:
     # The app's objects (`get`/`put`/`delete`/`exists`/`list`, see faasd_py.runtime._storage),
     # through the worker and its cache; None only where no worker is at the other end.
     storage: Storage | None = field(default=None, repr=False)
+    # The template's `context.hostname`: $HOSTNAME, which the runtime sets to the instance's
+    # name when it starts (see faasd_py.runtime._serve.set_hostname).
+    hostname: str = field(default_factory=_hostname)
 
     def remaining_time(self) -> float:
         """Seconds until the invocation times out."""
@@ -87,45 +136,3 @@ class Context:
                 f"secret {name!r} is not mounted: add it to the function's secrets "
                 "and create it with `faasd-py secret create`"
             ) from None
-
-
-class BadReturn(Exception):
-    """The handler returned something that cannot become an HTTP response."""
-
-
-def to_response(value: object) -> tuple[int, list[tuple[str, str]], bytes]:
-    """(status, headers, body) from a handler's return value.
-
-    A dict with statusCode/body/headers is the python3-http response shape; any other value is
-    the body: str and bytes as they are, None as empty, JSON values (dict, list, numbers) as JSON.
-    """
-    status, headers, body = 200, {}, value
-    if isinstance(value, dict) and ({"statusCode", "body", "headers"} & value.keys()):
-        status = value.get("statusCode", 200)
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            raise BadReturn(f"statusCode must be an integer from 100 to 599, got {status!r}")
-        raw_headers = value.get("headers") or {}
-        if not isinstance(raw_headers, dict):
-            raise BadReturn(f"headers must be a dict, got {type(raw_headers).__name__}")
-        headers = {str(k): str(v) for k, v in raw_headers.items()}
-        body = value.get("body")
-    payload, content_type = _encode_body(body)
-    if content_type and not any(k.lower() == "content-type" for k in headers):
-        headers["Content-Type"] = content_type
-    return status, list(headers.items()), payload
-
-
-def _encode_body(body: object) -> tuple[bytes, str | None]:
-    if body is None:
-        return b"", None
-    if isinstance(body, bytes | bytearray | memoryview):
-        return bytes(body), None
-    if isinstance(body, str):
-        return body.encode(), "text/plain; charset=utf-8"
-    try:
-        return json.dumps(body).encode(), "application/json"
-    except (TypeError, ValueError) as exc:
-        raise BadReturn(
-            f"the handler returned a {type(body).__name__} that cannot be sent ({exc}); return "
-            "str, bytes, a JSON-serializable value, or {statusCode, body, headers}"
-        ) from None

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from faasd_py.errors import StorageUnavailable
 from faasd_py.protocol import ChannelClosed, Invocation, ProtocolError, Result
 from faasd_py.runtime._channel import BlockingChannel, open_channel
-from faasd_py.runtime._event import Context, Event, to_response
+from faasd_py.runtime._event import Context, Event
 from faasd_py.runtime._loader import Handler, load_handler
+from faasd_py.runtime._multidict import MissingKey
+from faasd_py.runtime._response import to_response
 from faasd_py.runtime._storage import InlineTransport, NoTransport, Storage, ThreadedTransport
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ def serve(args: argparse.Namespace, loaded: tuple[Handler, bool] | None = None) 
         listen=args.listen,
         max_body=args.max_body,
     )
+    set_hostname(getattr(args, "instance_id", None))
     started = time.perf_counter()
     try:
         handle, is_async = loaded or load_handler(args.function_dir, args.deps_dir)
@@ -62,6 +65,14 @@ def serve(args: argparse.Namespace, loaded: tuple[Handler, bool] | None = None) 
     import asyncio
 
     return asyncio.run(_serve_concurrent(channel, runner, storage_ok))
+
+
+def set_hostname(instance_id: str | None) -> None:
+    """$HOSTNAME, the template's `context.hostname` (in OpenFaaS, the container's name): the
+    instance's id when the worker gives it (--instance-id), else the name of the host the
+    instance sees (a sandbox's own UTS name: its instance id, or a forked one's zygote). One the
+    function's environment sets is kept. Set in each instance, so never in a zygote."""
+    os.environ.setdefault("HOSTNAME", instance_id or os.uname().nodename)
 
 
 def _serve_inline(channel: BlockingChannel, runner: _Runner, storage_ok: bool) -> int:
@@ -212,8 +223,10 @@ class _Runner:
         traceback.print_exc()
         return Result(
             id=invocation.id,
-            # A store that is down is the platform's failure, not the handler's: 503.
-            status=exc.status if isinstance(exc, StorageUnavailable) else 500,
+            # A store that is down is the platform's failure, not the handler's: 503. A query
+            # parameter or header the request lacks (`event.query["x"]`) is the caller's: 400,
+            # as Flask answers it in the python3-http template.
+            status=exc.status if isinstance(exc, StorageUnavailable | MissingKey) else 500,
             headers=[],
             body=b"",
             error=describe_error(exc),

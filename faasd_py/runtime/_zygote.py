@@ -61,13 +61,17 @@ def run(args: argparse.Namespace, parse: Parse) -> tuple[argparse.Namespace, Loa
     forked instance: its parsed flags and the handler, for the usual serve()."""
     control = socket.socket(fileno=args.zygote)
     control.setblocking(True)
+    # First: what the instances import from the runtime must be the runtime's own modules
+    # (msgpack for the shm channel), imported before the handler's dependencies can shadow them.
+    _preload()
     try:
         loaded = load_handler(args.function_dir, args.deps_dir)
     except BaseException as exc:
         traceback.print_exc()
         _send(control, {"op": "load_failed", "error": _describe(exc)})
         _exit(1)
-    _preload(args, loaded)
+    if loaded[1] or args.max_inflight > 1:
+        import asyncio  # noqa: F401  (the instance's loop will need it)
     if threading.active_count() > 1:
         names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
         print(
@@ -84,14 +88,12 @@ def run(args: argparse.Namespace, parse: Parse) -> tuple[argparse.Namespace, Loa
     return _become_instance(control, fds, args, parse), loaded
 
 
-def _preload(args: argparse.Namespace, loaded: Loaded) -> None:
+def _preload() -> None:
     """Import now what an instance would import after the fork, on its cold start's clock:
-    the shm channel's module and the native shim (~25 ms), and asyncio where the instance's
-    loop will need it. (Imports only: nothing here starts a thread.)"""
+    the shm channel's module and the native shim (~25 ms); asyncio once the handler is loaded,
+    where the instance's loop will need it. (Imports only: nothing here starts a thread.)"""
     with contextlib.suppress(ImportError):
         import faasd_py.shm  # noqa: F401
-    if loaded[1] or args.max_inflight > 1:
-        import asyncio  # noqa: F401
 
 
 def _serve_forks(control: socket.socket) -> list[int]:
