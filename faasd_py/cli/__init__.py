@@ -13,7 +13,14 @@ options of a single command read FAASD_<COMMAND>_<OPTION> (click's auto_envvar_p
 from __future__ import annotations
 
 # Importing the command modules registers their commands on the group.
-from faasd_py.cli import _bench, _functions, _local, _secrets, _simulate  # noqa: F401
+from faasd_py.cli import (  # noqa: F401
+    _bench,
+    _functions,
+    _local,
+    _namespaces,
+    _secrets,
+    _simulate,
+)
 from faasd_py.cli._app import cli, main
 
 __all__ = ["cli", "main"]

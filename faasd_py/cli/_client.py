@@ -23,9 +23,11 @@ from faasd_py.errors import (
     FaasdError,
     InvocationTimeout,
     NotFound,
+    SpecError,
     Unauthorized,
     Unavailable,
 )
+from faasd_py.spec import validate_namespace
 from faasd_py.units import parse_duration
 
 # Where `faasd-py up` keeps the gateway's Basic auth credentials, under its data dir.
@@ -199,6 +201,15 @@ class GatewayOptions:
     password: str | None
     data_dir: Path
     timeout: float
+    namespace: str | None = None  # None: the gateway's default (openfaas-fn), or a stack's
+
+    def namespace_query(self) -> list[tuple[str, str]]:
+        """`?namespace=` for the /system calls that take it in the query."""
+        return [] if self.namespace is None else [("namespace", self.namespace)]
+
+    def with_namespace(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON body with the `namespace` field, when one was asked for."""
+        return body if self.namespace is None else {**body, "namespace": self.namespace}
 
     def client(self, stack_gateway: str | None = None) -> Gateway:
         credentials = Config(data_dir=self.data_dir).credentials_dir
@@ -208,6 +219,13 @@ class GatewayOptions:
             credentials_dir=credentials,
             timeout=self.timeout,
         )
+
+
+def _namespace(text: str) -> str:
+    try:
+        return validate_namespace(text)
+    except SpecError as exc:
+        raise ValueError(exc.message.partition(": ")[2]) from None
 
 
 _GATEWAY_OPTIONS = (
@@ -225,6 +243,12 @@ _GATEWAY_OPTIONS = (
         "--password", default=None, help="Basic auth password (default: read from the data dir)."
     ),
     data_dir_option,
+    shared_option(
+        "--namespace",
+        default=None,
+        callback=parsed_by(_namespace),
+        help="The namespace of the functions and secrets (default: the gateway's, openfaas-fn).",
+    ),
     shared_option(
         "--timeout",
         default="60s",
@@ -244,10 +268,12 @@ def gateway_command(command: Callable[..., None]) -> Callable[..., None]:
         user: str | None,
         password: str | None,
         data_dir: Path,
+        namespace: str | None,
         timeout: float,
         **kwargs: Any,
     ) -> None:
-        command(target=GatewayOptions(gateway, user, password, data_dir, timeout), **kwargs)
+        target = GatewayOptions(gateway, user, password, data_dir, timeout, namespace)
+        command(target=target, **kwargs)
 
     decorated: Callable[..., None] = wrapper
     for option in reversed(_GATEWAY_OPTIONS):

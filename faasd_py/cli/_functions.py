@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,7 +19,14 @@ from faasd_py.cli._app import add_row, bold, cli, err, fail, new_table, out, pri
 from faasd_py.cli._client import Gateway, GatewayOptions, gateway_command
 from faasd_py.cli._options import STACK_FILE, parse_pairs, since_to_rfc3339, stack_file_option
 from faasd_py.errors import FaasdError, NotFound, Unauthorized, Unavailable
-from faasd_py.spec import LABEL_APP, FunctionSpec, load_stack, parse_deployment
+from faasd_py.spec import (
+    DEFAULT_NAMESPACE,
+    LABEL_APP,
+    FunctionSpec,
+    function_ref,
+    load_stack,
+    parse_deployment,
+)
 
 # --- deploy ------------------------------------------------------------------------------------
 
@@ -106,6 +114,8 @@ def deploy(
         stack = load_stack(stack_file or Path(STACK_FILE))
         specs = [fn.spec for fn in stack.select(names)]
         client = target.client(stack.gateway)
+    if target.namespace is not None:  # --namespace wins over a stack's, as in faas-cli
+        specs = [replace(spec, namespace=target.namespace) for spec in specs]
     failed = 0
     for spec in specs:
         try:
@@ -144,7 +154,8 @@ def list_functions(target: GatewayOptions, as_json: bool) -> None:
     Example:
       faasd-py list --gateway http://127.0.0.1:8080
     """
-    functions = target.client().send("GET", "/system/functions").json()
+    query = target.namespace_query()
+    functions = target.client().send("GET", "/system/functions", query=query).json()
     if as_json:
         click.echo(json.dumps(functions, indent=2))
         return
@@ -203,9 +214,10 @@ def describe(target: GatewayOptions, name: str, as_json: bool) -> None:
       faasd-py describe hello
     """
     client = target.client()
-    status = client.send("GET", f"/system/function/{_quote(name)}").json()
+    query = target.namespace_query()
+    status = client.send("GET", f"/system/function/{_quote(name)}", query=query).json()
     labels = status.get("labels") if isinstance(status, dict) else None
-    app = (labels or {}).get(LABEL_APP) or name
+    app = function_ref((labels or {}).get(LABEL_APP) or name, target.namespace or DEFAULT_NAMESPACE)
     cache = _cache_figures(client.send("GET", "/metrics").body.decode(errors="replace"), app)
     if as_json:
         click.echo(json.dumps({**status, "cache": cache} if cache else status, indent=2))
@@ -321,7 +333,8 @@ def remove(target: GatewayOptions, names: tuple[str, ...]) -> None:
     """
     client = target.client()
     for name in names:
-        client.send("DELETE", "/system/functions", json_body={"functionName": name})
+        body = target.with_namespace({"functionName": name})
+        client.send("DELETE", "/system/functions", json_body=body)
         out.print(f"Removed {bold(name)}")
 
 
@@ -374,7 +387,8 @@ def invoke(
     """
     method = method.upper()
     headers = [("Content-Type", content_type), *parse_pairs(header, "--header")]
-    path = f"/function/{_quote(name)}"
+    ref = name if target.namespace is None else f"{name}.{target.namespace}"
+    path = f"/function/{_quote(ref)}"
     if subpath:
         path += "/" + subpath.lstrip("/")
     body = _read_body(method, sys.stdin.buffer)
@@ -427,10 +441,11 @@ def logs(
       faasd-py logs hello --since 5m --follow
     """
     query = [("name", name), ("follow", "true" if follow else "false")]
-    if tail is not None:
+    query += target.namespace_query()
+    if tail:
         query.append(("tail", str(tail)))
-    if since is not None:
-        query.append(("since", since_to_rfc3339(since, time.time())))
+    if since is not None or tail == 0:  # the gateway reads tail=0 as all: ask from now instead
+        query.append(("since", since_to_rfc3339(since or "0s", time.time())))
     for raw in target.client().stream("GET", "/system/logs", query=query):
         if raw.strip():
             click.echo(format_log_line(raw))

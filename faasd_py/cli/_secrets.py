@@ -57,7 +57,7 @@ def _secret_command(verb: str, method: str, done: str) -> None:
     )
     @gateway_command
     def command(target: GatewayOptions, name: str, literal: str | None, file: Path | None) -> None:
-        body = _secret_body(name, literal, file)
+        body = target.with_namespace(_secret_body(name, literal, file))
         target.client().send(method, "/system/secrets", json_body=body)
         out.print(f"{done} secret {bold(name)}")
 
@@ -80,7 +80,8 @@ def secret_list(target: GatewayOptions) -> None:
     Example:
       faasd-py secret list
     """
-    secrets = target.client().send("GET", "/system/secrets").json()
+    query = target.namespace_query()
+    secrets = target.client().send("GET", "/system/secrets", query=query).json()
     table = new_table("NAME")
     for item in sorted(secrets, key=lambda s: str(s.get("name"))):
         add_row(table, item.get("name", ""))
@@ -97,5 +98,6 @@ def secret_remove(target: GatewayOptions, name: str) -> None:
     Example:
       faasd-py secret remove api-key
     """
-    target.client().send("DELETE", "/system/secrets", json_body={"name": name})
+    body = target.with_namespace({"name": name})
+    target.client().send("DELETE", "/system/secrets", json_body=body)
     out.print(f"Removed secret {bold(name)}")
