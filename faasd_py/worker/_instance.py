@@ -136,7 +136,11 @@ class Instance:
         plan = ProcessPlan(
             name=instance_id,
             python=settings.python,
-            runtime_args=[*handoff.runtime_args, *runtime_args(spec, package, settings)],
+            runtime_args=[
+                *handoff.runtime_args,
+                *runtime_args(spec, package, settings),
+                f"--instance-id={instance_id}",  # its $HOSTNAME, forked or not
+            ],
             env=function_env(spec),
             workdir=workdir,
             function_dir=package.function_dir,
