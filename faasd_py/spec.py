@@ -45,30 +45,24 @@ _SECRET_NAME = re.compile(r"[a-zA-Z0-9]([-._a-zA-Z0-9]*[a-zA-Z0-9])?")
 
 def validate_name(name: object, field_name: str = "service") -> str:
     """A function name: a DNS-1123 label, at most 63 characters (OpenFaaS's rule)."""
-    if not isinstance(name, str) or not name:
-        raise SpecError(
-            field_name, "a function name is required (a DNS-1123 label such as 'hello')"
-        )
-    if len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
-        raise SpecError(
-            field_name,
-            f"{name[:80]!r} is not a valid function name: use at most 63 lower-case letters, "
-            "digits and '-', starting and ending with a letter or digit",
-        )
-    return name
+    return _dns_label(name, field_name, "function name", "hello")
 
 
 def validate_namespace(namespace: object, field_name: str = "namespace") -> str:
     """A namespace name: a DNS-1123 label, as faasd and Kubernetes name namespaces."""
-    if not isinstance(namespace, str) or not namespace:
-        raise SpecError(field_name, f"a namespace name is required (such as {DEFAULT_NAMESPACE!r})")
-    if len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace):
+    return _dns_label(namespace, field_name, "namespace", DEFAULT_NAMESPACE)
+
+
+def _dns_label(value: object, field_name: str, what: str, example: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(field_name, f"a {what} is required (a DNS-1123 label such as {example!r})")
+    if len(value) > 63 or not _DNS1123_LABEL.fullmatch(value):
         raise SpecError(
             field_name,
-            f"{namespace[:80]!r} is not a valid namespace: use at most 63 lower-case letters, "
+            f"{value[:80]!r} is not a valid {what}: use at most 63 lower-case letters, "
             "digits and '-', starting and ending with a letter or digit",
         )
-    return namespace
+    return value
 
 
 # --- how functions and apps are named across namespaces ---------------------------------------

@@ -96,11 +96,7 @@ class Platform:
             data=None if body is None else json.dumps(body),
             headers=self.auth if auth else None,
         ) as response:
-            text = await response.text()
-            try:
-                return response.status, json.loads(text) if text else None
-            except json.JSONDecodeError:
-                return response.status, text
+            return response.status, await json_or_text(response)
 
     async def invoke(
         self, name: str, body: bytes = b"", *, method: str = "POST", path: str = "", **kwargs: Any
@@ -115,6 +111,15 @@ class Platform:
         if isinstance(text, dict):  # a single line decodes as one JSON object
             return [text]
         return [json.loads(line) for line in (text or "").splitlines()]
+
+
+async def json_or_text(response: aiohttp.ClientResponse) -> Any:
+    """A response's body: decoded JSON, else its text, None when empty."""
+    text = await response.text()
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return text
 
 
 def basic_auth(user: str, password: str) -> str:

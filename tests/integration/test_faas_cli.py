@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import pytest
 
-from tests.integration.conftest import Platform, start_platform, stop_platform
+from tests.integration.conftest import Platform, json_or_text, start_platform, stop_platform
 
 DEFAULT = "openfaas-fn"
 CLI_AGENT = "faas-cli/0.18.12"  # proxy.NewClient: UserAgent "faas-cli/<version>"
@@ -84,11 +84,7 @@ async def send(
         headers=headers,
         skip_auto_headers=("Content-Type",),
     ) as response:
-        text = await response.text()
-    try:
-        return response.status, json.loads(text) if text else None
-    except json.JSONDecodeError:
-        return response.status, text
+        return response.status, await json_or_text(response)
 
 
 def error_text(reply: Any) -> str:
