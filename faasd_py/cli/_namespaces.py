@@ -17,7 +17,7 @@ def namespace() -> None:
     openfaas-fn). Other commands pick one with --namespace.
 
     \b
-    Example:
+    Examples:
       faasd-py namespace create dev --label team=web
       faasd-py deploy -f stack.yml --namespace dev
     """
@@ -26,7 +26,12 @@ def namespace() -> None:
 @namespace.command("list")
 @gateway_command
 def namespace_list(target: GatewayOptions) -> None:
-    """List the namespaces."""
+    """List the namespaces.
+
+    \b
+    Example:
+      faasd-py namespace list
+    """
     table = new_table("NAME")
     for name in sorted(target.client().send("GET", "/system/namespaces").json()):
         add_row(table, name)
@@ -37,7 +42,12 @@ def namespace_list(target: GatewayOptions) -> None:
 @click.argument("name")
 @gateway_command
 def namespace_get(target: GatewayOptions, name: str) -> None:
-    """Show a namespace's labels and annotations (JSON)."""
+    """Show a namespace's labels and annotations (JSON).
+
+    \b
+    Example:
+      faasd-py namespace get dev
+    """
     found = target.client().send("GET", f"/system/namespace/{name}").json()
     click.echo(json.dumps(found, indent=2))
 
@@ -76,6 +86,11 @@ _namespace_command("update", "PUT", "Updated")
 @click.argument("name")
 @gateway_command
 def namespace_remove(target: GatewayOptions, name: str) -> None:
-    """Remove an empty namespace (and its secrets); remove its functions first."""
+    """Remove an empty namespace (and its secrets); remove its functions first.
+
+    \b
+    Example:
+      faasd-py namespace remove dev
+    """
     target.client().send("DELETE", f"/system/namespace/{name}")
     out.print(f"Removed namespace {bold(name)}")
