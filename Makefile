@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 # The C shim (native/): built into faasd_py._native by `pip install`, with a Python fallback when
 # that fails. Its standalone tests build with the sanitizers.
 CC ?= cc
+
+# CI services set CI to "true", "1" or "yes": IN_CI is 1 for any of them (in any case), empty
+# otherwise, as tests/_ci.py's in_ci() reads it. Recipes test it with [ -n "$(IN_CI)" ].
+IN_CI := $(if $(filter 1 true yes,$(shell printf '%s' '$(CI)' | tr '[:upper:]' '[:lower:]')),1)
 NATIVE_SOURCES := $(wildcard native/*.c native/*.h native/*.cdef) native/_build.py setup.py
 NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard native/tests/test_*.c))
 NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
@@ -21,20 +25,22 @@ $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@rm -f faasd_py/_native*.so  # a module built in place earlier would shadow the new one
-	FAASD_REQUIRE_NATIVE=$(if $(filter true,$(CI)),1,0) $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	FAASD_REQUIRE_NATIVE=$(if $(IN_CI),1,0) $(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@$(BIN)/python -c 'from faasd_py import native; print("==> native shim:", native.describe())'
 	@touch $@
 
 install: $(STAMP)
 
 # In CI the real path must be proven: a compiler and Python's headers are installed if missing
-# (Debian's packages), and redis-server, which the storage tests start on ports of their own.
-# Elsewhere a missing compiler only means the Python fallback.
+# (Debian's packages), redis-server, which the storage tests start on ports of their own, and
+# iproute2, whose `ip` the net channel's tests read the host's links with. Elsewhere a missing
+# compiler only means the Python fallback.
 native-deps:
-	@if [ "$$CI" = true ] && command -v apt-get >/dev/null; then \
+	@if [ -n "$(IN_CI)" ] && command -v apt-get >/dev/null; then \
 		missing=""; \
 		command -v $(CC) >/dev/null || missing="gcc libc6-dev"; \
 		command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+		command -v ip >/dev/null || missing="$$missing iproute2"; \
 		$(PYTHON) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 			|| missing="$$missing python3-dev"; \
 		if [ -n "$$missing" ]; then \
@@ -64,7 +70,7 @@ build/native-tests/test_%: native/tests/test_%.c native/%.c native/%.h native/te
 
 test-native:
 	@if ! command -v $(CC) >/dev/null; then \
-		if [ "$$CI" = true ]; then echo "test-native: no C compiler ($(CC)) under CI=true" >&2; exit 1; fi; \
+		if [ -n "$(IN_CI)" ]; then echo "test-native: no C compiler ($(CC)) under CI=$(CI)" >&2; exit 1; fi; \
 		echo "test-native: skipped, no C compiler ($(CC))"; exit 0; \
 	fi; \
 	$(MAKE) --no-print-directory $(NATIVE_TESTS) && \

@@ -3,7 +3,6 @@ on the same port (Redis going away and coming back), and it is killed at teardow
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from faasd_py.storage import ObjectStore, open_store
+from tests._ci import in_ci
 
 
 def free_port() -> int:
@@ -76,7 +76,7 @@ class RedisServer:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail("CI must prove the Redis store, but redis-server is not installed")
         pytest.skip("redis-server is not installed")
     server = RedisServer(tmp_path)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tests._ci import in_ci
 from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
 
 PROBE = """
@@ -76,7 +76,7 @@ async def sandboxed(tmp_path: Path) -> AsyncIterator[Platform]:
     try:
         if running.worker.isolation != "sandbox":
             note = running.worker.isolation_note
-            if os.environ.get("CI") == "true":
+            if in_ci():
                 pytest.fail(f"CI must prove the sandbox, but instances are plain: {note}")
             pytest.skip(f"sandboxes cannot run here: {note}")
         yield running

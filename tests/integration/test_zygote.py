@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from faasd_py.spec import FunctionSpec
+from tests._ci import in_ci
 from tests.integration.conftest import Platform, start_platform, stop_platform
 
 IMPORTS = """
@@ -73,7 +74,7 @@ def _sandboxes_where_asked(request: pytest.FixtureRequest) -> None:
 
     reason = unavailable_reason()
     if reason is not None:
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(f"CI must prove zygotes in sandboxes, but: {reason}")
         pytest.skip(f"sandboxes cannot run here: {reason}")
 

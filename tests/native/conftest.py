@@ -23,8 +23,9 @@ from faasd_py.channel import Channel, SocketChannel
 from faasd_py.protocol import ChannelClosed
 from faasd_py.runtime import BlockingChannel, BlockingShmChannel, BlockingSocketChannel
 from faasd_py.shm import ShmGeometry
+from tests._ci import in_ci
 
-IN_CI = os.environ.get("CI") == "true"
+IN_CI = in_ci()
 
 needs_native = pytest.mark.skipif(
     not native.HAS_NATIVE and not IN_CI,

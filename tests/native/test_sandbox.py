@@ -45,9 +45,9 @@ from faasd_py.sandbox import (
     python_layout,
     spawn,
 )
+from tests._ci import in_ci
 
 TIMEOUT = 30.0
-_IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,7 +55,7 @@ def _sandboxes_available() -> None:
     reason = sandbox.unavailable_reason()
     if reason is None:
         return
-    if _IN_CI:
+    if in_ci():
         pytest.fail(f"CI=true, yet sandboxes cannot run here: {reason}")
     pytest.skip(f"sandboxes cannot run here: {reason}")
 
