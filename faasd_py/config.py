@@ -116,6 +116,8 @@ class Config:
     # The bridge sandboxed instances of `net` functions get a veth on, and its subnet.
     net_bridge: str = DEFAULT_NET_BRIDGE
     net_subnet: str = DEFAULT_NET_SUBNET
+    # Host TCP ports that net instances may reach through the bridge (none by default).
+    net_allow_ports: tuple[int, ...] = ()
     # How the worker waits on shm instances' doorbells: auto, io_uring or epoll (IO_ENGINES).
     io_engine: str = "auto"
     # Cold starts fork a per-function zygote that has imported the handler, instead of

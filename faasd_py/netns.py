@@ -13,7 +13,9 @@ address never meets a stale neighbour entry).
 
 What an instance can reach, and why:
 
-- the bridge's address, and through it whatever the host serves on all addresses;
+- the bridge's address, but of the host's services only the TCP ports `--net-allow-port` names
+  (none by default): packet-filter rules for the bridge (faasd_py.netfilter, nftables) reject
+  the rest, while the worker's own connections to its instances pass;
 - nothing else: no default route (with one the host would accept packets for every address
   it owns, the weak host model, and forward them off the host where forwarding is on), no
   other instance (bridge ports are isolated), no IPv6 (off on the bridge and the host ends),
@@ -35,10 +37,12 @@ import ipaddress
 import os
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from faasd_py import netfilter
 from faasd_py.config import DEFAULT_NET_BRIDGE as DEFAULT_BRIDGE
 from faasd_py.config import DEFAULT_NET_SUBNET as DEFAULT_SUBNET
 from faasd_py.errors import NativeUnavailable
@@ -155,10 +159,16 @@ class BridgeNetwork:
     """The bridge `name` with `subnet`, made on the first `attach` and removed by `close`.
     Safe to call from several threads."""
 
-    def __init__(self, name: str = DEFAULT_BRIDGE, subnet: str = DEFAULT_SUBNET) -> None:
-        if not 0 < len(name) <= 15 or "/" in name or " " in name:
+    def __init__(
+        self,
+        name: str = DEFAULT_BRIDGE,
+        subnet: str = DEFAULT_SUBNET,
+        allowed_ports: Sequence[int] = (),
+    ) -> None:
+        if not 0 < len(name) <= 15 or "/" in name or " " in name or '"' in name:
             raise NetworkUnavailable(f"--net-bridge {name!r} is not a valid interface name")
         self.name = name
+        self.allowed_ports = tuple(allowed_ports)  # host TCP ports instances may reach
         self.pool = AddressPool(parse_subnet(subnet))
         self._lock = threading.Lock()
         # pyroute2's IPRoute keeps an event loop per thread and closes only the closing
@@ -192,6 +202,11 @@ class BridgeNetwork:
         _disable_ipv6(self.name)
         prefix = self.pool.subnet.prefixlen
         ipr.addr("add", index=index, address=str(self.gateway), prefixlen=prefix)
+        try:  # before the bridge is up: no instance ever sees the host unfiltered
+            netfilter.install(self.name, self.allowed_ports)
+        except NativeUnavailable as exc:
+            ipr.link("del", index=index)
+            raise NetworkUnavailable(exc.message) from None
         ipr.link("set", index=index, state="up")
         return int(index)
 
@@ -236,6 +251,8 @@ class BridgeNetwork:
                         ipr.link("del", index=index)
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=self._index)
+            with contextlib.suppress(NativeUnavailable):  # gone with a killed worker's, or nft
+                netfilter.remove(self.name)
 
     # --- instances -----------------------------------------------------------------------------
 

@@ -115,6 +115,14 @@ def _check_policy(text: str) -> str:
     help="The bridge's IPv4 subnet: the bridge takes the first address, instances the rest.",
 )
 @shared_option(
+    "--net-allow-port",
+    "net_allow_ports",
+    type=click.IntRange(1, 65535),
+    multiple=True,
+    help="A host TCP port that net-channel instances may reach through the bridge's address "
+    "(repeat for more); every other host service is closed to them by packet-filter rules.",
+)
+@shared_option(
     "--isolation",
     type=click.Choice(ISOLATIONS),
     default="auto",
@@ -223,6 +231,7 @@ def up(
     channel: str | None,
     net_bridge: str,
     net_subnet: str,
+    net_allow_ports: tuple[int, ...],
     isolation: str,
     zygote: bool,
     io_engine: str,
@@ -261,6 +270,7 @@ def up(
             channel=channel or default_channel(),
             net_bridge=net_bridge,
             net_subnet=net_subnet,
+            net_allow_ports=net_allow_ports,
             isolation=isolation,
             zygote=zygote,
             io_engine=io_engine,

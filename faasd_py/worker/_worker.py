@@ -90,7 +90,8 @@ class Worker:
         # requested io_uring that cannot run stops the start here).
         doorbells.configure(self._config.io_engine)
         if isolation == "sandbox":  # the bridge itself is made when a net instance first needs it
-            network = BridgeNetwork(self._config.net_bridge, self._config.net_subnet)
+            config = self._config
+            network = BridgeNetwork(config.net_bridge, config.net_subnet, config.net_allow_ports)
             self._settings = replace(self._settings, network=network)
         if isolation == "sandbox":
             swept = await asyncio.to_thread(remove_stale)
