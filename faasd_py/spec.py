@@ -1,12 +1,14 @@
 """Function specs: OpenFaaS stack.yml and the REST FunctionDeployment JSON, into one FunctionSpec.
 
-Both inputs validate into the same frozen `FunctionSpec`. Unknown fields are ignored (as the
-OpenFaaS gateway does, so newer clients keep working); fields of the wrong type are rejected
-with a `SpecError` that names the field and says what it expected.
+Both inputs validate into the same frozen `FunctionSpec`. Unknown fields of the JSON are ignored
+(as the OpenFaaS gateway does, so newer clients keep working); unknown keys of a stack file are
+refused with their line (a typo there would silently drop a setting). Fields of the wrong type
+are rejected with a `SpecError` that names the field and says what it expected.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -468,7 +470,7 @@ def load_stack(path: Path) -> Stack:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(str(path), f"cannot read the stack file: {exc.strerror}") from None
-    return parse_stack(substitute_environment(text, os.environ), path.parent)
+    return parse_stack(substitute_environment(text, os.environ), path.parent, str(path))
 
 
 # faas-cli substitutes environment variables in the stack file before it reads it (--envsubst,
@@ -493,10 +495,22 @@ def substitute_environment(text: str, environ: Mapping[str, str]) -> str:
     return _ENV_REFERENCE.sub(value, text)
 
 
-def parse_stack(text: str, base_dir: Path) -> Stack:
-    doc = parse_yaml(text, "stack.yml")
+def parse_stack(text: str, base_dir: Path, source: str = "stack.yml") -> Stack:
+    """A stack file's functions; `source` names the file in errors (an unknown key names its
+    line too)."""
+    try:
+        loader = _TextLoader(text)
+        try:
+            node = loader.get_single_node()
+            doc = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise SpecError(source, f"not valid YAML: {exc}") from None
+    if node is not None:
+        check_stack_keys(node, source)
     if not isinstance(doc, dict):
-        raise SpecError("stack.yml", "expected a YAML mapping with 'provider' and 'functions'")
+        raise SpecError(source, "expected a YAML mapping with 'provider' and 'functions'")
     provider = doc.get("provider") or {}
     if not isinstance(provider, dict):
         raise SpecError("provider", "expected a mapping with 'name' and 'gateway'")
@@ -510,6 +524,87 @@ def parse_stack(text: str, base_dir: Path) -> Stack:
         gateway=gateway,
         functions=tuple(_stack_function(name, body, base_dir) for name, body in functions.items()),
     )
+
+
+# --- the keys a stack file may hold -----------------------------------------------------------
+#
+# faas-cli decodes stack.yml into Go structs and drops what they do not name, so a typo
+# (`limit:` for `limits:`) would deploy a function without its limits. faasd-py refuses keys
+# that faas-cli's schema (stack/schema.go) does not know; the ones faasd-py has no use for
+# (build_args, skip_build, ...) are still accepted, so a stack file faas-cli reads stays valid
+# here. Keys that start with `x-` are extensions (anchors of shared settings, tools' own data),
+# as in compose files.
+STACK_KEYS = ("version", "provider", "functions", "configuration")
+STACK_PROVIDER_KEYS = ("name", "gateway", "network")
+STACK_FUNCTION_KEYS = (
+    "lang",
+    "handler",
+    "image",
+    "fprocess",
+    "environment",
+    "environment_file",
+    "secrets",
+    "labels",
+    "annotations",
+    "limits",
+    "requests",
+    "constraints",
+    "namespace",
+    "readonly_root_filesystem",
+    "skip_build",
+    "build_options",
+    "build_args",
+    "build_secrets",
+    "platforms",
+    "registry_auth",
+    "tls_skip_verify",
+)
+STACK_RESOURCE_KEYS = ("memory", "cpu")
+_EXTENSION_PREFIX = "x-"
+
+
+def check_stack_keys(document: yaml.Node, source: str) -> None:
+    """SpecError for the first key of the stack file (top level, provider, a function, its
+    limits or requests) that faas-cli's schema does not know: the file, the line and the
+    nearest known key."""
+    if not isinstance(document, yaml.MappingNode):
+        return  # parse_stack says what shape it expected
+    _known_keys(document, STACK_KEYS, "", source)
+    for key, value in _mapping_items(document):
+        if key == "provider":
+            _known_keys(value, STACK_PROVIDER_KEYS, "provider", source)
+        elif key == "functions" and isinstance(value, yaml.MappingNode):
+            for name, body in _mapping_items(value):
+                where = f"functions.{name}"
+                _known_keys(body, STACK_FUNCTION_KEYS, where, source)
+                for field, resources in _mapping_items(body):
+                    if field in ("limits", "requests"):
+                        _known_keys(resources, STACK_RESOURCE_KEYS, f"{where}.{field}", source)
+
+
+def _mapping_items(node: yaml.Node) -> list[tuple[str, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [(str(k.value), v) for k, v in node.value if isinstance(k, yaml.ScalarNode)]
+
+
+def _known_keys(node: yaml.Node, known: tuple[str, ...], where: str, source: str) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return  # a wrong type is reported by the field's own check, with what it expected
+    for key_node, _ in node.value:
+        key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+        if key is not None and (key in known or key.startswith(_EXTENSION_PREFIX)):
+            continue
+        shown = repr(key) if key is not None else "a key that is not a string"
+        line = key_node.start_mark.line + 1
+        close = difflib.get_close_matches(key or "", known, n=1)
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else f"expected one of {', '.join(known)} (or an x- extension)"
+        )
+        field = f"{where}.{key}" if where else str(key)
+        raise SpecError(field, f"unknown key {shown} at {source}, line {line}; {hint}")
 
 
 # FunctionDeployment fields whose stack.yml key is spelled differently.

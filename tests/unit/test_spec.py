@@ -707,6 +707,89 @@ def test_load_stack_of_a_missing_file_says_it_cannot_read_it(tmp_path: Path) -> 
     assert "No such file or directory" in info.value.message
 
 
+def test_a_typo_in_a_function_key_is_refused_with_the_file_line_and_nearest_key(
+    tmp_path: Path,
+) -> None:
+    # `limit:` for `limits:` used to deploy the function with no limits at all.
+    (tmp_path / "stack.yml").write_text(one_function(MINIMAL + "\nlimit:\n  memory: 128Mi"))
+    with pytest.raises(SpecError) as info:
+        load_stack(tmp_path / "stack.yml")
+    assert info.value.field == "functions.hello.limit"
+    assert f"{tmp_path / 'stack.yml'}, line 6" in info.value.message
+    assert "did you mean 'limits'?" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "line", "nearest"),
+    [
+        ("provider:\n  name: openfaas\n  gatway: http://x\n", "provider.gatway", 3, "gateway"),
+        ("versoin: 1.0\n", "versoin", 1, "version"),
+        (MINIMAL + "\nrequests:\n  memroy: 64Mi", "functions.hello.requests.memroy", 7, "memory"),
+        (MINIMAL + "\nenviroment:\n  a: b", "functions.hello.enviroment", 6, "environment"),
+    ],
+)
+def test_unknown_keys_of_the_top_level_provider_and_resources_are_refused(
+    text: str, field: str, line: int, nearest: str, tmp_path: Path
+) -> None:
+    if text.startswith("lang"):
+        text = one_function(text)
+    elif "functions" not in text:
+        text += one_function(MINIMAL)
+    error = stack_error(text, tmp_path)
+    assert error.field == field
+    assert f"stack.yml, line {line}; did you mean {nearest!r}?" in error.message
+
+
+def test_an_unknown_key_unlike_any_lists_the_known_ones(tmp_path: Path) -> None:
+    error = stack_error(one_function(MINIMAL + "\nzzz: 1"), tmp_path)
+    assert error.field == "functions.hello.zzz"
+    assert "expected one of lang, handler, image" in error.message
+
+
+def test_every_key_of_faas_clis_schema_and_x_extensions_are_accepted(tmp_path: Path) -> None:
+    (tmp_path / "env.yml").write_text("environment:\n  a: b\n")
+    text = """\
+version: 1.0
+provider:
+  name: openfaas
+  gateway: http://127.0.0.1:8080
+  network: func_functions
+configuration:
+  templates:
+    - name: python3-http
+  copy: [common]
+x-defaults: &defaults
+  lang: python3-http
+  handler: ./hello
+functions:
+  hello:
+    <<: *defaults
+    image: hello:latest
+    fprocess: python3 index.py
+    environment: {write_debug: "true"}
+    environment_file: [env.yml]
+    secrets: [api-key]
+    labels: {team: a}
+    annotations: {owner: b}
+    limits: {memory: 128Mi, cpu: 500m}
+    requests: {memory: 64Mi, cpu: 100m}
+    constraints: ["node.platform.os == linux"]
+    namespace: openfaas-fn
+    readonly_root_filesystem: true
+    skip_build: false
+    build_options: [dev]
+    build_args: {PIP_INDEX: x}
+    build_secrets: {token: t}
+    platforms: linux/amd64
+    registry_auth: abc
+    tls_skip_verify: true
+    x-notes: kept for a tool of ours
+"""
+    spec = parse_stack(text, tmp_path).functions[0].spec
+    assert spec.limits == Resources(memory="128Mi", cpu="500m")
+    assert spec.env_vars == {"a": "b", "write_debug": "true"}
+
+
 def test_a_stack_without_provider_has_no_gateway(tmp_path: Path) -> None:
     assert parse_stack(one_function(MINIMAL), tmp_path).gateway is None
 
