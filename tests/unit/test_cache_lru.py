@@ -58,6 +58,19 @@ def test_a_pinned_entry_survives_eviction_and_goes_once_released() -> None:
     assert lru.size == 0
 
 
+def test_an_entry_stays_pinned_until_its_last_reader_releases_it() -> None:
+    lru = PinnedLRU(capacity=20, bypass_bytes=20)
+    lru.insert("a", 1, b"x" * 10)
+    assert lru.pin("a") and lru.pin("a")  # two readers send "a" at once
+    lru.insert("b", 1, b"x" * 10)
+    assert lru.unpin("a") == ()  # the first is done; the second still reads "a"
+    assert lru.is_pinned("a") and lru.statistics().pinned_entries == 1
+    assert lru.resize(5) == ("b",)
+    assert "a" in lru
+    assert lru.unpin("a") == ("a",)  # the last reader is done: now it may go
+    assert not lru.is_pinned("a") and len(lru) == 0
+
+
 def test_an_insert_with_every_other_entry_pinned_reports_no_room() -> None:
     lru = PinnedLRU(capacity=10, bypass_bytes=10)
     lru.insert("a", 1, b"x" * 10)
