@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import os
 import secrets
@@ -25,15 +24,23 @@ class Credentials:
     password: str
 
     def matches(self, header: str | None) -> bool:
+        """Whether `header` is `Basic base64(user:password)` with these credentials. Anything
+        else, malformed or not, is a plain False: an unauthenticated client gets 401, never
+        a 500 or a traceback in the log."""
         if not header or not header.startswith("Basic "):
             return False
         try:
-            decoded = base64.b64decode(header[6:], validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+            # ValueError covers bad base64 (binascii.Error) and non-ASCII text in the header.
+            decoded = base64.b64decode(header[6:], validate=True)
+        except ValueError:
             return False
-        user, _, password = decoded.partition(":")
-        # Constant-time comparisons, so response timing says nothing about the password.
-        return hmac.compare_digest(user, self.user) & hmac.compare_digest(password, self.password)
+        user, colon, password = decoded.partition(b":")
+        # Bytes, not str: compare_digest refuses non-ASCII str, and a user or password in any
+        # encoding must simply fail to match. Both compared always (constant time), so response
+        # timing says nothing about which one was wrong.
+        same_user = hmac.compare_digest(user, self.user.encode())
+        same_password = hmac.compare_digest(password, self.password.encode())
+        return bool(colon) & same_user & same_password
 
 
 def load_or_create_credentials(directory: Path) -> tuple[Credentials, bool]:

@@ -1,0 +1,66 @@
+"""Bad input gets a clear 4xx (or a 502 naming a handler's fault), never a 500, a dropped
+connection or a traceback in the log; slow and idle clients are let go."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Platform
+
+
+async def raw_exchange(platform: Platform, head: bytes, body: bytes = b"") -> tuple[int, Any]:
+    """Send bytes as they are (no client library re-encodes them) and read one response:
+    (status, decoded JSON body or text)."""
+    host, port = platform.running.runner.addresses[0][:2]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(body)
+        await writer.drain()
+        response = await asyncio.wait_for(reader.read(), 60)
+    finally:
+        writer.close()
+    assert response, "the gateway closed the connection without an answer"
+    status_line, _, rest = response.partition(b"\r\n")
+    payload = rest.partition(b"\r\n\r\n")[2]
+    try:
+        return int(status_line.split()[1]), json.loads(payload)
+    except json.JSONDecodeError:
+        return int(status_line.split()[1]), payload.decode(errors="replace")
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.exc_info is not None]
+
+
+# --- item 5: credentials that are not ASCII, or not credentials at all --------------------------
+
+
+def _basic(raw: bytes) -> str:
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        _basic("admin:päss".encode()),  # curl -u $'admin:p\xc3\xa4ss'
+        _basic(b"\xff\xfe:\x80"),  # not UTF-8
+        _basic(b"admin"),  # no colon
+        "Basic %%%not-base64",
+        "Basic YWRtaW46cMOkc3M=\u00e9",  # non-ASCII where base64 belongs
+    ],
+)
+async def test_odd_credentials_are_401_without_a_traceback(
+    platform: Platform, authorization: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = f"GET /system/functions HTTP/1.1\r\nHost: x\r\nAuthorization: {authorization}\r\n"
+    status, reply = await raw_exchange(platform, head.encode())
+    assert status == 401, reply
+    assert "credentials" in reply["error"]
+    assert tracebacks(caplog) == []
