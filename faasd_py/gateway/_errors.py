@@ -46,9 +46,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def read_json(request: web.Request) -> object:
-    """The request body as JSON; BadRequest that says what is wrong otherwise."""
+    """The request body as JSON; BadRequest that says what is wrong otherwise.
 
-    text = await request.text()
+    JSON is UTF-8 (RFC 8259), whatever charset the Content-Type names: the bytes are decoded
+    as that, so an unknown charset or bytes that are not UTF-8 are the client's mistake (400),
+    not the gateway's."""
+
+    raw = await request.read()
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        bad = raw[exc.start : exc.start + 1].hex()
+        raise BadRequest(
+            f"the request body is not UTF-8 JSON: byte 0x{bad} at offset {exc.start} is not "
+            "UTF-8; send the JSON encoded as UTF-8"
+        ) from None
     if not text.strip():
         raise BadRequest("the request body is empty; expected a JSON object")
     try:

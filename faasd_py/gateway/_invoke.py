@@ -34,6 +34,8 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     name, namespace = split_ref(request.match_info["name"])
     ref = function_ref(name, namespace)
     call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
+    if not call_id.isascii():
+        call_id = _as_sent(call_id)
     trace = {"X-Call-Id": call_id, "X-Start-Time": str(int(started_wall * 1e9))}
     metrics = request.app[METRICS]
     try:
@@ -84,7 +86,22 @@ def _forwarded_headers(request: web.Request, trace: dict[str, str]) -> list[tupl
     chain = [*incoming.getall("X-Forwarded-For", ()), request.remote or ""]
     if any(chain):
         headers.append(("X-Forwarded-For", ", ".join(hop for hop in chain if hop)))
-    return headers
+    return [(k, v if v.isascii() else _as_sent(v)) for k, v in headers]
+
+
+def _as_sent(value: str) -> str:
+    """A header value that the function can turn back into the bytes sent.
+
+    aiohttp decodes header values as UTF-8 and keeps bytes that are not UTF-8 as lone
+    surrogates, which cannot cross the channel to the instance. Such a value is passed on as
+    Latin-1 instead, one character per byte (WSGI's rule for every header, so a template's
+    handler expects it): `value.encode("latin-1")` gives back exactly what the client sent.
+    Values that are UTF-8 stay as they are."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("latin-1")
+    return value
 
 
 async def _not_found(request: web.Request, name: str, namespace: str) -> FaasdError:

@@ -64,3 +64,71 @@ async def test_odd_credentials_are_401_without_a_traceback(
     assert status == 401, reply
     assert "credentials" in reply["error"]
     assert tracebacks(caplog) == []
+
+
+# --- item 6: bodies and header values that are not UTF-8 ----------------------------------------
+
+NOT_UTF8 = b"\xff\xfe{"
+
+WRITE_ROUTES = [
+    ("POST", "/system/functions"),
+    ("PUT", "/system/functions"),
+    ("DELETE", "/system/functions"),
+    ("POST", "/system/secrets"),
+    ("PUT", "/system/secrets"),
+    ("DELETE", "/system/secrets"),
+    ("POST", "/system/scale-function/hello"),
+    ("POST", "/system/namespace/team-a"),
+    ("PUT", "/system/namespace/team-a"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), WRITE_ROUTES)
+async def test_a_body_that_is_not_utf8_is_400_on_every_write_route(
+    platform: Platform, method: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with platform.session.request(
+        method, platform.url + path, data=NOT_UTF8, headers=platform.auth
+    ) as response:
+        reply = await response.json()
+    assert response.status == 400, reply
+    assert "not UTF-8 JSON" in reply["error"] and "0xff" in reply["error"]
+    assert tracebacks(caplog) == []
+
+
+async def test_a_body_in_an_unknown_charset_is_read_as_utf8_json(platform: Platform) -> None:
+    headers = {**platform.auth, "Content-Type": "application/json; charset=no-such-charset"}
+    body = json.dumps({"name": "s1", "value": "v"})
+    async with platform.session.post(
+        platform.url + "/system/secrets", data=body, headers=headers
+    ) as response:
+        assert response.status == 201, await response.text()
+
+
+ECHO_HEADER = """
+def handle(event, context):
+    value = event.headers["X-Odd"]
+    return {"statusCode": 200, "body": value.encode("latin-1")}
+"""
+
+
+async def test_a_header_value_that_is_not_utf8_reaches_the_function_as_latin1(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bytes pass through: decoded as Latin-1 (what WSGI gives a template's handler), so
+    the function can recover them exactly."""
+    await platform.deploy("echo", ECHO_HEADER)
+    head = (
+        b"POST /function/echo HTTP/1.1\r\nHost: h\xff\r\nX-Call-Id: id-\xfe\r\n"
+        b"X-Odd: caf\xe9 \xff\xfe\r\n"
+    )
+    host, port = platform.running.runner.addresses[0][:2]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(head + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+        response = await asyncio.wait_for(reader.read(), 60)
+    finally:
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 200"), response
+    assert response.endswith(b"\r\n\r\ncaf\xe9 \xff\xfe")
+    assert tracebacks(caplog) == []
