@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -12,7 +13,7 @@ from faasd_py.errors import FaasdError, NotFound, PayloadTooLarge
 from faasd_py.gateway._errors import error_response, faasd_error_response
 from faasd_py.gateway._keys import CONFIG, METRICS, REGISTRY, WORKER
 from faasd_py.gateway._namespaces import require_namespace
-from faasd_py.protocol import Request
+from faasd_py.protocol import Headers, Request
 from faasd_py.spec import function_ref, split_ref
 
 routes = web.RouteTableDef()
@@ -24,6 +25,12 @@ _REPLACED = frozenset({"x-call-id", "x-start-time", "x-forwarded-for"})
 _HOP_BY_HOP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
 )
+
+
+# What a response header may hold (RFC 9110 5.1, 5.5): a name is a token; a value is any text
+# but control characters (HTAB is allowed) and lone surrogates (not UTF-8 encodable).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 
 
 @routes.route("*", "/function/{name}")
@@ -59,8 +66,13 @@ async def invoke(request: web.Request) -> web.StreamResponse:
 
     result = outcome.result
     elapsed = time.perf_counter() - started
+    try:
+        headers = _response_headers(result.headers)
+    except _BadHeader as exc:
+        metrics.observe(ref, 502, elapsed, outcome.cold_start_seconds)
+        trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
+        return error_response(502, f"function {ref} {exc}", trace)
     metrics.observe(ref, result.status, elapsed, outcome.cold_start_seconds)
-    headers = CIMultiDict((k, v) for k, v in result.headers if k.lower() not in _HOP_BY_HOP)
     headers.update(trace)
     headers["X-Duration-Seconds"] = f"{elapsed:.6f}"
     headers["Server-Timing"] = (
@@ -72,6 +84,29 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     if result.error is not None:
         return error_response(result.status, f"function {ref} failed: {result.error}", headers)
     return web.Response(status=result.status, body=result.body, headers=headers)
+
+
+class _BadHeader(Exception):
+    pass
+
+
+def _response_headers(pairs: Headers) -> CIMultiDict[str]:
+    """The handler's headers for the response, without those the gateway frames itself.
+
+    _BadHeader names the first that cannot be sent: aiohttp would refuse a line break (and
+    drop the connection), and a name that is not a token or a value with another control
+    character would reach the client as a broken response."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in pairs:
+        if _TOKEN.fullmatch(name) is None or _NOT_IN_VALUE.search(value) is not None:
+            raise _BadHeader(
+                f"returned a header that cannot be sent: {name[:100]!r}: {value[:100]!r}; a "
+                "header name is letters, digits and !#$%&'*+-.^_`|~ only, and a value may not "
+                "hold control characters such as CR, LF or NUL"
+            )
+        if name.lower() not in _HOP_BY_HOP:
+            headers.add(name, value)
+    return headers
 
 
 def _forwarded_headers(request: web.Request, trace: dict[str, str]) -> list[tuple[str, str]]:

@@ -132,3 +132,51 @@ async def test_a_header_value_that_is_not_utf8_reaches_the_function_as_latin1(
     assert response.startswith(b"HTTP/1.1 200"), response
     assert response.endswith(b"\r\n\r\ncaf\xe9 \xff\xfe")
     assert tracebacks(caplog) == []
+
+
+# --- item 7: a handler's headers that cannot be sent --------------------------------------------
+
+# The runtime refuses a line break in a header itself, but a function's code shares its process
+# with the runtime and can send what it likes: the gateway must not trust what arrives.
+BAD_HEADERS = """
+from faasd_py.runtime import _response
+
+_response._headers = lambda value: [(str(k), str(v)) for k, v in (value or {}).items()]
+
+
+def handle(event, context):
+    bad = {
+        "/crlf": ("X-Split", "a\\r\\nSet-Cookie: stolen=1"),
+        "/lf": ("X-Split", "a\\nb"),
+        "/nul": ("X-Nul", "a\\x00b"),
+        "/name": ("Bad Name", "v"),
+        "/colon": ("X-A:b", "v"),
+    }.get(event.path)
+    headers = dict([bad]) if bad else {"X-Fine": "yes"}
+    return {"statusCode": 200, "body": "ok", "headers": headers}
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/crlf", "'X-Split'"),
+        ("/lf", "'X-Split'"),
+        ("/nul", "'X-Nul'"),
+        ("/name", "'Bad Name'"),
+        ("/colon", "'X-A:b'"),
+    ],
+)
+async def test_a_header_that_cannot_be_sent_is_502_naming_it_and_the_next_call_works(
+    platform: Platform, path: str, named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await platform.deploy("headers", BAD_HEADERS)
+    status, body, headers = await platform.invoke("headers", path=path)
+    assert status == 502, body
+    reply = json.loads(body)
+    assert reply["status"] == 502 and named in reply["error"] and "cannot be sent" in reply["error"]
+    assert headers["X-Call-Id"] and "Set-Cookie" not in headers
+    # The same connection pool, the same instance: the next call is answered.
+    status, body, headers = await platform.invoke("headers", path="/fine")
+    assert (status, body, headers["X-Fine"]) == (200, b"ok", "yes")
+    assert tracebacks(caplog) == []
