@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -43,6 +44,29 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         kept = {k: v for k, v in exc.headers.items() if k.lower() not in _FRAMING}
         return error_response(exc.status, exc.reason, kept)
+    except Exception:
+        return internal_error_response(request)
+
+
+def internal_error_response(
+    request: web.Request, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The answer to an exception that no handler expected. Call it in the `except` block: the
+    traceback goes to the log here, once (aiohttp never sees the exception, so it does not log
+    it again), and the client gets the JSON error that every other error has, not aiohttp's
+    plain text. A client that went away mid-request is no bug: no traceback for it."""
+    what = f"{request.method} {request.path}"
+    if isinstance(sys.exc_info()[1], ConnectionError):
+        logger.debug("the client of %s went away: %s", what, sys.exc_info()[1])
+        return error_response(400, "the connection was lost while the request was read", headers)
+    call = f" (call {headers['X-Call-Id']})" if headers and "X-Call-Id" in headers else ""
+    logger.exception("unexpected error answering %s%s", what, call)
+    return error_response(
+        500,
+        f"internal error in the gateway while answering {what}{call}: a bug in faasd-py; its "
+        "log has the traceback",
+        headers,
+    )
 
 
 async def read_json(request: web.Request) -> object:

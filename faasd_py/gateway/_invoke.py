@@ -10,7 +10,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from faasd_py.errors import FaasdError, NotFound, PayloadTooLarge
-from faasd_py.gateway._errors import error_response, faasd_error_response
+from faasd_py.gateway._errors import (
+    error_response,
+    faasd_error_response,
+    internal_error_response,
+)
 from faasd_py.gateway._keys import CONFIG, METRICS, REGISTRY, WORKER
 from faasd_py.gateway._namespaces import require_namespace
 from faasd_py.protocol import Headers, Request
@@ -56,53 +60,55 @@ async def invoke(request: web.Request) -> web.StreamResponse:
             body,
         )
         outcome = await request.app[WORKER].invoke(ref, call)
-    except FaasdError as exc:
+        result = outcome.result
         elapsed = time.perf_counter() - started
-        metrics.observe(ref, exc.status, elapsed)
-        trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
-        if isinstance(exc, NotFound):
-            exc = await _not_found(request, name, namespace)
-        return faasd_error_response(exc, trace)
-
-    result = outcome.result
+        headers = _response_headers(ref, result.headers)
+        metrics.observe(ref, result.status, elapsed, outcome.cold_start_seconds)
+        headers.update(trace)
+        headers["X-Duration-Seconds"] = f"{elapsed:.6f}"
+        headers["Server-Timing"] = (
+            f"queue;dur={outcome.queue_seconds * 1e3:.3f}, "
+            f"cold-start;dur={outcome.cold_start_seconds * 1e3:.3f}, "
+            f"execution;dur={outcome.exec_seconds * 1e3:.3f}, "
+            f"total;dur={elapsed * 1e3:.3f}"
+        )
+        if result.error is not None:
+            return error_response(result.status, f"function {ref} failed: {result.error}", headers)
+        return web.Response(status=result.status, body=result.body, headers=headers)
+    except FaasdError as exc:
+        error = exc
+    except Exception:
+        response = internal_error_response(request, trace)
+        metrics.observe(ref, response.status, time.perf_counter() - started)
+        return response
     elapsed = time.perf_counter() - started
-    try:
-        headers = _response_headers(result.headers)
-    except _BadHeader as exc:
-        metrics.observe(ref, 502, elapsed, outcome.cold_start_seconds)
-        trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
-        return error_response(502, f"function {ref} {exc}", trace)
-    metrics.observe(ref, result.status, elapsed, outcome.cold_start_seconds)
-    headers.update(trace)
-    headers["X-Duration-Seconds"] = f"{elapsed:.6f}"
-    headers["Server-Timing"] = (
-        f"queue;dur={outcome.queue_seconds * 1e3:.3f}, "
-        f"cold-start;dur={outcome.cold_start_seconds * 1e3:.3f}, "
-        f"execution;dur={outcome.exec_seconds * 1e3:.3f}, "
-        f"total;dur={elapsed * 1e3:.3f}"
-    )
-    if result.error is not None:
-        return error_response(result.status, f"function {ref} failed: {result.error}", headers)
-    return web.Response(status=result.status, body=result.body, headers=headers)
+    metrics.observe(ref, error.status, elapsed)
+    trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
+    if isinstance(error, NotFound):
+        error = await _not_found(request, name, namespace)
+    return faasd_error_response(error, trace)
 
 
-class _BadHeader(Exception):
-    pass
+class _BadHeader(FaasdError):
+    """A function's response that cannot be sent: the function's fault, as a proxy says it."""
+
+    status = 502
 
 
-def _response_headers(pairs: Headers) -> CIMultiDict[str]:
-    """The handler's headers for the response, without those the gateway frames itself.
+def _response_headers(ref: str, pairs: Headers) -> CIMultiDict[str]:
+    """The function's headers for the response, without those the gateway frames itself.
 
     _BadHeader names the first that cannot be sent: aiohttp would refuse a line break (and
     drop the connection), and a name that is not a token or a value with another control
-    character would reach the client as a broken response."""
+    character would reach the client as a broken response. (The runtime checks too, but a
+    function's code shares its process and can send anything.)"""
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in pairs:
         if _TOKEN.fullmatch(name) is None or _NOT_IN_VALUE.search(value) is not None:
             raise _BadHeader(
-                f"returned a header that cannot be sent: {name[:100]!r}: {value[:100]!r}; a "
-                "header name is letters, digits and !#$%&'*+-.^_`|~ only, and a value may not "
-                "hold control characters such as CR, LF or NUL"
+                f"function {ref} returned a header that cannot be sent: {name[:100]!r}: "
+                f"{value[:100]!r}; a header name is letters, digits and !#$%&'*+-.^_`|~ only, "
+                "and a value may not hold control characters such as CR, LF or NUL"
             )
         if name.lower() not in _HOP_BY_HOP:
             headers.add(name, value)

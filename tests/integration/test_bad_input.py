@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Platform
+from tests.integration.conftest import HELLO, Platform
 
 
 async def raw_exchange(platform: Platform, head: bytes, body: bytes = b"") -> tuple[int, Any]:
@@ -180,3 +180,50 @@ async def test_a_header_that_cannot_be_sent_is_502_naming_it_and_the_next_call_w
     status, body, headers = await platform.invoke("headers", path="/fine")
     assert (status, body, headers["X-Fine"]) == (200, b"ok", "yes")
     assert tracebacks(caplog) == []
+
+
+# --- item 8: an exception that no handler expected ----------------------------------------------
+
+
+class Bug(Exception):
+    """Stands for a bug in the gateway: nothing expects it."""
+
+
+async def _raise_bug(*args: object, **kwargs: object) -> object:
+    raise Bug("an injected bug")
+
+
+def injected_bug_tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in tracebacks(caplog) if r.exc_info and isinstance(r.exc_info[1], Bug)]
+
+
+async def test_a_bug_in_an_invocation_is_a_json_500_with_the_call_id_logged_once(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await platform.deploy("hello", HELLO)
+    monkeypatch.setattr(platform.worker, "invoke", _raise_bug)
+    status, body, headers = await platform.invoke("hello", headers={"X-Call-Id": "call-7"})
+    assert status == 500 and headers["Content-Type"].startswith("application/json")
+    reply = json.loads(body)
+    assert reply["status"] == 500 and "internal error" in reply["error"]
+    assert "call-7" in reply["error"] and headers["X-Call-Id"] == "call-7"
+    [logged] = injected_bug_tracebacks(caplog)
+    assert "call-7" in logged.getMessage()
+
+
+async def test_a_bug_in_a_system_route_is_a_json_500_logged_once(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(platform.running.registry, "list_functions", _raise_bug)
+    async with platform.session.get(
+        platform.url + "/system/functions", headers=platform.auth
+    ) as response:
+        assert response.status == 500
+        assert response.headers["Content-Type"].startswith("application/json")
+        reply = await response.json()
+    assert reply["status"] == 500 and "GET /system/functions" in reply["error"]
+    assert "Server got itself in trouble" not in reply["error"]
+    assert len(injected_bug_tracebacks(caplog)) == 1
+    # The gateway goes on answering.
+    monkeypatch.undo()
+    assert (await platform.system("GET", "/system/functions"))[0] == 200
