@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faasd_py.scheduler import POLICY_FORMS, HybridConfig, Policy, parse_policy
+from faasd_py.storage._base import DEFAULT_STORE_TIMEOUT
 from faasd_py.storage._latency import LatencyModel
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
@@ -134,6 +135,9 @@ class Config:
     # Bytes per second at which the store's data calls move their bytes (size / bandwidth is
     # added to each); None: size costs nothing.
     storage_bandwidth: float | None = None
+    # Seconds one store call may take before the handler gets StorageUnavailable: well under
+    # exec_timeout, so a hung store costs a 503, not a timed-out, replaced instance.
+    storage_timeout: float = DEFAULT_STORE_TIMEOUT
     # The Faa$T per-app cache over the store; a function's com.faasd-py.cache annotation
     # overrides it.
     cache: bool = True
@@ -161,6 +165,10 @@ class Config:
         if not (0 < self.bin_width < float("inf")):
             raise ValueError(f"bin_width must be a duration above 0, got {self.bin_width!r}")
         live_policy(self.policy, self.bin_width)  # ValueError now, not at the first deploy
+        if not (0 < self.storage_timeout < float("inf")):
+            raise ValueError(
+                f"storage_timeout must be a duration above 0, got {self.storage_timeout!r}"
+            )
         self._check_network()
 
     def _check_network(self) -> None:

@@ -166,7 +166,9 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
     """context.storage for the worker's instances: the store --storage names (nothing is
     connected until the first call), with a cache per app whose statistics the registry keeps."""
     try:
-        store = open_store(config.storage, config.data_dir, config.storage_model)
+        store = open_store(
+            config.storage, config.data_dir, config.storage_model, timeout=config.storage_timeout
+        )
     except ValueError as exc:
         raise FaasdError(f"--storage: {exc}") from None
     settings = CacheSettings(enabled=config.cache, prewarm=config.cache_prewarm)

@@ -179,6 +179,14 @@ def _check_policy(text: str) -> str:
     "blob store's single stream does, e.g. 50MB/s.",
 )
 @shared_option(
+    "--storage-timeout",
+    default="5s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="How long one store call may take: past it the handler gets StorageUnavailable "
+    "(the caller a 503 if not caught), well before the function's exec_timeout.",
+)
+@shared_option(
     "--cache",
     type=click.Choice(["on", "off"]),
     default="on",
@@ -239,6 +247,7 @@ def up(
     storage_latency: float,
     storage_version_latency: float | None,
     storage_bandwidth: float | None,
+    storage_timeout: float,
     cache: str,
     cache_prewarm: bool,
     policy: str,
@@ -278,6 +287,7 @@ def up(
             storage_latency=storage_latency,
             storage_version_latency=storage_version_latency,
             storage_bandwidth=storage_bandwidth,
+            storage_timeout=storage_timeout,
             cache=cache == "on",
             cache_prewarm=cache_prewarm,
             policy=policy,

@@ -6,19 +6,30 @@ grows on every write to the app (delete then write again gives a new one, never 
 the store keeps it atomically with the bytes. `version()` is the cheap call the cache makes before
 every read; `get()` returns bytes and version from one atomic read.
 
-A store that cannot be reached raises `StorageUnavailable` (503 at the gateway, naming the store);
-nothing else escapes a store's methods but ValueError for a bad key.
+A store that cannot be reached, or does not answer a call within its timeout, raises
+`StorageUnavailable` (503 at the gateway, naming the store); nothing else escapes a store's
+methods but ValueError for a bad key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from faasd_py.errors import StorageUnavailable
 
 if TYPE_CHECKING:
     from faasd_py.storage._latency import LatencyModel
+
+T = TypeVar("T")
+
+# How long one store call may take before it fails with StorageUnavailable (up --storage-timeout):
+# well under a function's exec_timeout (30 s by default), so that a hung store gives the handler
+# an exception it can handle, and the caller a 503, rather than a timed-out, replaced instance.
+DEFAULT_STORE_TIMEOUT = 5.0
 
 # A key is what the author names it: printable, not too long (Redis and SQLite take any bytes,
 # the limit keeps listing and statistics sane).
@@ -64,28 +75,48 @@ class ObjectStore(Protocol):
     async def close(self) -> None: ...
 
 
+async def within(seconds: float, store: str, awaitable: Awaitable[T]) -> T:
+    """`awaitable`'s result, or StorageUnavailable naming `store` after `seconds`: a store
+    that takes a call and never answers must not hold its caller longer. (A write cut off so may
+    still land: the caller learns only that its outcome is unknown.)"""
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise StorageUnavailable(
+            store, f"no answer within {seconds:g}s (up --storage-timeout)"
+        ) from None
+
+
 def check_key(key: str) -> None:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY:
         raise ValueError(f"a storage key must be a non-empty string of at most {MAX_KEY} chars")
 
 
-def open_store(url: str | None, data_dir: Path, latency: float | LatencyModel = 0.0) -> ObjectStore:
+def open_store(
+    url: str | None,
+    data_dir: Path,
+    latency: float | LatencyModel = 0.0,
+    *,
+    timeout: float = DEFAULT_STORE_TIMEOUT,
+) -> ObjectStore:
     """The store `url` names: redis://..., rediss://..., unix://... (Redis), or None / "" /
     "embedded" / sqlite:///path (the embedded SQLite store, in the data dir by default);
-    wrapped in a LatencyStore when `latency` (seconds per call, or a LatencyModel) adds any."""
+    wrapped in a LatencyStore when `latency` (seconds per call, or a LatencyModel) adds any.
+    Each call fails with StorageUnavailable after `timeout` seconds without an answer."""
     store: ObjectStore
     if url and url.split("://", 1)[0] in ("redis", "rediss", "unix"):
         from faasd_py.storage._redis import RedisStore
 
-        store = RedisStore(url)
+        store = RedisStore(url, timeout=timeout)
     elif not url or url == "embedded":
         from faasd_py.storage._sqlite import SqliteStore
 
-        store = SqliteStore(data_dir / "storage.sqlite3")
+        store = SqliteStore(data_dir / "storage.sqlite3", timeout=timeout)
     elif url.startswith("sqlite://"):
         from faasd_py.storage._sqlite import SqliteStore
 
-        store = SqliteStore(Path(url.removeprefix("sqlite://")))
+        store = SqliteStore(Path(url.removeprefix("sqlite://")), timeout=timeout)
     else:
         raise ValueError(
             f"storage must be redis://host:port[/db], sqlite:///path or 'embedded', got {url!r}"

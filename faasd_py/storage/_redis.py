@@ -27,7 +27,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from faasd_py.errors import StorageUnavailable
-from faasd_py.storage._base import Versioned, check_key
+from faasd_py.storage._base import DEFAULT_STORE_TIMEOUT, Versioned, check_key, within
 
 T = TypeVar("T")
 
@@ -61,13 +61,18 @@ def redact(url: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, url: str, *, connect_timeout: float = 2.0, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 2.0, timeout: float = DEFAULT_STORE_TIMEOUT
+    ) -> None:
         self._name = redact(url)
+        # A whole call (its retry included) is bounded by `timeout`: a Redis that accepts
+        # connections and never answers fails the call, not the invocation that made it.
+        self._timeout = timeout
         # One quick retry covers a connection Redis closed while idle; more would only delay the
         # 503 a caller gets when Redis is down (the next call reconnects by itself).
         self._redis: aioredis.Redis = aioredis.Redis.from_url(
             url,
-            socket_connect_timeout=connect_timeout,
+            socket_connect_timeout=min(connect_timeout, timeout),
             socket_timeout=timeout,
             retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
         )
@@ -85,7 +90,7 @@ class RedisStore:
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
-            return await awaitable
+            return await within(self._timeout, self._name, awaitable)
         except RedisError as exc:
             raise StorageUnavailable(self._name, f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from faasd_py.errors import StorageUnavailable
-from faasd_py.storage._base import Versioned, check_key
+from faasd_py.storage._base import DEFAULT_STORE_TIMEOUT, Versioned, check_key, within
 
 T = TypeVar("T")
 
@@ -37,8 +37,12 @@ CREATE TABLE IF NOT EXISTS versions (
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = DEFAULT_STORE_TIMEOUT) -> None:
         self._path = path
+        # A call not done by then (the file locked by another process, a disk that hangs) fails
+        # with StorageUnavailable. SQLite gives up waiting for a lock a little sooner, so that a
+        # write that waited for one fails for sure rather than landing after its caller gave up.
+        self._timeout = timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasd-storage")
         self._db: sqlite3.Connection | None = None
         self._closed = False
@@ -52,7 +56,7 @@ class SqliteStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=5000")
+            db.execute(f"PRAGMA busy_timeout={int(self._timeout * 900)}")
             db.executescript(_SCHEMA)
             self._db = db
         return self._db
@@ -62,7 +66,11 @@ class SqliteStore:
             return fn(self._connect())
 
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            return await within(
+                self._timeout,
+                self.name,
+                asyncio.get_running_loop().run_in_executor(self._executor, call),
+            )
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
 
