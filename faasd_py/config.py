@@ -138,6 +138,11 @@ class Config:
     # Seconds one store call may take before the handler gets StorageUnavailable: well under
     # exec_timeout, so a hung store costs a 503, not a timed-out, replaced instance.
     storage_timeout: float = DEFAULT_STORE_TIMEOUT
+    # What one instance's storage calls may hold in the worker: calls in flight, and bytes of
+    # their payloads; past either, the worker stops reading the instance's channel until some
+    # are answered (the instance blocks, not the worker).
+    storage_calls_in_flight: int = 16
+    storage_bytes_in_flight: int = 64 * 1024 * 1024
     # The Faa$T per-app cache over the store; a function's com.faasd-py.cache annotation
     # overrides it.
     cache: bool = True
@@ -165,6 +170,9 @@ class Config:
         if not (0 < self.bin_width < float("inf")):
             raise ValueError(f"bin_width must be a duration above 0, got {self.bin_width!r}")
         live_policy(self.policy, self.bin_width)  # ValueError now, not at the first deploy
+        for name in ("storage_calls_in_flight", "storage_bytes_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if not (0 < self.storage_timeout < float("inf")):
             raise ValueError(
                 f"storage_timeout must be a duration above 0, got {self.storage_timeout!r}"

@@ -19,7 +19,7 @@ from aiohttp import web
 from rich.console import Console
 
 from faasd_py import doorbells
-from faasd_py.cache import CacheManager, CacheSettings, WorkerStorage
+from faasd_py.cache import CacheManager, CacheSettings, StorageLimits, WorkerStorage
 from faasd_py.config import Config, live_policy
 from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
@@ -174,7 +174,8 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
     settings = CacheSettings(enabled=config.cache, prewarm=config.cache_prewarm)
     manager = CacheManager(store, settings, registry)
     # A storage reply travels in one frame, as a response body does.
-    return WorkerStorage(manager, max_value=config.max_body)
+    limits = StorageLimits(config.storage_calls_in_flight, config.storage_bytes_in_flight)
+    return WorkerStorage(manager, max_value=config.max_body, limits=limits)
 
 
 def _storage_line(config: Config, worker: Worker) -> str:

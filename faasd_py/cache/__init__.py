@@ -8,6 +8,7 @@ sizing and the persisted statistics).
 
 from __future__ import annotations
 
+from faasd_py.cache._bound import InflightBound, InflightStatistics
 from faasd_py.cache._cache import AppCache, CacheStatistics, Peers
 from faasd_py.cache._lru import Insertion, LRUStatistics, PinnedLRU
 from faasd_py.cache._manager import (
@@ -29,7 +30,9 @@ from faasd_py.cache._policy import (
 )
 from faasd_py.cache._service import (
     ANNOTATION_CACHE,
+    StorageLimits,
     StorageService,
+    StorageStatistics,
     WorkerStorage,
     answer_storage,
 )
@@ -45,6 +48,8 @@ __all__ = [
     "Decision",
     "Demand",
     "DirectStorage",
+    "InflightBound",
+    "InflightStatistics",
     "Insertion",
     "LRUStatistics",
     "MemoryStats",
@@ -53,7 +58,9 @@ __all__ = [
     "Ranked",
     "SizingPolicy",
     "StatsStore",
+    "StorageLimits",
     "StorageService",
+    "StorageStatistics",
     "WorkerStorage",
     "WorkingSet",
     "answer_storage",

@@ -1,17 +1,24 @@
 """The worker's side of `context.storage`: an instance's storage calls, answered from its app's
 storage (the app's cache, or the store itself when the cache is off for the function).
 
-The instance reading its channel hands each `storage` message to `StorageService.handle`, run as
-a task of its own so that a slow store does not hold up the results of other invocations. A read
-holds a lease on the cached object (a pin: it cannot be evicted) until its reply is sent.
+The instance reading its channel hands each `storage` message to `StorageService.submit`, which
+answers it in a task of its own, so that a slow store does not hold up the results of other
+invocations, and returns once the instance may send another: its calls in flight are bounded in
+number and bytes (`InflightBound`, _bound.py), and past the bound the reader stops reading that
+instance's channel. A read holds a lease on the cached object (a pin: it cannot be evicted) until
+its reply is sent.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from faasd_py.cache._bound import InflightBound, InflightStatistics, payload_size
 from faasd_py.cache._manager import AppStorage, CacheManager, DirectStorage
 from faasd_py.errors import StorageUnavailable
 from faasd_py.protocol import ChannelClosed, ProtocolError, StorageCall, StorageReply
@@ -21,24 +28,86 @@ logger = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class StorageLimits:
+    """What one instance's storage calls may hold in the worker (see _bound.py)."""
+
+    calls_in_flight: int = 16
+    bytes_in_flight: int = 64 * 1024 * 1024
+
+    def bound(self) -> InflightBound:
+        return InflightBound(self.calls_in_flight, self.bytes_in_flight)
+
+
 class StorageService:
-    def __init__(self, storage: AppStorage, max_value: int) -> None:
+    """One instance's storage: its app's storage, and the bound on its calls in flight."""
+
+    def __init__(
+        self, storage: AppStorage, max_value: int, limits: StorageLimits | None = None
+    ) -> None:
         self.storage = storage
         # The largest object a reply (or a put) may carry: the channel's frames are bounded.
         self.max_value = max_value
+        self._bound = (limits or StorageLimits()).bound()
+        self._room = asyncio.Event()
+        self._calls: set[asyncio.Task[None]] = set()
 
     @property
     def app(self) -> str:
         return self.storage.app
 
-    async def handle(self, message: dict[str, Any], send: Send) -> None:
+    async def submit(self, message: StorageCall | dict[str, Any], send: Send) -> None:
+        """Answer `message` in a task of its own; return when the instance may send another
+        call (at once, unless its calls in flight have reached their bound)."""
+        size = payload_size(message)
+        self._bound.take(size)
+        task = asyncio.create_task(self._answer(message, send, size))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        if not self._bound.open:
+            self._bound.paused()
+            while not self._bound.open:
+                self._room.clear()
+                await self._room.wait()
+
+    async def _answer(self, message: StorageCall | dict[str, Any], send: Send, size: int) -> None:
+        async def counted(reply: dict[str, Any]) -> None:
+            # A reply's bytes are held until sent: a get's are the worker's to bound too.
+            held = payload_size(reply)
+            self._bound.hold(held)
+            try:
+                await send(reply)
+            finally:
+                self._bound.release(held)
+
+        try:
+            with contextlib.suppress(ChannelClosed):  # the instance is gone: drop the reply
+                await self.handle(message, counted)
+        finally:
+            self._bound.finish(size)
+            self._room.set()
+
+    def statistics(self) -> InflightStatistics:
+        return self._bound.statistics()
+
+    async def close(self) -> None:
+        """Give up the calls in flight (the instance is gone)."""
+        calls = list(self._calls)
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    async def handle(self, message: StorageCall | dict[str, Any], send: Send) -> None:
         """Answer one storage message; every failure becomes an error reply, not an exception
         (the instance's reading loop must go on)."""
-        try:
-            call = StorageCall.from_wire(message)
-        except (ProtocolError, KeyError) as exc:
-            await send(StorageReply(int(message.get("id", -1)), None, _invalid(str(exc))).to_wire())
-            return
+        if isinstance(message, StorageCall):
+            call = message
+        else:
+            try:
+                call = StorageCall.from_wire(message)
+            except (ProtocolError, KeyError) as exc:
+                await send(StorageReply(_id_of(message), None, _invalid(str(exc))).to_wire())
+                return
         try:
             if call.call == "get":
                 async with self.storage.lease(call.key) as data:
@@ -75,6 +144,12 @@ class StorageService:
         return await self.storage.list(call.key)
 
 
+def _id_of(message: dict[str, Any]) -> int:
+    """The id to answer a malformed call with: its own if it is a number, else -1."""
+    value = message.get("id")
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
 def _unavailable(exc: StorageUnavailable) -> dict[str, str]:
     return {"kind": "unavailable", "message": exc.message, "store": exc.store, "cause": exc.cause}
 
@@ -107,13 +182,33 @@ def cache_wanted(annotations: dict[str, str], default: bool) -> bool:
     raise ValueError(f"annotation {ANNOTATION_CACHE} must be on or off, got {value!r}")
 
 
+@dataclass(frozen=True)
+class StorageStatistics:
+    """One app's storage calls in this worker."""
+
+    app: str
+    calls_in_flight: int
+    bytes_in_flight: int
+    # The most payload bytes any one instance of the app made the worker hold at once.
+    peak_instance_bytes: int
+    # Times a reader stopped reading an instance's channel at the bound.
+    pauses: int
+
+
 class WorkerStorage:
     """What the worker hands its instances: `attach` when an instance of an app has loaded,
     `detach` when it exits. The app's cache lives from its first attach to its last detach."""
 
-    def __init__(self, manager: CacheManager, max_value: int) -> None:
+    def __init__(
+        self, manager: CacheManager, max_value: int, limits: StorageLimits | None = None
+    ) -> None:
         self.manager = manager
         self.max_value = max_value
+        self.limits = limits or StorageLimits()
+        self._services: set[StorageService] = set()
+        # The largest bytes in flight any one instance of the app held, and the times the bound
+        # paused a reader, of instances gone (live ones are read from their service).
+        self._past: dict[str, tuple[int, int]] = {}
 
     async def attach(self, app: str, annotations: dict[str, str]) -> StorageService:
         try:
@@ -122,26 +217,50 @@ class WorkerStorage:
             logger.warning("%s; using the worker's setting", exc)
             cached = self.manager.settings.enabled
         storage = await self.manager.open(app, cached=cached)
-        return StorageService(storage, self.max_value)
+        service = StorageService(storage, self.max_value, self.limits)
+        self._services.add(service)
+        return service
 
     async def detach(self, service: StorageService) -> None:
+        self._services.discard(service)
+        await service.close()
+        peak, pauses = self._past.get(service.app, (0, 0))
+        mine = service.statistics()
+        self._past[service.app] = (max(peak, mine.peak_bytes), pauses + mine.pauses)
         if not isinstance(service.storage, DirectStorage):
             await self.manager.release(service.app)
+
+    def statistics(self) -> dict[str, StorageStatistics]:
+        """Per app: its instances' storage calls in flight, and the most any one held."""
+        apps: dict[str, StorageStatistics] = {
+            app: StorageStatistics(app, 0, 0, peak, pauses)
+            for app, (peak, pauses) in self._past.items()
+        }
+        for service in self._services:
+            now = service.statistics()
+            before = apps.get(service.app, StorageStatistics(service.app, 0, 0, 0, 0))
+            apps[service.app] = StorageStatistics(
+                app=service.app,
+                calls_in_flight=before.calls_in_flight + now.calls,
+                bytes_in_flight=before.bytes_in_flight + now.bytes,
+                peak_instance_bytes=max(before.peak_instance_bytes, now.peak_bytes),
+                pauses=before.pauses + now.pauses,
+            )
+        return apps
 
     async def close(self) -> None:
         await self.manager.close()
 
 
 async def answer_storage(
-    service: StorageService | None, message: dict[str, Any], send: Send
+    service: StorageService | None, message: StorageCall | dict[str, Any], send: Send
 ) -> None:
-    """Answer an instance's storage message; a reply that can no longer be sent (the instance
-    is gone) is dropped."""
-    try:
-        if service is None:
-            error = {"kind": "failed", "message": "this worker has no storage configured"}
-            await send(StorageReply(int(message.get("id", -1)), None, error).to_wire())
-        else:
-            await service.handle(message, send)
-    except ChannelClosed:
-        pass
+    """Answer an instance's storage message (`StorageService.submit`: returns when the instance
+    may send another); a reply that can no longer be sent (the instance is gone) is dropped."""
+    if service is not None:
+        await service.submit(message, send)
+        return
+    error = {"kind": "failed", "message": "this worker has no storage configured"}
+    call_id = message.id if isinstance(message, StorageCall) else _id_of(message)
+    with contextlib.suppress(ChannelClosed):
+        await send(StorageReply(call_id, None, error).to_wire())

@@ -187,6 +187,22 @@ def _check_policy(text: str) -> str:
     "(the caller a 503 if not caught), well before the function's exec_timeout.",
 )
 @shared_option(
+    "--storage-calls-in-flight",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Storage calls one instance may have the worker answer at once; past it the worker "
+    "stops reading the instance's channel until some are answered.",
+)
+@shared_option(
+    "--storage-bytes-in-flight",
+    default="64Mi",
+    show_default=True,
+    callback=parsed_by(parse_size),
+    help="Bytes of storage payloads one instance may have the worker hold at once (plus one "
+    "call of up to --max-body); past it, as for --storage-calls-in-flight.",
+)
+@shared_option(
     "--cache",
     type=click.Choice(["on", "off"]),
     default="on",
@@ -248,6 +264,8 @@ def up(
     storage_version_latency: float | None,
     storage_bandwidth: float | None,
     storage_timeout: float,
+    storage_calls_in_flight: int,
+    storage_bytes_in_flight: int,
     cache: str,
     cache_prewarm: bool,
     policy: str,
@@ -288,6 +306,8 @@ def up(
             storage_version_latency=storage_version_latency,
             storage_bandwidth=storage_bandwidth,
             storage_timeout=storage_timeout,
+            storage_calls_in_flight=storage_calls_in_flight,
+            storage_bytes_in_flight=storage_bytes_in_flight,
             cache=cache == "on",
             cache_prewarm=cache_prewarm,
             policy=policy,

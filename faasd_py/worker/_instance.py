@@ -105,7 +105,6 @@ class Instance:
         self._tasks: list[asyncio.Task[None]] = []
         self._storage: StorageService | None = None
         self._storage_owner: WorkerStorage | None = None
-        self._storage_calls: set[asyncio.Task[None]] = set()
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -258,7 +257,7 @@ class Instance:
                     if future is not None and not future.done():
                         future.set_result(Result.from_wire(message))
                 elif message.get("op") == "storage":
-                    self._answer_storage(message)
+                    await self._answer_storage(message)
         except (ChannelClosed, ProtocolError, ConnectionError) as exc:
             logger.debug("channel of %s closed: %s", self.id, exc)
         self._channel.close()
@@ -275,15 +274,15 @@ class Instance:
         await self._process.release()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def _answer_storage(self, message: dict[str, Any]) -> None:
-        """A task per call: a slow store must not hold up the results of other invocations."""
-        task = asyncio.create_task(answer_storage(self._storage, message, self._channel.send))
-        self._storage_calls.add(task)
-        task.add_done_callback(self._storage_calls.discard)
+    async def _answer_storage(self, message: dict[str, Any]) -> None:
+        """A task per call (a slow store must not hold up the results of other invocations),
+        within the bound on the instance's calls in flight: at the bound this returns only once
+        some are answered, and the reader meanwhile leaves the instance's channel unread, so
+        the instance blocks on its next send, not the worker (faasd_py.cache._bound)."""
+        await answer_storage(self._storage, message, self._channel.send)
 
     async def _release_storage(self) -> None:
-        for task in list(self._storage_calls):
-            task.cancel()
+        # Detaching gives up the calls still in flight.
         owner, service, self._storage_owner = self._storage_owner, self._storage, None
         if owner is not None and service is not None:
             await owner.detach(service)

@@ -18,7 +18,7 @@ import msgpack
 
 import faasd_py
 from faasd_py import doorbells, native
-from faasd_py.cache import CacheStatistics, WorkerStorage
+from faasd_py.cache import CacheStatistics, StorageStatistics, WorkerStorage
 from faasd_py.cgroups import remove_stale
 from faasd_py.channel import resolve_kind
 from faasd_py.config import Config, live_policy
@@ -293,6 +293,10 @@ class Worker:
     def cache_statistics(self) -> dict[str, CacheStatistics]:
         """Per loaded app, its cache's figures (none when storage or the cache is off)."""
         return {} if self._storage is None else self._storage.manager.statistics()
+
+    def storage_statistics(self) -> dict[str, StorageStatistics]:
+        """Per app, its instances' storage calls in flight (none when storage is off)."""
+        return {} if self._storage is None else self._storage.statistics()
 
     def launcher_statistics(self, name: str) -> LauncherStatistics:
         """How the function's instances were started: zygote, forks, execs, fallbacks."""

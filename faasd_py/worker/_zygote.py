@@ -51,10 +51,9 @@ from faasd_py.worker._instance import (
     LaunchSettings,
     function_env,
     load_failed,
-    pump_output,
     runtime_args,
 )
-from faasd_py.worker._logs import LogBuffer, LogEntry
+from faasd_py.worker._logs import LogBuffer, LogEntry, pump_output
 from faasd_py.worker._process import (
     PIDS_LIMIT,
     InstanceProcess,

@@ -17,7 +17,7 @@ import pytest
 from faasd_py.errors import StorageUnavailable
 from faasd_py.storage import open_store
 from faasd_py.storage._redis import RedisStore
-from tests.integration.conftest import start_platform, stop_platform
+from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
 
 # Deadlines here only catch hangs: a call that waits out its store is what is being tested.
 HANG = 60.0
@@ -119,3 +119,112 @@ async def test_a_hung_store_answers_503_within_exec_timeout_and_the_instance_sta
         assert (status, again) == (200, pid)
     finally:
         await stop_platform(p)
+
+
+# --- item 1: storage calls in flight are bounded per instance ------------------------------------
+
+MiB = 1024 * 1024
+BOUND_BYTES = 8 * MiB
+
+# Many threads, each putting a few MB at once: every put waits for its own reply, but together
+# they do not wait for each other. Then each object is read back.
+THREADED_PUTS = """
+import threading
+
+def handle(event, context):
+    count, size = (int(x) for x in event.body.split())
+    failed = []
+
+    def put(i):
+        try:
+            context.storage.put(f"t/{i}", bytes([i]) * size)
+        except Exception as exc:
+            failed.append(repr(exc))
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failed:
+        return {"statusCode": 500, "body": failed[0]}
+    wrong = [i for i in range(count) if context.storage.get(f"t/{i}") != bytes([i]) * size]
+    return {"statusCode": 200 if not wrong else 500, "body": f"stored {count}, wrong {wrong}"}
+"""
+
+# Frames written to the channel by hand, back to back, never waiting for a reply.
+RAW_PUTS = """
+from faasd_py.protocol import StorageCall
+
+def handle(event, context):
+    count, size = (int(x) for x in event.body.split())
+    send = context.storage._transport.send
+    for i in range(count):
+        send(StorageCall(10_000 + i, "put", f"r/{i}", bytes([i]) * size).to_wire())
+    return f"sent {count}"
+"""
+
+
+@pytest.fixture
+async def slow_store_platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    # Each store call takes 0.5 s (the benchmark's remote-store model): calls a handler sends
+    # together pile up in the worker unless it stops reading them.
+    p = await start_platform(
+        tmp_path,
+        storage_latency=0.5,
+        storage_calls_in_flight=4,
+        storage_bytes_in_flight=BOUND_BYTES,
+    )
+    try:
+        yield p
+    finally:
+        await stop_platform(p)
+
+
+def assert_bounded(p: Platform, app: str, size: int) -> None:
+    stats = p.worker.storage_statistics()[app]
+    # The bound was reached (the reader paused) and held: at most the bound plus one call.
+    assert stats.pauses > 0, stats
+    assert size <= stats.peak_instance_bytes <= BOUND_BYTES + size + 1024, stats
+
+
+async def test_threads_putting_at_once_are_held_to_the_bound_and_nothing_is_lost(
+    slow_store_platform: Platform,
+) -> None:
+    p = slow_store_platform
+    await p.deploy("threads", THREADED_PUTS, env={"max_inflight": "2"}, memory="512Mi")
+    count, size = 12, 4 * MiB  # 48 MiB sent at once, 8 MiB may be held
+    status, body, _ = await p.invoke("threads", f"{count} {size}".encode())
+    assert (status, body) == (200, f"stored {count}, wrong []".encode())
+    assert_bounded(p, "threads", size)
+    store = open_store(None, p.config.data_dir)
+    try:
+        for i in range(count):
+            found = await store.get("threads", f"t/{i}")
+            assert found is not None and found.data == bytes([i]) * size
+    finally:
+        await store.close()
+
+
+async def test_raw_frames_sent_without_waiting_block_the_instance_not_the_worker(
+    slow_store_platform: Platform,
+) -> None:
+    p = slow_store_platform
+    await p.deploy("raw", RAW_PUTS, env={"max_inflight": "2"}, memory="512Mi")
+    await p.deploy("hello", HELLO)
+    count, size = 16, 4 * MiB
+    sending = asyncio.create_task(p.invoke("raw", f"{count} {size}".encode()))
+    # While the instance is held back, the worker serves others.
+    assert (await p.invoke("hello", b"there"))[:2] == (200, b"hello there")
+    status, body, _ = await sending
+    assert (status, body) == (200, f"sent {count}".encode())
+    async with asyncio.timeout(HANG):  # the calls it sent are answered after it returned
+        # A statistic to watch, not an event: polled.
+        while p.worker.storage_statistics()["raw"].calls_in_flight:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert_bounded(p, "raw", size)
+    store = open_store(None, p.config.data_dir)
+    try:
+        assert await store.list("raw") == sorted(f"r/{i}" for i in range(count))
+    finally:
+        await store.close()
