@@ -103,8 +103,11 @@ class Config:
     start_timeout: float = 30.0
     # On SIGTERM: how long in-flight invocations may take to finish before they are cut off.
     shutdown_timeout: float = 10.0
-    # Log lines kept per function for /system/logs.
-    log_lines: int = 10_000
+    # Bytes of output kept per function for /system/logs (the oldest lines go first); also the
+    # bytes a second a function may print (lines beyond are dropped, and a marker counts them).
+    log_bytes: int = 1024 * 1024
+    # Bytes of every function's logs together (the oldest lines of the largest go first).
+    log_total_bytes: int = 64 * 1024 * 1024
     # The interpreter that runs instances.
     python: str = sys.executable
     # The channel of functions that do not choose one (annotation com.faasd-py.channel).
@@ -170,6 +173,11 @@ class Config:
         if not (0 < self.bin_width < float("inf")):
             raise ValueError(f"bin_width must be a duration above 0, got {self.bin_width!r}")
         live_policy(self.policy, self.bin_width)  # ValueError now, not at the first deploy
+        if not (64 * 1024 <= self.log_bytes <= self.log_total_bytes):
+            raise ValueError(
+                f"log_bytes must be at least 64Ki and at most log_total_bytes "
+                f"({self.log_total_bytes}), got {self.log_bytes}"
+            )
         for name in ("storage_calls_in_flight", "storage_bytes_in_flight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")

@@ -65,6 +65,21 @@ def _check_policy(text: str) -> str:
     help="Invocations that may wait per function when all instances are busy (429 beyond).",
 )
 @shared_option(
+    "--log-bytes",
+    default="1Mi",
+    show_default=True,
+    callback=parsed_by(parse_size),
+    help="Output kept per function for `logs` (the oldest lines go first); also what it may "
+    "print per second: lines beyond are dropped, and a marker line counts them.",
+)
+@shared_option(
+    "--log-total-bytes",
+    default="64Mi",
+    show_default=True,
+    callback=parsed_by(parse_size),
+    help="Output kept for all functions together (the oldest lines of the largest go first).",
+)
+@shared_option(
     "--scale-down-after",
     default="60s",
     show_default=True,
@@ -247,6 +262,8 @@ def up(
     data_dir: Path,
     max_body: int,
     max_queue: int,
+    log_bytes: int,
+    log_total_bytes: int,
     scale_down_after: float,
     start_timeout: float,
     shutdown_timeout: float,
@@ -290,6 +307,8 @@ def up(
             port=port,
             max_body=max_body,
             max_queue=max_queue,
+            log_bytes=log_bytes,
+            log_total_bytes=log_total_bytes,
             scale_down_after=scale_down_after,
             start_timeout=start_timeout,
             shutdown_timeout=shutdown_timeout,

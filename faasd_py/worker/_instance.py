@@ -26,7 +26,7 @@ from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, Invocat
 from faasd_py.netns import BridgeNetwork
 from faasd_py.protocol import FRAME_OVERHEAD, Invocation, ProtocolError, Request, Result
 from faasd_py.spec import FunctionSpec
-from faasd_py.worker._logs import LineSplitter, LogBuffer, LogEntry
+from faasd_py.worker._logs import LogBuffer, pump_output
 from faasd_py.worker._process import InstanceProcess, ProcessPlan
 from faasd_py.worker._process import start as start_process
 
@@ -315,18 +315,6 @@ class Instance:
         await self._release_storage()
         await self._process.release()
         shutil.rmtree(self._workdir, ignore_errors=True)
-
-
-async def pump_output(stream: asyncio.StreamReader, logs: LogBuffer, source: str) -> None:
-    """Copy a process's output into the function's logs, line by line, until end of stream."""
-
-    def emit(line: str) -> None:
-        logs.append(LogEntry(time.time(), source, line))
-
-    splitter = LineSplitter(emit)
-    while chunk := await stream.read(64 * 1024):
-        splitter.feed(chunk)
-    splitter.flush()
 
 
 def load_failed(spec: FunctionSpec, error: str) -> FunctionFailed:

@@ -31,7 +31,7 @@ from faasd_py.spec import ANNOTATION_POLICY, DEFAULT_NAMESPACE, FunctionSpec
 from faasd_py.worker._apps import AppDriver, PolicyStates, decode_state, save_state
 from faasd_py.worker._instance import FunctionPackage, LaunchSettings
 from faasd_py.worker._lifecycle import LifecycleStatistics
-from faasd_py.worker._logs import LogBuffer
+from faasd_py.worker._logs import LogBudget, LogBudgetStatistics, LogBuffer
 from faasd_py.worker._pool import FunctionPool, Outcome, PoolStatistics
 from faasd_py.worker._process import resolve_isolation
 from faasd_py.worker._zygote import FunctionLauncher, LauncherStatistics
@@ -65,6 +65,7 @@ class Worker:
         self._pools: dict[str, FunctionPool] = {}
         self._launchers: dict[str, FunctionLauncher] = {}  # each pool's, by function name
         self._logs: dict[str, LogBuffer] = {}
+        self._log_budget = LogBudget(config.log_total_bytes)
         self._retiring: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self.isolation_note: str | None = None  # why instances are not sandboxed, if not
@@ -132,7 +133,7 @@ class Worker:
         pool finishes its in-flight work in the background."""
         package = self.check_deployable(spec)
         ref = spec.ref  # what the pools, launchers and logs are keyed by
-        logs = self._logs.setdefault(ref, LogBuffer(self._config.log_lines))
+        logs = self._logs.setdefault(ref, LogBuffer(self._config.log_bytes, self._log_budget))
         text, policy = self._app_policy(spec)
         driver = self._apps.get(spec.app)
         if driver is not None and driver.policy_text != text:
@@ -307,6 +308,10 @@ class Worker:
         if name not in self._logs:
             raise NotFound(f"function {name!r} not found")
         return self._logs[name]
+
+    def log_statistics(self) -> LogBudgetStatistics:
+        """The bytes all functions' logs hold, against --log-total-bytes."""
+        return self._log_budget.statistics()
 
     def _pool(self, name: str) -> FunctionPool:
         pool = self._pools.get(name)
