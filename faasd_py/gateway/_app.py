@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from faasd_py.config import Config
-from faasd_py.gateway import _invoke, _logs, _namespaces, _system
+from faasd_py.gateway import _invoke, _logs, _namespaces, _openapi, _system
 from faasd_py.gateway._auth import Credentials, basic_auth_middleware
 from faasd_py.gateway._backend import FunctionWorker
 from faasd_py.gateway._errors import error_middleware
@@ -34,6 +34,7 @@ def make_app(
     app.router.add_routes(_namespaces.routes)
     app.router.add_routes(_logs.routes)
     app.router.add_routes(_invoke.routes)
+    app.router.add_routes(_openapi.routes)
     return app
 
 
