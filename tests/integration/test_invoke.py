@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
@@ -84,23 +88,58 @@ async def test_non_serializable_return_is_a_clear_500(platform: Platform) -> Non
     assert "cannot be sent" in json.loads(body)["error"]
 
 
+def pids_named(name: str) -> set[int]:
+    """Host pids of the processes with a thread called `name` (its comm, as ps shows it)."""
+    found = set()
+    for comm in Path("/proc").glob("[0-9]*/task/*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == name:
+                found.add(int(comm.parts[2]))
+    return found
+
+
+@contextlib.contextmanager
+def process_exit(pid: int) -> Iterator[asyncio.Event]:
+    """An event set when process `pid` exits (its pidfd turns readable)."""
+    loop = asyncio.get_running_loop()
+    exited = asyncio.Event()
+    pidfd = os.pidfd_open(pid)
+    loop.add_reader(pidfd, exited.set)
+    try:
+        yield exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
 async def test_hanging_handler_times_out_with_504_and_instance_is_replaced(
     platform: Platform,
 ) -> None:
+    # "mark:NAME" names the handler's thread, so that the test finds the instance's process
+    # from the host (a sandboxed one sees other pids); "hang" never answers.
     await platform.deploy(
         "slow",
         """
-        import time
+        import ctypes, time
         def handle(event, context):
+            if event.body.startswith(b"mark:"):
+                ctypes.CDLL(None).prctl(15, event.body[5:], 0, 0, 0)  # PR_SET_NAME
             if event.body == b"hang":
                 time.sleep(60)
             return "ok"
         """,
+        labels={"com.openfaas.scale.max": "1"},
         env={"exec_timeout": "1s"},
     )
-    status, body, _ = await platform.invoke("slow", b"hang")
-    assert status == 504
-    assert "did not answer within 1s" in json.loads(body)["error"]
+    name = f"hung-{random.getrandbits(32):08x}"
+    assert (await platform.invoke("slow", f"mark:{name}".encode()))[:2] == (200, b"ok")
+    (hung,) = pids_named(name)  # the one instance, which the next call will hang
+    with process_exit(hung) as exited:
+        status, body, _ = await platform.invoke("slow", b"hang")
+        assert status == 504
+        assert "did not answer within 1s" in json.loads(body)["error"]
+        # The hung instance is killed, not just left out of the pool with its handler running.
+        await asyncio.wait_for(exited.wait(), 20)  # a deadline that only catches one left alive
     status, body, _ = await platform.invoke("slow", b"fine")
     assert (status, body) == (200, b"ok")
 
@@ -275,12 +314,14 @@ async def test_scales_up_under_load_and_down_when_idle(tmp_path: Path) -> None:
     platform = await start_platform(tmp_path, scale_down_after=0.5)
     try:
         await platform.deploy("sleepy", SLEEPY, labels={"com.openfaas.scale.max": "3"})
-        results = await asyncio.gather(*(platform.invoke("sleepy", b"0.3") for _ in range(6)))
+        # Six calls of a second each: one instance alone would take six seconds, time enough
+        # for two more to start on a busy machine and take the calls still waiting.
+        results = await asyncio.gather(*(platform.invoke("sleepy", b"1") for _ in range(6)))
         assert all(status == 200 for status, _, _ in results)
         assert any("cold-start;dur=0.000" not in h["Server-Timing"] for _, _, h in results)
         stats = platform.worker.statistics("sleepy")
         assert stats is not None and stats.available == 3 and stats.cold_starts >= 2
-        for _ in range(50):
+        for _ in range(300):  # 30 s: a deadline that only catches instances never stopped
             await asyncio.sleep(0.1)
             stats = platform.worker.statistics("sleepy")
             if stats is not None and stats.available == 1:
@@ -297,19 +338,30 @@ async def test_max_inflight_runs_invocations_concurrently_in_one_instance(
         "conc",
         """
         import asyncio, os
+        running = peak = 0
         async def handle(event, context):
-            await asyncio.sleep(0.4)
-            return str(os.getpid())
+            global running, peak
+            if event.body == b"warm":
+                return "ready"
+            running += 1
+            peak = max(peak, running)
+            # Wait until all four run at once (20 s at most: one after another, the first
+            # would wait alone, and say so).
+            for _ in range(2000):
+                if peak >= 4:
+                    break
+                await asyncio.sleep(0.01)
+            running -= 1
+            return {"body": {"pid": os.getpid(), "together": peak}}
         """,
         labels={"com.openfaas.scale.max": "1"},
         env={"max_inflight": "4"},
     )
-    await platform.invoke("conc")  # warm
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    assert (await platform.invoke("conc", b"warm"))[:2] == (200, b"ready")
     results = await asyncio.gather(*(platform.invoke("conc") for _ in range(4)))
-    assert loop.time() - started < 1.2  # four at once, not 4 x 0.4 s one after another
-    assert len({body for _, body, _ in results}) == 1
+    answers = [json.loads(body) for _, body, _ in results]
+    assert [a["together"] for a in answers] == [4, 4, 4, 4]  # four at once, in one instance
+    assert len({a["pid"] for a in answers}) == 1
 
 
 async def test_200_concurrent_invocations_across_3_functions(platform: Platform) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
 import sys
@@ -78,6 +79,10 @@ async def running_up(data: Path) -> AsyncIterator[RunningUp]:
             password = (data / "credentials" / "basic-auth-password").read_text().strip()
             auth = {"Authorization": basic_auth("admin", password)}
             yield RunningUp(up, url, session, auth)
+    except BaseException:
+        if up.returncode is None:  # the test failed before it stopped `up`: do not leave it
+            up.kill()
+        raise
     finally:
         await asyncio.wait_for(up.wait(), 20)
 
@@ -88,12 +93,40 @@ def _build(data: Path, source_dir: Path, spec: FunctionSpec, code: str) -> None:
     PackageStore(data / "packages").build(StackFunction(spec, "python3-http", source_dir))
 
 
+async def function_gauges(up: RunningUp, function: str) -> tuple[float, float]:
+    """(in flight, queued) of `function`, from the gateway's /metrics."""
+    async with up.session.get(up.url + "/metrics", headers=up.auth) as response:
+        text = await response.text()
+
+    def gauge(metric: str) -> float:
+        # Labelled with the function's name, and its namespace after a dot.
+        pattern = rf'{metric}{{function_name="{re.escape(function)}(\.[^"]*)?"}} (\S+)'
+        found = re.search(pattern, text)
+        return float(found.group(2)) if found else 0.0
+
+    return gauge("gateway_function_inflight"), gauge("gateway_function_queued")
+
+
+async def until_gauges(up: RunningUp, function: str, inflight: int, queued: int) -> None:
+    """Wait until `function` has exactly that many calls in flight and queued."""
+    seen = (-1.0, -1.0)
+    for _ in range(600):  # 30 s: a deadline that only catches calls that never get there
+        seen = await function_gauges(up, function)
+        if seen == (inflight, queued):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {inflight} in flight and {queued} queued, saw {seen}")
+
+
+QUEUED = 4
+
+
 async def test_sigterm_finishes_in_flight_work_and_leaves_nothing_running(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "data"
     spec = FunctionSpec(
-        service="sleepy", image="sleepy:latest", labels={"com.openfaas.scale.max": "2"}
+        service="sleepy", image="sleepy:latest", labels={"com.openfaas.scale.max": "1"}
     )
     _build(
         data,
@@ -119,16 +152,23 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_nothing_running(
 
         assert (await call(0))[0] == 200
         assert _processes_mentioning(str(data / "packages")), "the instance runs from the data dir"
-        calls = [asyncio.create_task(call(1.0)) for _ in range(6)]
-        await asyncio.sleep(0.5)  # two run, four wait for a slot
+        # The one instance runs one call (long enough to be under way at the SIGTERM, well
+        # within the shutdown timeout of 10 s); the others wait for it.
+        running = asyncio.create_task(call(5.0))
+        await until_gauges(up, "sleepy", inflight=1, queued=0)
+        queued = [asyncio.create_task(call(0)) for _ in range(QUEUED)]
+        await until_gauges(up, "sleepy", inflight=1, queued=QUEUED)
         up.process.send_signal(signal.SIGTERM)
-        results = await asyncio.gather(*calls)
+        finished = await running
+        turned_away = await asyncio.gather(*queued)
     code = up.process.returncode
     stderr = (await up.process.stderr.read()).decode() if up.process.stderr else ""
 
     assert code == 0, stderr
-    statuses = sorted(status for status, _ in results)
-    assert statuses.count(200) >= 2 and set(statuses) <= {200, 503}, results
+    assert finished == (200, "slept")  # in flight at the SIGTERM: it finishes
+    # Queued at the SIGTERM: each is told at once, and none runs.
+    assert [status for status, _ in turned_away] == [503] * QUEUED, turned_away
+    assert all("shutting down" in text for _, text in turned_away), turned_away
     assert not _processes_mentioning(str(data / "packages")), "instances outlived up"
     assert not list((data / "run").glob("sleepy-*")), "instance folders left behind"
     assert "stopped" in stderr
