@@ -88,6 +88,17 @@ async def read_json(request: web.Request) -> object:
     if not text.strip():
         raise BadRequest("the request body is empty; expected a JSON object")
     try:
-        return json.loads(text)
+        body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    # JSON may escape half a surrogate pair ("\ud800"), which decodes to a str no file, header
+    # or process environment can hold: refuse it here rather than fail later as a 500.
+    if "\\ud" in text or "\\uD" in text:
+        try:
+            json.dumps(body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise BadRequest(
+                "the request body has a string with a lone surrogate escape (such as \\ud800), "
+                "which is not Unicode text; send whole surrogate pairs or plain UTF-8"
+            ) from None
+    return body

@@ -167,7 +167,7 @@ async def _secret_body(request: web.Request) -> tuple[str, str, bytes]:
     if isinstance(body.get("rawValue"), str):
         try:
             return namespace, name, base64.b64decode(body["rawValue"], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: characters that are not ASCII
             raise BadRequest("rawValue: expected base64") from None
     if isinstance(body.get("value"), str):
         return namespace, name, body["value"].encode()

@@ -238,3 +238,30 @@ async def test_unknown_route_is_json_404(platform: Platform) -> None:
     async with platform.session.get(platform.url + "/nothing-here") as response:
         assert response.status == 404
         assert (await response.json())["status"] == 404
+
+
+async def test_text_that_is_not_unicode_is_a_400_not_a_500(platform: Platform) -> None:
+    """Found by schemathesis: base64 of non-ASCII text, and JSON's lone surrogate escapes."""
+    cases = [
+        ("POST", "/system/secrets", r'{"name": "a", "rawValue": "\u00e9"}', "rawValue"),
+        ("POST", "/system/secrets", r'{"name": "b", "value": "\ud800"}', "lone surrogate"),
+        ("PUT", "/system/secrets", r'{"name": "b", "value": "x\udfff"}', "lone surrogate"),
+        (
+            "POST",
+            "/system/functions",
+            r'{"service": "s", "image": "s:latest", "envVars": {"k": "\ud800"}}',
+            "lone surrogate",
+        ),
+    ]
+    for method, path, body, said in cases:
+        async with platform.session.request(
+            method, platform.url + path, data=body.encode(), headers=platform.auth
+        ) as response:
+            reply = await response.json()
+            assert response.status == 400, (path, body, reply)
+            assert said in reply["error"], reply
+    # A whole surrogate pair is ordinary text.
+    status, _ = await platform.system(
+        "POST", "/system/secrets", {"name": "emoji", "value": "\U0001f600"}
+    )
+    assert status == 201

@@ -43,25 +43,7 @@ def _operations() -> list[Operation]:
     return [result.ok() for result in SCHEMA.get_all_operations() if isinstance(result, Ok)]
 
 
-# Findings that others are fixing (issue 11, "bad input gets a clear 4xx, never a 500"); the
-# xfail goes when the fix lands.
-KNOWN_5XX = {
-    "POST /system/secrets": "a rawValue with non-ASCII characters (or a value with a lone "
-    "surrogate such as \\ud800) answers 500: base64.b64decode raises ValueError, not "
-    "binascii.Error (and str.encode raises UnicodeEncodeError)",
-}
-KNOWN_5XX["PUT /system/secrets"] = KNOWN_5XX["POST /system/secrets"]
-
-OPERATIONS = [
-    pytest.param(
-        operation,
-        id=operation.label,
-        marks=[pytest.mark.xfail(reason=KNOWN_5XX[operation.label], strict=False)]
-        if operation.label in KNOWN_5XX
-        else [],
-    )
-    for operation in _operations()
-]
+OPERATIONS = [pytest.param(operation, id=operation.label) for operation in _operations()]
 
 # Cases per operation and generation mode: about 35 operations x 2 modes x this stays within a
 # couple of minutes on a busy 2-core machine, and the seed makes every run send the same cases.
