@@ -17,6 +17,11 @@ Swap is limited along with memory (memsw, swap.max), so that a function over its
 killed rather than slowed down by swapping. On v2, memory.oom.group makes the kernel kill the
 whole sandbox on OOM, as a unit. Everything here is plain file I/O and needs root (or a
 delegated subtree); nothing needs the native shim.
+
+Names: a worker's cgroups are `faasd-py/<run id>/<instance id>`, the run id being its `up`
+run's (faasd_py.runs), which holds a lock for as long as it runs. At start a worker removes
+what dead runs left (`remove_dead_runs`: a run whose lock can be taken is dead, whatever the
+age of its cgroups), and never a live run's; at a clean stop it removes its own run's folder.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from faasd_py.runs import RUN_LOCKS, dead_run, is_run_id, lock_file_ids
+
 __all__ = [
     "CONTROLLERS",
     "Cgroup",
@@ -39,12 +46,18 @@ __all__ = [
     "CgroupStatistics",
     "Hierarchy",
     "detect",
+    "remove_dead_runs",
+    "remove_tree",
+    "run_parent",
 ]
 
 CONTROLLERS = ("memory", "cpu", "pids")
 DEFAULT_PARENT = "faasd-py"
 _CPU_PERIOD_US = 100_000
 _KILL_ROUNDS = 100
+# How long a dead run's cgroup may stay busy after its processes were killed: 50 x 20 ms.
+_REMOVE_TRIES = 50
+_REMOVE_PAUSE = 0.02
 _NAME = re.compile(r"[A-Za-z0-9_.@:-]{1,200}")
 
 
@@ -350,32 +363,82 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def remove_stale(
+def run_parent(run_id: str, parent: str = DEFAULT_PARENT) -> str:
+    """Where the cgroups of run `run_id` go: `parent/run_id/<instance>` (faasd_py.runs)."""
+    return f"{parent}/{run_id}"
+
+
+def remove_dead_runs(
     parent: str = DEFAULT_PARENT,
-    older_than: float = 60.0,
-    now: float | None = None,
+    *,
+    locks: Path = RUN_LOCKS,
     hierarchy: Hierarchy | None = None,
+    now: float | None = None,
 ) -> int:
-    """Remove the cgroups under `parent` that an earlier worker left behind (a `kill -9` of
-    `faasd-py up` gives its instances no chance to remove theirs). Only empty ones go: rmdir
-    refuses a cgroup that still holds a process. Only those older than `older_than` seconds
-    go, so a cgroup another worker made a moment ago, not yet holding its sandbox, is spared.
-    Returns how many directories were removed."""
+    """Remove what runs of `faasd-py up` that no longer run left under `parent` (a `kill -9`
+    gives a run's instances no chance to remove theirs): every cgroup of a dead run, whatever
+    its age, after killing whatever still runs in it, and the run's lock file. A live run's
+    cgroups are never touched: its lock is held (faasd_py.runs). Folders under `parent` that
+    are not a run's (left by a faasd-py from before run ids) keep the old rule: removed when
+    empty and older than a minute. Returns how many dead runs were removed."""
     hierarchy = hierarchy or detect()
-    if hierarchy is None:
-        return 0
+    roots = set() if hierarchy is None else set(hierarchy.roots.values())
+    children: dict[str, list[Path]] = {run_id: [] for run_id in lock_file_ids(locks)}
+    for root in roots:
+        with contextlib.suppress(OSError):
+            for child in (root / parent).iterdir():
+                if child.is_dir():
+                    children.setdefault(child.name, []).append(child)
     now = time.time() if now is None else now
     removed = 0
-    for root in set(hierarchy.roots.values()):
-        try:
-            children = [p for p in (root / parent).iterdir() if p.is_dir()]
-        except OSError:
+    for name, directories in sorted(children.items()):
+        if not is_run_id(name):
+            _remove_old_and_empty(directories, now)
             continue
-        for child in children:
-            try:
-                if now - child.stat().st_mtime >= older_than:
-                    child.rmdir()
-                    removed += 1
-            except OSError:
-                continue  # in use, or gone meanwhile
+        with dead_run(name, locks) as dead:
+            if dead:
+                if hierarchy is not None:
+                    remove_tree(run_parent(name, parent), hierarchy)
+                removed += 1
     return removed
+
+
+def remove_tree(parent: str, hierarchy: Hierarchy | None = None) -> bool:
+    """Kill everything in the cgroups under `parent` and remove them, then `parent` itself (in
+    every hierarchy). False if some are still busy after a few tries (a process that cannot be
+    killed, e.g. stuck in the kernel), which stay."""
+    hierarchy = hierarchy or detect()
+    if hierarchy is None:
+        return True
+    complete = True
+    for root in set(hierarchy.roots.values()):
+        top = root / parent
+        if not top.is_dir():
+            continue
+        # Deepest first: a cgroup with children cannot be removed.
+        for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            complete = (
+                _kill_and_remove(Cgroup(hierarchy, dict.fromkeys(CONTROLLERS, Path(directory))))
+                and complete
+            )
+    return complete
+
+
+def _kill_and_remove(cgroup: Cgroup) -> bool:
+    for _ in range(_REMOVE_TRIES):
+        cgroup.kill()
+        try:
+            cgroup.remove()
+            return True
+        except OSError:
+            time.sleep(_REMOVE_PAUSE)  # killed processes take a moment to leave
+    return False
+
+
+def _remove_old_and_empty(directories: list[Path], now: float, older_than: float = 60.0) -> None:
+    # Not a run's: nothing says whether it is in use, so only an empty one that nobody has
+    # touched for a minute goes (rmdir refuses a cgroup that holds a process).
+    for directory in directories:
+        with contextlib.suppress(OSError):  # in use, or gone meanwhile
+            if now - directory.stat().st_mtime >= older_than:
+                directory.rmdir()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from faasd_py.cache import StorageService, WorkerStorage, answer_storage
+from faasd_py.cgroups import DEFAULT_PARENT
 from faasd_py.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
 from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, InvocationTimeout
 from faasd_py.netns import BridgeNetwork
@@ -60,6 +61,9 @@ class LaunchSettings:
     # Answers the instances' context.storage calls from their app's cache (faasd_py.cache);
     # None: a worker without storage (calls get an error reply).
     storage: WorkerStorage | None = None
+    # Where sandboxed instances' cgroups go: faasd-py/<run id> of this worker's run
+    # (faasd_py.runs), so that another run's start leaves them alone.
+    cgroup_parent: str = DEFAULT_PARENT
 
 
 # Starts the process of an instance from its plan: a fresh exec (_process.start) by default,
@@ -149,6 +153,7 @@ class Instance:
             pass_fds=handoff.child_fds,
             memory_bytes=spec.limits.memory_bytes,
             cpu=spec.limits.cpu_cores,
+            cgroup_parent=settings.cgroup_parent,
         )
         try:
             if start is None:

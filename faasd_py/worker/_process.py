@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from faasd_py.cgroups import Cgroup, CgroupLimits
+from faasd_py.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
 from faasd_py.errors import NativeUnavailable
 from faasd_py.sandbox import (
     SANDBOX_GID,
@@ -88,6 +88,7 @@ class ProcessPlan:
     pass_fds: Sequence[int]
     memory_bytes: int | None
     cpu: float | None
+    cgroup_parent: str = DEFAULT_PARENT  # LaunchSettings.cgroup_parent
 
 
 def resolve_isolation(requested: str) -> tuple[str, str | None]:
@@ -253,7 +254,9 @@ async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
     root = plan.workdir.parent / ".root"  # empty: each sandbox mounts its own root over it
     root.mkdir(exist_ok=True)
     cgroup = Cgroup.create(
-        plan.name, CgroupLimits(memory_bytes=plan.memory_bytes, cpu=plan.cpu, pids=PIDS_LIMIT)
+        plan.name,
+        CgroupLimits(memory_bytes=plan.memory_bytes, cpu=plan.cpu, pids=PIDS_LIMIT),
+        parent=plan.cgroup_parent,
     )
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()

@@ -19,13 +19,14 @@ import msgpack
 import faasd_py
 from faasd_py import doorbells, native
 from faasd_py.cache import CacheStatistics, StorageStatistics, WorkerStorage
-from faasd_py.cgroups import remove_stale
+from faasd_py.cgroups import remove_dead_runs, remove_tree, run_parent
 from faasd_py.channel import resolve_kind
 from faasd_py.config import Config, live_policy
-from faasd_py.errors import BadRequest, NotFound, SpecError
+from faasd_py.errors import BadRequest, FaasdError, NotFound, SpecError
 from faasd_py.netns import BridgeNetwork
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
+from faasd_py.runs import RUN_LOCKS, RunLock
 from faasd_py.scheduler import Policy
 from faasd_py.spec import ANNOTATION_POLICY, DEFAULT_NAMESPACE, FunctionSpec
 from faasd_py.worker._apps import AppDriver, PolicyStates, decode_state, save_state
@@ -68,6 +69,7 @@ class Worker:
         self._log_budget = LogBudget(config.log_total_bytes)
         self._retiring: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
+        self._run: RunLock | None = None  # this run's identity, while sandboxes run
         self.isolation_note: str | None = None  # why instances are not sandboxed, if not
         self._settings = LaunchSettings(
             python=config.python,
@@ -95,14 +97,46 @@ class Worker:
             network = BridgeNetwork(config.net_bridge, config.net_subnet, config.net_allow_ports)
             self._settings = replace(self._settings, network=network)
         if isolation == "sandbox":
-            swept = await asyncio.to_thread(remove_stale)
-            if swept:
-                logger.info("removed %d cgroups left by an earlier worker", swept)
-        shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
-        _link_runtime(self._settings.runtime_path)
-        if self._policy_states is not None:
-            self._saved_states = await self._policy_states.get_policy_states()
+            await self._start_run()
+        try:
+            shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
+            _link_runtime(self._settings.runtime_path)
+            if self._policy_states is not None:
+                self._saved_states = await self._policy_states.get_policy_states()
+        except BaseException:
+            await self._end_run()
+            raise
         self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def _start_run(self) -> None:
+        """Take this run's identity (its sandboxes' cgroups go under its run id), then remove
+        what runs that are no longer running left behind, however young: never a live run's."""
+        try:
+            self._run = await asyncio.to_thread(RunLock.acquire)
+        except OSError as exc:
+            raise FaasdError(f"cannot make this run's lock file in {RUN_LOCKS}: {exc}") from exc
+        parent = run_parent(self._run.id)
+        self._settings = replace(self._settings, cgroup_parent=parent)
+        swept = await asyncio.to_thread(remove_dead_runs)
+        if swept:
+            logger.info("removed the cgroups of %d faasd-py runs that no longer run", swept)
+
+    async def _end_run(self) -> None:
+        """After the last instance: this run's cgroups go, and its lock with them."""
+        run, self._run = self._run, None
+        if run is not None:
+            await asyncio.to_thread(remove_tree, self._settings.cgroup_parent)
+            run.release()
+
+    @property
+    def run_id(self) -> str | None:
+        """This run's id, which names its cgroups (faasd_py.runs); None without sandboxes."""
+        return None if self._run is None else self._run.id
+
+    @property
+    def cgroup_parent(self) -> str:
+        """Where this worker's sandboxes' cgroups are, under each hierarchy's root."""
+        return self._settings.cgroup_parent
 
     # --- deployment ----------------------------------------------------------------------------
 
@@ -357,6 +391,7 @@ class Worker:
         doorbells.close_for(asyncio.get_running_loop())  # every shm channel is closed now
         if self._settings.network is not None:
             await asyncio.to_thread(self._settings.network.close)
+        await self._end_run()
 
 
 def _link_runtime(path: Path) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 import msgpack
 
-from faasd_py.cgroups import Cgroup, CgroupLimits
+from faasd_py.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
 from faasd_py.errors import FaasdError
 from faasd_py.sandbox import ExitStatus
 from faasd_py.spec import FunctionSpec
@@ -201,12 +201,14 @@ class Zygote:
         control: socket.socket,
         isolation: str,
         workdir: Path,
+        cgroup_parent: str = DEFAULT_PARENT,
     ) -> None:
         self.name = name
         self._workdir = workdir
         self.process = process
         self._control = control
         self._isolation = isolation
+        self._cgroup_parent = cgroup_parent  # where its forks' cgroups go: the run's
         self._loop = asyncio.get_running_loop()
         self._ids = itertools.count(1)
         self._started: asyncio.Future[dict[str, Any]] = self._loop.create_future()
@@ -243,6 +245,7 @@ class Zygote:
             pass_fds=(child.fileno(),),
             memory_bytes=spec.limits.memory_bytes,
             cpu=spec.limits.cpu_cores,
+            cgroup_parent=settings.cgroup_parent,
         )
         try:
             process = await start_process(settings.isolation, plan)
@@ -253,7 +256,9 @@ class Zygote:
         finally:
             child.close()
         parent.setblocking(False)
-        zygote = cls(name, process, parent, settings.isolation, plan.workdir)
+        zygote = cls(
+            name, process, parent, settings.isolation, plan.workdir, settings.cgroup_parent
+        )
         for stream in (process.stdout, process.stderr):
             zygote._tasks.append(asyncio.create_task(pump_output(stream, logs, name)))
         try:
@@ -287,7 +292,8 @@ class Zygote:
                 memory_bytes=spec.limits.memory_bytes, cpu=spec.limits.cpu_cores, pids=PIDS_LIMIT
             )
             try:
-                cgroup = Cgroup.create(f"{spec.service}-{token.token_hex(4)}", limits)
+                name = f"{spec.service}-{token.token_hex(4)}"
+                cgroup = Cgroup.create(name, limits, parent=self._cgroup_parent)
             except (OSError, RuntimeError) as exc:
                 raise ZygoteFailed(f"cannot make a cgroup for a fork: {exc}", broken=False) from exc
         child = _ForkedProcess(cgroup)

@@ -4,12 +4,24 @@ hierarchy of the machine, which has only one of the two.)"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from faasd_py import cgroups
-from faasd_py.cgroups import Cgroup, CgroupLimits, Hierarchy, detect
+from faasd_py.cgroups import (
+    Cgroup,
+    CgroupLimits,
+    Hierarchy,
+    detect,
+    remove_dead_runs,
+    remove_tree,
+)
+from faasd_py.runs import RunLock, dead_run, is_run_id, lock_file_ids
 
 
 @pytest.fixture
@@ -154,3 +166,90 @@ def test_detect_prefers_v2_with_controllers_and_falls_back_to_v1(tmp_path: Path)
     assert found is not None and found.version == 2
     assert set(found.roots.values()) == {unified}
     assert detect("22 27 0:21 / /proc rw - proc proc rw") is None
+
+
+# --- runs: whose cgroups are whose (faasd_py.runs) -----------------------------------------------
+
+
+def _fake_v1(tmp_path: Path) -> Hierarchy:
+    return Hierarchy(1, {c: tmp_path / "cgroup" / c for c in cgroups.CONTROLLERS})
+
+
+def _make(hierarchy: Hierarchy, parent: str, age: float = 0.0) -> list[Path]:
+    made = []
+    for root in hierarchy.roots.values():
+        (root / parent).mkdir(parents=True)
+        made.append(root / parent)
+    if age:
+        then = time.time() - age
+        for directory in made:
+            os.utime(directory, (then, then))
+    return made
+
+
+def _run_that_exits(locks: Path) -> str:
+    """The id of a run that took its lock in another process, which then exited."""
+    code = "import sys; from pathlib import Path; from faasd_py.runs import RunLock; "
+    code += "print(RunLock.acquire(Path(sys.argv[1])).id)"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(locks)], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_a_run_holds_its_lock_until_it_releases_it(tmp_path: Path) -> None:
+    locks = tmp_path / "locks"
+    first, second = RunLock.acquire(locks), RunLock.acquire(locks)
+    assert first.id != second.id and is_run_id(first.id)
+    assert first.path.read_text() == f"{os.getpid()}\n"  # for an operator to read
+    assert lock_file_ids(locks) == sorted([first.id, second.id])
+    with dead_run(first.id, locks) as dead:
+        assert not dead  # another descriptor cannot take it, in this process or another
+    assert first.path.exists()
+    first.release()
+    first.release()
+    assert not first.path.exists()
+    with dead_run(first.id, locks) as dead:
+        assert dead  # no lock file: no live run has this id
+    second.path.unlink()  # as if swept: still held, since its holder never let go
+    with dead_run(second.id, locks) as dead:
+        assert dead
+    second.release()
+
+
+def test_dead_runs_go_whatever_their_age_and_live_ones_stay(tmp_path: Path) -> None:
+    hierarchy, locks = _fake_v1(tmp_path), tmp_path / "locks"
+    live = RunLock.acquire(locks)
+    # A run that ended without a word (as under `kill -9`): its lock file stays, free.
+    killed = _run_that_exits(locks)
+    killed_lock = locks / f"{killed}.lock"
+    assert killed_lock.exists()
+    lost = "run-0123456789ab"  # cgroups, but no lock file at all
+    kept = _make(hierarchy, f"faasd-py/{live.id}/fn-1", age=3600)
+    gone = _make(hierarchy, f"faasd-py/{killed}/fn-1")  # made a moment ago
+    gone += _make(hierarchy, f"faasd-py/{lost}/fn-2/nested")
+    # Not a run's, from a faasd-py before run ids: removed only when a minute old.
+    old = _make(hierarchy, "faasd-py/fn-old", age=120)
+    young = _make(hierarchy, "faasd-py/fn-young")
+
+    assert remove_dead_runs(locks=locks, hierarchy=hierarchy) == 2
+    assert all(d.is_dir() for d in kept + young)
+    assert not any(d.exists() for d in old)
+    for run_id in (killed, lost):
+        assert not any((root / "faasd-py" / run_id).exists() for root in hierarchy.roots.values())
+    assert not killed_lock.exists() and live.path.exists()
+    assert lock_file_ids(locks) == [live.id]
+    live.release()
+    assert remove_dead_runs(locks=locks, hierarchy=hierarchy) == 1  # released: dead now
+    assert not any(d.exists() for d in kept)
+
+
+def test_a_run_removes_its_own_tree(tmp_path: Path) -> None:
+    hierarchy = _fake_v1(tmp_path)
+    made = _make(hierarchy, "faasd-py/run-0123456789ab/fn-1/sub")
+    assert remove_tree("faasd-py/run-0123456789ab", hierarchy)
+    assert not any(
+        (root / "faasd-py" / "run-0123456789ab").exists() for root in hierarchy.roots.values()
+    )
+    assert all(d.parent.parent.parent.is_dir() for d in made)  # faasd-py itself stays
+    assert remove_tree("faasd-py/run-0123456789ab", hierarchy)  # nothing left: fine
