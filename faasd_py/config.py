@@ -97,6 +97,12 @@ class Config:
     max_body: int = 16 * 1024 * 1024
     # Invocations that may wait per function when every instance is busy (429 beyond it).
     max_queue: int = 1024
+    # Slow and idle clients (gateway/_connections.py): a request's headers must arrive within
+    # header_timeout of its first byte (408 after); a connection without a request in progress
+    # closes after idle_timeout; with max_connections open, one more is answered 503 and closed.
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    max_connections: int = 1024
     # An instance above the function's floor is stopped after this long without work.
     scale_down_after: float = 60.0
     # Time for an instance to import its handler and report ready.
@@ -185,7 +191,15 @@ class Config:
             raise ValueError(
                 f"storage_timeout must be a duration above 0, got {self.storage_timeout!r}"
             )
+        self._check_connections()
         self._check_network()
+
+    def _check_connections(self) -> None:
+        for name in ("header_timeout", "idle_timeout"):
+            if not (0 < getattr(self, name) < float("inf")):
+                raise ValueError(f"{name} must be a duration above 0, got {getattr(self, name)!r}")
+        if self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {self.max_connections!r}")
 
     def _check_network(self) -> None:
         """ValueError now for a bad --net-bridge or --net-subnet, not at the first net call.

@@ -23,6 +23,7 @@ from faasd_py.cache import CacheManager, CacheSettings, StorageLimits, WorkerSto
 from faasd_py.config import Config, live_policy
 from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
+from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
 from faasd_py.gateway._keys import METRICS
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
@@ -69,8 +70,10 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     app = make_app(config, registry, worker, credentials)
     app[METRICS].add_caches(worker.cache_statistics)
     app[METRICS].add_apps(worker.app_statistics)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
+    # Slow and idle clients are let go, and open connections are capped (gateway/_connections).
+    limits = ConnectionLimits(config.header_timeout, config.idle_timeout, config.max_connections)
+    runner = GuardedRunner(
+        app, limits, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )
     await runner.setup()
     platform = Platform(config, credentials, created, registry, worker, runner)

@@ -101,6 +101,28 @@ def _check_policy(text: str) -> str:
     help="On SIGTERM, how long running invocations may take to finish.",
 )
 @shared_option(
+    "--header-timeout",
+    default="10s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="Time a client has to send a request's headers once it starts (408 after), so slow "
+    "clients cannot hold connections.",
+)
+@shared_option(
+    "--idle-timeout",
+    default="75s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="Close a connection after this long without a request (keep-alive).",
+)
+@shared_option(
+    "--max-connections",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Connections open at once; one more is answered 503 and closed.",
+)
+@shared_option(
     "--deploy",
     "-d",
     "stacks",
@@ -267,6 +289,9 @@ def up(
     scale_down_after: float,
     start_timeout: float,
     shutdown_timeout: float,
+    header_timeout: float,
+    idle_timeout: float,
+    max_connections: int,
     stacks: tuple[Path, ...],
     python: str,
     channel: str | None,
@@ -312,6 +337,9 @@ def up(
             scale_down_after=scale_down_after,
             start_timeout=start_timeout,
             shutdown_timeout=shutdown_timeout,
+            header_timeout=header_timeout,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
             python=python,
             channel=channel or default_channel(),
             net_bridge=net_bridge,

@@ -7,11 +7,12 @@ import asyncio
 import base64
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import HELLO, Platform
+from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
 
 
 async def raw_exchange(platform: Platform, head: bytes, body: bytes = b"") -> tuple[int, Any]:
@@ -227,3 +228,104 @@ async def test_a_bug_in_a_system_route_is_a_json_500_logged_once(
     # The gateway goes on answering.
     monkeypatch.undo()
     assert (await platform.system("GET", "/system/functions"))[0] == 200
+
+
+# --- item 9: slow, idle and too many clients ----------------------------------------------------
+
+# Deadlines in these tests only catch hangs: the limits under test are a second or two.
+HANG = 30.0
+
+
+async def open_raw(platform: Platform) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = platform.running.runner.addresses[0][:2]
+    return await asyncio.open_connection(host, port)
+
+
+async def slow_client(platform: Platform) -> bytes:
+    """A slow-loris client: a request head that never ends, a byte every 0.2 s; returns what
+    the gateway sent before it closed the connection."""
+    reader, writer = await open_raw(platform)
+
+    async def trickle() -> None:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        while True:
+            await asyncio.sleep(0.2)
+            writer.write(b"a")
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        return await asyncio.wait_for(reader.read(), HANG)
+    except ConnectionResetError:  # closed while a byte was on its way: nothing more to read
+        return b""
+    finally:
+        trickling.cancel()
+        writer.close()
+
+
+async def test_slow_clients_get_408_and_are_closed_while_others_are_served(
+    tmp_path: Path,
+) -> None:
+    platform = await start_platform(tmp_path, header_timeout=1.0, max_connections=100)
+    try:
+        slow = [asyncio.create_task(slow_client(platform)) for _ in range(50)]
+        served = 0
+        while not all(task.done() for task in slow):
+            async with platform.session.get(platform.url + "/healthz") as response:
+                assert response.status == 200
+                served += 1
+            await asyncio.sleep(0.05)
+        answers = [await task for task in slow]
+    finally:
+        await stop_platform(platform)
+    assert served > 0
+    timed_out = [a for a in answers if a.startswith(b"HTTP/1.1 408 ")]
+    # Every one closed; each with a 408, unless a byte it sent as the gateway closed turned
+    # the close into a reset (rare: the client reads all along).
+    assert timed_out and all(a == b"" or a.startswith(b"HTTP/1.1 408 ") for a in answers), answers
+    reply = json.loads(timed_out[0].partition(b"\r\n\r\n")[2])
+    assert reply["status"] == 408 and "--header-timeout" in reply["error"]
+
+
+async def test_idle_connections_are_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    platform = await start_platform(tmp_path, idle_timeout=1.0)
+    try:
+        # Connected, never a byte sent.
+        reader, writer = await open_raw(platform)
+        assert await asyncio.wait_for(reader.read(), HANG) == b""
+        writer.close()
+        # Kept alive after a request: closed once idle for the timeout.
+        reader, writer = await open_raw(platform)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), HANG)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nOK")
+    finally:
+        await stop_platform(platform)
+
+
+async def test_a_connection_beyond_the_cap_gets_503_and_is_closed(tmp_path: Path) -> None:
+    platform = await start_platform(tmp_path, max_connections=5)
+    held = [await open_raw(platform) for _ in range(5)]
+    try:
+        reader, writer = await open_raw(platform)
+        answer = await asyncio.wait_for(reader.read(), HANG)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in answer
+        reply = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert reply["status"] == 503 and "--max-connections" in reply["error"]
+        # Once one closes, a new connection is served (as soon as the gateway has seen it go).
+        held.pop()[1].close()
+        async with asyncio.timeout(HANG):
+            while True:
+                reader, writer = await open_raw(platform)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = await reader.read()
+                writer.close()
+                if not answer.startswith(b"HTTP/1.1 503 "):
+                    break
+                await asyncio.sleep(0.05)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+    finally:
+        for _, held_writer in held:
+            held_writer.close()
+        await stop_platform(platform)
