@@ -114,6 +114,14 @@ class Config:
     log_bytes: int = 1024 * 1024
     # Bytes of every function's logs together (the oldest lines of the largest go first).
     log_total_bytes: int = 64 * 1024 * 1024
+    # Instances one function may ask for (com.openfaas.scale.min and .max), and instances this
+    # host runs at once (faasd_py.worker._limits).
+    max_scale: int = 20
+    max_instances: int = 100
+    # Memory the instances may reserve together (None: 80% of MemTotal), and what an instance
+    # without limits.memory reserves; one that does not fit is not started.
+    memory_budget: int | None = None
+    instance_memory: int = 128 * 1024 * 1024
     # The interpreter that runs instances.
     python: str = sys.executable
     # The channel of functions that do not choose one (annotation com.faasd-py.channel).
@@ -179,6 +187,14 @@ class Config:
         if not (0 < self.bin_width < float("inf")):
             raise ValueError(f"bin_width must be a duration above 0, got {self.bin_width!r}")
         live_policy(self.policy, self.bin_width)  # ValueError now, not at the first deploy
+        for name in ("max_scale", "max_instances", "instance_memory"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.memory_budget is not None and self.memory_budget < self.instance_memory:
+            raise ValueError(
+                f"memory_budget ({self.memory_budget}) must hold one instance "
+                f"(instance_memory {self.instance_memory})"
+            )
         if not (64 * 1024 <= self.log_bytes <= self.log_total_bytes):
             raise ValueError(
                 f"log_bytes must be at least 64Ki and at most log_total_bytes "

@@ -80,6 +80,35 @@ def _check_policy(text: str) -> str:
     help="Output kept for all functions together (the oldest lines of the largest go first).",
 )
 @shared_option(
+    "--max-scale",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Instances one function may ask for (com.openfaas.scale.min and .max; 400 beyond).",
+)
+@shared_option(
+    "--max-instances",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Instances this host runs at once, all functions together.",
+)
+@shared_option(
+    "--memory-budget",
+    default=None,
+    show_default="80% of MemTotal",
+    callback=parsed_by(parse_size),
+    help="Memory the instances may reserve together (each its limits.memory, or "
+    "--instance-memory); one that does not fit waits, or its caller gets 429.",
+)
+@shared_option(
+    "--instance-memory",
+    default="128Mi",
+    show_default=True,
+    callback=parsed_by(parse_size),
+    help="What an instance without limits.memory reserves of --memory-budget.",
+)
+@shared_option(
     "--scale-down-after",
     default="60s",
     show_default=True,
@@ -286,6 +315,10 @@ def up(
     max_queue: int,
     log_bytes: int,
     log_total_bytes: int,
+    max_scale: int,
+    max_instances: int,
+    memory_budget: int | None,
+    instance_memory: int,
     scale_down_after: float,
     start_timeout: float,
     shutdown_timeout: float,
@@ -334,6 +367,10 @@ def up(
             max_queue=max_queue,
             log_bytes=log_bytes,
             log_total_bytes=log_total_bytes,
+            max_scale=max_scale,
+            max_instances=max_instances,
+            memory_budget=memory_budget,
+            instance_memory=instance_memory,
             scale_down_after=scale_down_after,
             start_timeout=start_timeout,
             shutdown_timeout=shutdown_timeout,

@@ -35,6 +35,7 @@ from faasd_py.errors import FaasdError, InvocationTimeout, Overloaded, Unavailab
 from faasd_py.protocol import Request, Result
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._instance import Instance
+from faasd_py.worker._limits import MemoryAdmission
 from faasd_py.worker._logs import LogBuffer, LogEntry
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ class FunctionPool:
         *,
         managed: bool = False,
         loaded: bool = True,
+        admission: MemoryAdmission | None = None,
+        reserve: int = 0,
     ) -> None:
         self.spec = spec
         self._secrets = dict(secrets)
@@ -134,6 +137,11 @@ class FunctionPool:
         self._idle_seconds = 0.0
         self._accounted_at = time.monotonic()
         self._launched = False  # whether the launcher may hold a zygote to unload
+        # The host's memory admission: each instance reserves `reserve` bytes from starting
+        # until it has exited (faasd_py.worker._limits).
+        self._admission = admission
+        self._reserve = reserve
+        self._holding: set[Instance] = set()  # started instances holding a reservation
 
     @property
     def _floor(self) -> int:
@@ -217,6 +225,15 @@ class FunctionPool:
         future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         self._scale_up_for_waiters()
+        if not self._instances and self._starting == 0 and self._admission is not None:
+            # No instance will come for it: the host's memory is taken (a start that failed
+            # instead has answered the waiters already).
+            self._waiters.remove(future)
+            raise Overloaded(
+                f"function {self.spec.service} has no instance and this host cannot start one "
+                f"now: {self._admission.describe()}; retry later",
+                retry_after=1.0,
+            )
         try:
             return await future
         except asyncio.CancelledError:
@@ -249,30 +266,53 @@ class FunctionPool:
         wanted = math.ceil(missing / self.spec.max_inflight) if missing > 0 else 0
         room = self.spec.scale_max - len(self._instances) - self._starting
         for _ in range(min(wanted, room)):
-            self._start_instance()
+            if not self._start_instance():
+                return
 
     def ensure_floor(self) -> None:
         """Start instances until the floor is met (unless starts keep failing)."""
         if self._closed is not None or self._start_failures >= _MAX_START_FAILURES:
             return
         for _ in range(self._floor - len(self._instances) - self._starting):
-            self._start_instance()
+            if not self._start_instance():
+                return
 
-    def _start_instance(self, prewarm: bool = False) -> None:
+    def _start_instance(self, prewarm: bool = False) -> bool:
+        """Start an instance if the host admits one; False (and a retry once memory is given
+        back) if not."""
+        admission = self._admission
+        if admission is not None and not admission.try_reserve(self._reserve, self, self._retry):
+            return False
         self._launched = True
         self._starting += 1
         self._spawn(self._run_start(prewarm))
+        return True
+
+    def _retry(self) -> None:
+        """Memory was given back on the host: start what this pool could not."""
+        if self._closed is None:
+            self.ensure_floor()
+            self._scale_up_for_waiters()
+
+    def _give_back(self) -> None:
+        if self._admission is not None:
+            self._admission.release(self._reserve)
 
     async def _run_start(self, prewarm: bool = False) -> None:
         try:
             instance = await self._launcher.launch(self.spec, self._secrets, self._logs)
-        except Exception as exc:
+        except BaseException as exc:
             self._starting -= 1
+            self._give_back()
+            if not isinstance(exc, Exception):
+                raise
             self._start_failed(exc)
             return
         self._starting -= 1
+        self._holding.add(instance)
         if self._closed is not None:
             await instance.stop()
+            self._let_go(instance)
             return
         self._start_failures = 0
         instance.on_exit(self._instance_exited)
@@ -300,7 +340,14 @@ class FunctionPool:
         else:
             self._scale_up_for_waiters()
 
+    def _let_go(self, instance: Instance) -> None:
+        """The instance has exited: its memory is the host's again."""
+        if instance in self._holding:
+            self._holding.discard(instance)
+            self._give_back()
+
     def _instance_exited(self, instance: Instance) -> None:
+        self._let_go(instance)
         self._prewarmed.discard(instance.id)
         if instance in self._instances:
             self._account()
@@ -344,7 +391,8 @@ class FunctionPool:
         if self._closed is not None or self._start_failures >= _MAX_START_FAILURES:
             return
         for _ in range(self._floor - len(self._instances) - self._starting):
-            self._start_instance(prewarm=prewarm)
+            if not self._start_instance(prewarm=prewarm):
+                return
             if prewarm:
                 self._prewarm_loads += 1
 
@@ -405,6 +453,10 @@ class FunctionPool:
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await task
+        for instance in list(self._holding):  # stopped: exited, whether or not it said so
+            self._let_go(instance)
+        if self._admission is not None:
+            self._admission.forget(self)
         await self._launcher.close()
 
     def _spawn(self, work: Awaitable[None]) -> None:

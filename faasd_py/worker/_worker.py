@@ -32,6 +32,7 @@ from faasd_py.spec import ANNOTATION_POLICY, DEFAULT_NAMESPACE, FunctionSpec
 from faasd_py.worker._apps import AppDriver, PolicyStates, decode_state, save_state
 from faasd_py.worker._instance import FunctionPackage, LaunchSettings
 from faasd_py.worker._lifecycle import LifecycleStatistics
+from faasd_py.worker._limits import AdmissionStatistics, HostLimits, MemoryAdmission
 from faasd_py.worker._logs import LogBudget, LogBudgetStatistics, LogBuffer
 from faasd_py.worker._pool import FunctionPool, Outcome, PoolStatistics
 from faasd_py.worker._process import resolve_isolation
@@ -67,6 +68,13 @@ class Worker:
         self._launchers: dict[str, FunctionLauncher] = {}  # each pool's, by function name
         self._logs: dict[str, LogBuffer] = {}
         self._log_budget = LogBudget(config.log_total_bytes)
+        self._host = HostLimits.of_host(
+            budget=config.memory_budget,
+            max_scale=config.max_scale,
+            max_instances=config.max_instances,
+            instance_memory=config.instance_memory,
+        )
+        self._admission = MemoryAdmission(self._host.budget, self._host.max_instances)
         self._retiring: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._run: RunLock | None = None  # this run's identity, while sandboxes run
@@ -151,6 +159,7 @@ class Worker:
         return self._settings.zygote
 
     def check_deployable(self, spec: FunctionSpec) -> FunctionPackage:
+        self._host.check(spec)  # instances, CPU and memory within what this host admits
         resolve_kind(spec.channel, self._settings.channel)  # shm needs the native shim
         self._app_policy(spec)  # SpecError (400) for a policy this worker cannot run
         package = self._packages.get(spec.image)
@@ -191,6 +200,8 @@ class Worker:
             self._config.max_queue,
             managed=policy is not None,
             loaded=(driver is None or driver.lifecycle.loaded) and not scaled_to_zero,
+            admission=self._admission,
+            reserve=self._host.reserve(spec),
         )
         old = self._pools.get(ref)
         self._pools[ref] = pool
@@ -342,6 +353,10 @@ class Worker:
         if name not in self._logs:
             raise NotFound(f"function {name!r} not found")
         return self._logs[name]
+
+    def admission_statistics(self) -> AdmissionStatistics:
+        """The memory and instances reserved on this host, against its budget."""
+        return self._admission.statistics()
 
     def log_statistics(self) -> LogBudgetStatistics:
         """The bytes all functions' logs hold, against --log-total-bytes."""

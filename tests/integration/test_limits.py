@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from faasd_py.spec import FunctionSpec
 from faasd_py.worker import LogBuffer
 from faasd_py.worker._logs import DEFAULT_FUNCTION_BYTES
 from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
@@ -23,6 +27,7 @@ def handle(event, context):
 """
 
 MARKER = "[faasd-py] "
+MIB = 1024 * 1024
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:
@@ -102,5 +107,91 @@ async def test_a_small_log_budget_holds_across_functions(tmp_path: Path) -> None
         assert budget.bytes == sum(b.bytes for b in logs) <= 384 * 1024
         assert all(b.bytes <= 256 * 1024 for b in logs)
         assert logs[0].statistics().evicted_lines > 0  # the older function gave way
+    finally:
+        await stop_platform(platform)
+
+
+# --- what a deployment may ask of the host -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "bound"),
+    [
+        (
+            {"labels": {"com.openfaas.scale.min": "1000", "com.openfaas.scale.max": "1000"}},
+            "labels.com.openfaas.scale.min",
+            "20",
+        ),
+        ({"labels": {"com.openfaas.scale.max": "1000"}}, "labels.com.openfaas.scale.max", "20"),
+        ({"limits": {"cpu": "1e308"}}, "limits.cpu", "cores"),
+        ({"limits": {"memory": "999999999Ti"}}, "limits.memory", "MemTotal"),
+        ({"requests": {"memory": "999999999Ti"}}, "requests.memory", "MemTotal"),
+    ],
+)
+async def test_a_deployment_beyond_the_host_is_a_400_naming_the_field_and_bound(
+    platform: Platform, change: dict[str, object], field: str, bound: str
+) -> None:
+    body = {**FunctionSpec(service="greedy", image="greedy:latest").to_json(), **change}
+    status, error = await platform.system("POST", "/system/functions", body)
+    assert status == 400
+    assert error["error"].startswith(f"{field}: at most")
+    assert bound in error["error"]
+    assert platform.worker.statistics("greedy") is None  # nothing was started
+
+
+async def test_a_host_out_of_memory_answers_429_until_memory_is_given_back(
+    tmp_path: Path,
+) -> None:
+    # Room for one instance of 128Mi, not two.
+    platform = await start_platform(tmp_path, memory_budget=200 * MIB, instance_memory=128 * MIB)
+    try:
+        await platform.deploy("first", HELLO)
+        assert (await platform.invoke("first", b"a"))[:2] == (200, b"hello a")
+        await platform.deploy("second", HELLO)  # accepted: it fits the budget on its own
+        status, body, headers = await platform.invoke("second", b"b")
+        assert status == 429
+        assert headers["Retry-After"] == "1"
+        message = json.loads(body)["error"]
+        assert "this host cannot start one" in message and "memory budget" in message
+        assert platform.worker.admission_statistics().instances == 1
+
+        assert (await platform.system("DELETE", "/system/functions", {"functionName": "first"}))[
+            0
+        ] == 200
+        # The first function's instance gives its memory back as it exits: the second starts.
+        await _until(lambda: platform.worker.admission_statistics().reserved == 128 * MIB, "start")
+        await _until(lambda: _available(platform, "second") == 1, "an instance of the second")
+        assert (await platform.invoke("second", b"b"))[:2] == (200, b"hello b")
+    finally:
+        await stop_platform(platform)
+
+
+def _available(platform: Platform, name: str) -> int:
+    stats = platform.worker.statistics(name)
+    return 0 if stats is None else stats.available
+
+
+SLOW = """
+import time
+def handle(event, context):
+    time.sleep(0.3)
+    return "done"
+"""
+
+
+async def test_callers_of_a_function_with_an_instance_wait_for_it_when_the_host_is_full(
+    tmp_path: Path,
+) -> None:
+    platform = await start_platform(tmp_path, memory_budget=300 * MIB, instance_memory=128 * MIB)
+    try:
+        await platform.deploy("slow", SLOW)
+        await platform.deploy("other", HELLO)
+        assert (await platform.invoke("slow"))[0] == 200
+        assert (await platform.invoke("other"))[0] == 200
+        # A third instance does not fit: the slow function's callers queue for its one.
+        calls = await asyncio.gather(*(platform.invoke("slow") for _ in range(3)))
+        assert [status for status, _, _ in calls] == [200, 200, 200]
+        stats = platform.worker.admission_statistics()
+        assert stats.instances == 2 and stats.refused > 0
     finally:
         await stop_platform(platform)
