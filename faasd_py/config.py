@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faasd_py.scheduler import POLICY_FORMS, HybridConfig, Policy, parse_policy
-from faasd_py.storage._base import DEFAULT_STORE_TIMEOUT
+from faasd_py.storage._base import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, DEFAULT_STORE_TIMEOUT
 from faasd_py.storage._latency import LatencyModel
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
@@ -160,6 +160,10 @@ class Config:
     # are answered (the instance blocks, not the worker).
     storage_calls_in_flight: int = 16
     storage_bytes_in_flight: int = 64 * 1024 * 1024
+    # Each app's quota in the store: bytes of its objects, and keys. A function's annotations
+    # com.faasd-py.storage.max-bytes / max-keys set its own.
+    storage_max_bytes: int = DEFAULT_MAX_BYTES
+    storage_max_keys: int = DEFAULT_MAX_KEYS
     # The Faa$T per-app cache over the store; a function's com.faasd-py.cache annotation
     # overrides it.
     cache: bool = True
@@ -200,7 +204,12 @@ class Config:
                 f"log_bytes must be at least 64Ki and at most log_total_bytes "
                 f"({self.log_total_bytes}), got {self.log_bytes}"
             )
-        for name in ("storage_calls_in_flight", "storage_bytes_in_flight"):
+        for name in (
+            "storage_calls_in_flight",
+            "storage_bytes_in_flight",
+            "storage_max_bytes",
+            "storage_max_keys",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if not (0 < self.storage_timeout < float("inf")):

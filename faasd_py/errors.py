@@ -88,6 +88,19 @@ class NativeUnavailable(FaasdError):
     status = 501
 
 
+class StorageQuotaExceeded(FaasdError):
+    """A write to `context.storage` would take the app over its quota of bytes or keys; nothing
+    was written. 507 Insufficient Storage when the handler lets it through: the request was
+    fine, the app's space is full. The message names the quota and how to raise it."""
+
+    status = 507
+
+    def __init__(self, message: str, quota: str, limit: int) -> None:
+        super().__init__(message)
+        self.quota = quota  # "bytes" or "keys"
+        self.limit = limit
+
+
 class StorageUnavailable(Unavailable):
     """The backing store of `context.storage` cannot be reached or failed: nothing was read from
     a cache in its place (a read is never served without the store's current version)."""

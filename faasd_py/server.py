@@ -28,7 +28,7 @@ from faasd_py.gateway._keys import METRICS
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
 from faasd_py.spec import load_stack
-from faasd_py.storage import open_store
+from faasd_py.storage import Quota, open_store
 from faasd_py.store import Registry, SqliteRegistry, fetch_secrets
 from faasd_py.worker import Worker
 
@@ -69,6 +69,7 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     await _restore(registry, worker, console)
     app = make_app(config, registry, worker, credentials)
     app[METRICS].add_caches(worker.cache_statistics)
+    app[METRICS].add_storage(worker.storage_statistics)
     app[METRICS].add_apps(worker.app_statistics)
     # Slow and idle clients are let go, and open connections are capped (gateway/_connections).
     limits = ConnectionLimits(config.header_timeout, config.idle_timeout, config.max_connections)
@@ -177,7 +178,11 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
     settings = CacheSettings(enabled=config.cache, prewarm=config.cache_prewarm)
     manager = CacheManager(store, settings, registry)
     # A storage reply travels in one frame, as a response body does.
-    limits = StorageLimits(config.storage_calls_in_flight, config.storage_bytes_in_flight)
+    limits = StorageLimits(
+        config.storage_calls_in_flight,
+        config.storage_bytes_in_flight,
+        Quota(config.storage_max_bytes, config.storage_max_keys),
+    )
     return WorkerStorage(manager, max_value=config.max_body, limits=limits)
 
 

@@ -20,6 +20,7 @@ import yaml
 
 from faasd_py.config import CHANNELS, DEFAULT_BIN_WIDTH, live_policy
 from faasd_py.errors import SpecError
+from faasd_py.storage import BadQuotaAnnotation, Quota, quota_of
 from faasd_py.units import parse_cpu, parse_duration, parse_size
 
 DEFAULT_NAMESPACE = "openfaas-fn"
@@ -287,6 +288,10 @@ def check_settings(spec: FunctionSpec) -> None:
     _ = spec.max_inflight
     _ = spec.channel
     _ = spec.policy
+    try:
+        quota_of(spec.annotations, Quota())
+    except BadQuotaAnnotation as exc:
+        raise SpecError(f"annotations.{exc.annotation}", exc.expected) from None
     try:
         timeout = spec.exec_timeout
     except ValueError as exc:

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from faasd_py.cache._lru import PinnedLRU
 from faasd_py.cache._policy import AccessStats
-from faasd_py.errors import FaasdError
-from faasd_py.storage import ObjectStore, Versioned
+from faasd_py.errors import FaasdError, StorageQuotaExceeded
+from faasd_py.storage import ObjectStore, Quota, Versioned
 
 logger = logging.getLogger(__name__)
 
@@ -215,11 +215,13 @@ class AppCache:
 
     # -- writes and the rest -------------------------------------------------------------------
 
-    async def put(self, key: str, data: bytes) -> int:
+    async def put(self, key: str, data: bytes, quota: Quota | None = None) -> int:
         # Whatever the outcome, what is cached under the key may now be older than the store.
         self._lru.discard(key)
         try:
-            version = await self.store.put(self.app, key, data)
+            version = await self.store.put(self.app, key, data, quota)
+        except StorageQuotaExceeded:
+            raise  # the store answered: refused, not failed
         except FaasdError:
             self._errors += 1
             raise

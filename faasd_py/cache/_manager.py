@@ -24,7 +24,7 @@ from typing import Protocol
 from faasd_py.cache._cache import AppCache, CacheStatistics, Peers
 from faasd_py.cache._policy import AccessStats, Decision, Demand, SizingPolicy, prewarm_plan
 from faasd_py.errors import FaasdError
-from faasd_py.storage import ObjectStore
+from faasd_py.storage import ObjectStore, Quota
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class AppStorage(Protocol):
 
     def lease(self, key: str) -> contextlib.AbstractAsyncContextManager[bytes | None]: ...
 
-    async def put(self, key: str, data: bytes) -> int: ...
+    async def put(self, key: str, data: bytes, quota: Quota | None = None) -> int: ...
 
     async def delete(self, key: str) -> bool: ...
 
@@ -85,8 +85,8 @@ class DirectStorage:
     async def lease(self, key: str) -> AsyncIterator[bytes | None]:
         yield await self.get(key)
 
-    async def put(self, key: str, data: bytes) -> int:
-        return await self.store.put(self.app, key, data)
+    async def put(self, key: str, data: bytes, quota: Quota | None = None) -> int:
+        return await self.store.put(self.app, key, data, quota)
 
     async def delete(self, key: str) -> bool:
         return await self.store.delete(self.app, key)

@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from faasd_py.cache._bound import InflightBound, InflightStatistics, payload_size
 from faasd_py.cache._manager import AppStorage, CacheManager, DirectStorage
-from faasd_py.errors import StorageUnavailable
+from faasd_py.errors import FaasdError, StorageQuotaExceeded, StorageUnavailable
 from faasd_py.protocol import ChannelClosed, ProtocolError, StorageCall, StorageReply
+from faasd_py.storage import BadQuotaAnnotation, Quota, Usage, quota_of
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,12 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 @dataclass(frozen=True)
 class StorageLimits:
-    """What one instance's storage calls may hold in the worker (see _bound.py)."""
+    """What one instance's storage calls may hold in the worker (see _bound.py), and its app's
+    quota in the store unless the function's annotations set their own."""
 
     calls_in_flight: int = 16
     bytes_in_flight: int = 64 * 1024 * 1024
+    quota: Quota = field(default_factory=Quota)
 
     def bound(self) -> InflightBound:
         return InflightBound(self.calls_in_flight, self.bytes_in_flight)
@@ -43,12 +46,20 @@ class StorageService:
     """One instance's storage: its app's storage, and the bound on its calls in flight."""
 
     def __init__(
-        self, storage: AppStorage, max_value: int, limits: StorageLimits | None = None
+        self,
+        storage: AppStorage,
+        max_value: int,
+        limits: StorageLimits | None = None,
+        quota: Quota | None = None,
     ) -> None:
         self.storage = storage
         # The largest object a reply (or a put) may carry: the channel's frames are bounded.
         self.max_value = max_value
-        self._bound = (limits or StorageLimits()).bound()
+        limits = limits or StorageLimits()
+        # The function's own quota (its annotations), else the worker's.
+        self.quota = quota or limits.quota
+        self.quota_refusals = 0
+        self._bound = limits.bound()
         self._room = asyncio.Event()
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -121,6 +132,9 @@ class StorageService:
             reply = StorageReply(call.id, value)
         except StorageUnavailable as exc:
             reply = StorageReply(call.id, None, _unavailable(exc))
+        except StorageQuotaExceeded as exc:
+            self.quota_refusals += 1
+            reply = StorageReply(call.id, None, _over_quota(exc))
         except ValueError as exc:
             reply = StorageReply(call.id, None, _invalid(str(exc)))
         except Exception as exc:
@@ -136,7 +150,7 @@ class StorageService:
                 raise ValueError("put needs bytes")
             if len(call.data) > self.max_value:
                 raise ValueError(_too_large(call.key, len(call.data), self)["message"])
-            return await self.storage.put(call.key, call.data)
+            return await self.storage.put(call.key, call.data, self.quota)
         if call.call == "delete":
             return await self.storage.delete(call.key)
         if call.call == "exists":
@@ -152,6 +166,10 @@ def _id_of(message: dict[str, Any]) -> int:
 
 def _unavailable(exc: StorageUnavailable) -> dict[str, str]:
     return {"kind": "unavailable", "message": exc.message, "store": exc.store, "cause": exc.cause}
+
+
+def _over_quota(exc: StorageQuotaExceeded) -> dict[str, str]:
+    return {"kind": "quota", "message": exc.message, "quota": exc.quota, "limit": str(exc.limit)}
 
 
 def _invalid(message: str) -> dict[str, str]:
@@ -193,6 +211,11 @@ class StorageStatistics:
     peak_instance_bytes: int
     # Times a reader stopped reading an instance's channel at the bound.
     pauses: int
+    # The app's use of the store, as this worker last saw it (after its writes), and the puts
+    # its quota refused.
+    stored_bytes: int = 0
+    stored_keys: int = 0
+    quota_refusals: int = 0
 
 
 class WorkerStorage:
@@ -206,9 +229,10 @@ class WorkerStorage:
         self.max_value = max_value
         self.limits = limits or StorageLimits()
         self._services: set[StorageService] = set()
-        # The largest bytes in flight any one instance of the app held, and the times the bound
-        # paused a reader, of instances gone (live ones are read from their service).
-        self._past: dict[str, tuple[int, int]] = {}
+        # Of instances gone (live ones are read from their service): the largest bytes in flight
+        # any one instance of the app held, the times the bound paused a reader, quota refusals.
+        self._past: dict[str, tuple[int, int, int]] = {}
+        self._counting: set[asyncio.Task[None]] = set()
 
     async def attach(self, app: str, annotations: dict[str, str]) -> StorageService:
         try:
@@ -216,39 +240,85 @@ class WorkerStorage:
         except ValueError as exc:
             logger.warning("%s; using the worker's setting", exc)
             cached = self.manager.settings.enabled
+        try:
+            quota = quota_of(annotations, self.limits.quota)
+        except BadQuotaAnnotation as exc:  # refused at deploy; a spec from before is let through
+            logger.warning("%s; using the worker's quota", exc)
+            quota = self.limits.quota
         storage = await self.manager.open(app, cached=cached)
-        service = StorageService(storage, self.max_value, self.limits)
+        service = StorageService(storage, self.max_value, self.limits, quota)
         self._services.add(service)
+        if app not in self.manager.store.known_usage():
+            self._count_usage(app)
         return service
+
+    def _count_usage(self, app: str) -> None:
+        """Learn the app's use from the store in the background, for its metrics (a store that
+        cannot answer must not hold up the instance's start)."""
+
+        async def count() -> None:
+            try:
+                await self.manager.store.usage(app)
+            except FaasdError as exc:
+                logger.debug("use of app %s not known yet: %s", app, exc)
+
+        task = asyncio.create_task(count())
+        self._counting.add(task)
+        task.add_done_callback(self._counting.discard)
 
     async def detach(self, service: StorageService) -> None:
         self._services.discard(service)
         await service.close()
-        peak, pauses = self._past.get(service.app, (0, 0))
+        peak, pauses, refusals = self._past.get(service.app, (0, 0, 0))
         mine = service.statistics()
-        self._past[service.app] = (max(peak, mine.peak_bytes), pauses + mine.pauses)
+        self._past[service.app] = (
+            max(peak, mine.peak_bytes),
+            pauses + mine.pauses,
+            refusals + service.quota_refusals,
+        )
         if not isinstance(service.storage, DirectStorage):
             await self.manager.release(service.app)
 
     def statistics(self) -> dict[str, StorageStatistics]:
-        """Per app: its instances' storage calls in flight, and the most any one held."""
-        apps: dict[str, StorageStatistics] = {
-            app: StorageStatistics(app, 0, 0, peak, pauses)
-            for app, (peak, pauses) in self._past.items()
-        }
+        """Per app: its use of the store, its instances' storage calls in flight, the most any
+        one held, and the puts its quota refused."""
+        used = self.manager.store.known_usage()
+        apps: dict[str, StorageStatistics] = {}
+
+        def add(app: str, calls: int, held: int, peak: int, pauses: int, refusals: int) -> None:
+            before = apps.get(app) or StorageStatistics(app, 0, 0, 0, 0)
+            usage = used.get(app, Usage(0, 0))
+            apps[app] = StorageStatistics(
+                app=app,
+                calls_in_flight=before.calls_in_flight + calls,
+                bytes_in_flight=before.bytes_in_flight + held,
+                peak_instance_bytes=max(before.peak_instance_bytes, peak),
+                pauses=before.pauses + pauses,
+                stored_bytes=usage.bytes,
+                stored_keys=usage.keys,
+                quota_refusals=before.quota_refusals + refusals,
+            )
+
+        for app in used:
+            add(app, 0, 0, 0, 0, 0)
+        for app, (peak, pauses, refusals) in self._past.items():
+            add(app, 0, 0, peak, pauses, refusals)
         for service in self._services:
             now = service.statistics()
-            before = apps.get(service.app, StorageStatistics(service.app, 0, 0, 0, 0))
-            apps[service.app] = StorageStatistics(
-                app=service.app,
-                calls_in_flight=before.calls_in_flight + now.calls,
-                bytes_in_flight=before.bytes_in_flight + now.bytes,
-                peak_instance_bytes=max(before.peak_instance_bytes, now.peak_bytes),
-                pauses=before.pauses + now.pauses,
+            add(
+                service.app,
+                now.calls,
+                now.bytes,
+                now.peak_bytes,
+                now.pauses,
+                service.quota_refusals,
             )
         return apps
 
     async def close(self) -> None:
+        for task in list(self._counting):
+            task.cancel()
+        await asyncio.gather(*self._counting, return_exceptions=True)
         await self.manager.close()
 
 

@@ -269,6 +269,22 @@ def _check_policy(text: str) -> str:
     "call of up to --max-body); past it, as for --storage-calls-in-flight.",
 )
 @shared_option(
+    "--storage-max-bytes",
+    default="1Gi",
+    show_default=True,
+    callback=parsed_by(parse_size),
+    help="Each app's storage quota in bytes (a put over it raises StorageQuotaExceeded); a "
+    "function's annotation com.faasd-py.storage.max-bytes sets its own.",
+)
+@shared_option(
+    "--storage-max-keys",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Each app's storage quota in keys; a function's annotation "
+    "com.faasd-py.storage.max-keys sets its own.",
+)
+@shared_option(
     "--cache",
     type=click.Choice(["on", "off"]),
     default="on",
@@ -341,6 +357,8 @@ def up(
     storage_timeout: float,
     storage_calls_in_flight: int,
     storage_bytes_in_flight: int,
+    storage_max_bytes: int,
+    storage_max_keys: int,
     cache: str,
     cache_prewarm: bool,
     policy: str,
@@ -392,6 +410,8 @@ def up(
             storage_timeout=storage_timeout,
             storage_calls_in_flight=storage_calls_in_flight,
             storage_bytes_in_flight=storage_bytes_in_flight,
+            storage_max_bytes=storage_max_bytes,
+            storage_max_keys=storage_max_keys,
             cache=cache == "on",
             cache_prewarm=cache_prewarm,
             policy=policy,

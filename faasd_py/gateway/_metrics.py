@@ -75,7 +75,11 @@ class GatewayMetrics:
 
     def add_caches(self, caches: Callable[[], Mapping[str, object]]) -> None:
         """Expose the worker's per-app cache statistics (faasd_py.cache) too."""
-        self.registry.register(CacheCollector(caches))
+        self.registry.register(AppSeriesCollector(caches, CACHE_SERIES))
+
+    def add_storage(self, apps: Callable[[], Mapping[str, object]]) -> None:
+        """Expose each app's use of the store and its storage calls in flight (faasd_py.cache)."""
+        self.registry.register(AppSeriesCollector(apps, STORAGE_SERIES))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -203,20 +207,63 @@ CACHE_SERIES = (
 )
 
 
-class CacheCollector(Collector):
-    """Per-app cache series, read from the worker's cache manager at scrape time."""
+class AppSeriesCollector(Collector):
+    """Per-app series (metric, help, statistics field, kind; CACHE_SERIES, STORAGE_SERIES), read
+    from the worker at scrape time."""
 
-    def __init__(self, caches: Callable[[], Mapping[str, object]]) -> None:
-        self._caches = caches
+    def __init__(
+        self,
+        apps: Callable[[], Mapping[str, object]],
+        series: tuple[tuple[str, str, str, str], ...],
+    ) -> None:
+        self._apps = apps
+        self._series = series
 
     def collect(self) -> Iterator[Metric]:
-        caches = self._caches()
-        for name, help_text, field, kind in CACHE_SERIES:
+        apps = self._apps()
+        for name, help_text, field, kind in self._series:
             family: Metric
             if kind == "counter":
                 family = CounterMetricFamily(name, help_text, labels=["app"])
             else:
                 family = GaugeMetricFamily(name, help_text, labels=["app"])
-            for app, stats in caches.items():
+            for app, stats in apps.items():
                 family.add_metric([app], float(getattr(stats, field)))
             yield family
+
+
+# Each app's storage (faasd_py.cache.StorageStatistics), read at scrape time.
+STORAGE_SERIES = (
+    ("faasd_storage_bytes", "Bytes of the app's objects in the store", "stored_bytes", "gauge"),
+    ("faasd_storage_keys", "Keys of the app in the store", "stored_keys", "gauge"),
+    (
+        "faasd_storage_quota_refusals",
+        "Puts refused for going over the app's storage quota",
+        "quota_refusals",
+        "counter",
+    ),
+    (
+        "faasd_storage_calls_in_flight",
+        "Storage calls of the app's instances being answered",
+        "calls_in_flight",
+        "gauge",
+    ),
+    (
+        "faasd_storage_bytes_in_flight",
+        "Bytes of storage calls the worker holds for the app's instances",
+        "bytes_in_flight",
+        "gauge",
+    ),
+    (
+        "faasd_storage_instance_bytes_in_flight_max",
+        "The most bytes of storage calls one instance of the app made the worker hold",
+        "peak_instance_bytes",
+        "gauge",
+    ),
+    (
+        "faasd_storage_reader_pauses",
+        "Times the worker stopped reading an instance's channel at its storage bound",
+        "pauses",
+        "counter",
+    ),
+)

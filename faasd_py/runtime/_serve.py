@@ -20,7 +20,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from faasd_py.errors import StorageUnavailable
+from faasd_py.errors import StorageQuotaExceeded, StorageUnavailable
 from faasd_py.protocol import ChannelClosed, Invocation, ProtocolError, Result
 from faasd_py.runtime._channel import BlockingChannel, open_channel
 from faasd_py.runtime._event import Context, Event
@@ -223,10 +223,13 @@ class _Runner:
         traceback.print_exc()
         return Result(
             id=invocation.id,
-            # A store that is down is the platform's failure, not the handler's: 503. A query
+            # A store that is down is the platform's failure, not the handler's: 503; an app's
+            # storage quota full is 507 (Insufficient Storage). A query
             # parameter or header the request lacks (`event.query["x"]`) is the caller's: 400,
             # as Flask answers it in the python3-http template.
-            status=exc.status if isinstance(exc, StorageUnavailable | MissingKey) else 500,
+            status=exc.status
+            if isinstance(exc, StorageUnavailable | StorageQuotaExceeded | MissingKey)
+            else 500,
             headers=[],
             body=b"",
             error=describe_error(exc),

@@ -8,8 +8,10 @@ app's cache (faasd_py.cache) or its backing store. The author sees none of that:
     context.storage.delete("tmp/x"); context.storage.exists("k"); context.storage.list("results/")
 
 Calls block the calling thread until the reply (an async handler's loop too, for that long).
-A store that cannot be reached raises faasd_py.errors.StorageUnavailable; left unhandled, the
-invocation answers 503 naming the store.
+A store that cannot be reached (or does not answer within --storage-timeout) raises
+faasd_py.errors.StorageUnavailable; left unhandled, the invocation answers 503 naming the store.
+A put that would take the app over its quota raises faasd_py.errors.StorageQuotaExceeded, naming
+the quota and how to raise it; left unhandled, 507.
 
 Two transports, one per loop of _serve.py: `InlineTransport` for the loop with no asyncio (the
 caller itself reads the channel until its reply comes, keeping anything else for the loop) and
@@ -24,7 +26,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from faasd_py.errors import StorageUnavailable
+from faasd_py.errors import StorageQuotaExceeded, StorageUnavailable
 from faasd_py.protocol import ChannelClosed, StorageCall, StorageReply
 from faasd_py.runtime._channel import BlockingChannel
 
@@ -76,6 +78,10 @@ class Storage:
             return reply.value
         if error.get("kind") == "unavailable":
             raise StorageUnavailable(error.get("store", "storage"), error.get("cause", ""))
+        if error.get("kind") == "quota":
+            limit = error.get("limit", "0")
+            quota, message = error.get("quota", ""), error.get("message", "")
+            raise StorageQuotaExceeded(message, quota, int(limit) if limit.isdigit() else 0)
         if error.get("kind") == "invalid":
             raise ValueError(error.get("message", "invalid storage call"))
         raise RuntimeError(f"storage {call} failed in the worker: {error.get('message')}")

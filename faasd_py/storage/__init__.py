@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from faasd_py.storage._base import (
+    ANNOTATION_MAX_BYTES,
+    ANNOTATION_MAX_KEYS,
     MAX_KEY,
+    BadQuotaAnnotation,
     ObjectStore,
+    Quota,
+    Usage,
     Versioned,
     check_key,
     open_store,
+    quota_of,
 )
 from faasd_py.storage._latency import (
     LatencyModel,
@@ -17,13 +23,19 @@ from faasd_py.storage._latency import (
 )
 
 __all__ = [
+    "ANNOTATION_MAX_BYTES",
+    "ANNOTATION_MAX_KEYS",
     "MAX_KEY",
+    "BadQuotaAnnotation",
     "LatencyModel",
     "LatencyStore",
     "ObjectStore",
+    "Quota",
+    "Usage",
     "Versioned",
     "check_key",
     "format_bandwidth",
     "open_store",
     "parse_bandwidth",
+    "quota_of",
 ]

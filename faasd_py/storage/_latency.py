@@ -24,7 +24,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from faasd_py.storage._base import ObjectStore, Versioned
+from faasd_py.storage._base import ObjectStore, Quota, Usage, Versioned
 from faasd_py.units import parse_size
 
 _RATE = re.compile(r"^\s*(.+?)\s*(?:/\s*s)?\s*$")
@@ -187,9 +187,9 @@ class LatencyStore:
         await self._wait(self.model.metadata_latency)
         return await self.inner.exists(app, key)
 
-    async def put(self, app: str, key: str, data: bytes) -> int:
+    async def put(self, app: str, key: str, data: bytes, quota: Quota | None = None) -> int:
         await self._wait(self.model.data_call(len(data)))
-        return await self.inner.put(app, key, data)
+        return await self.inner.put(app, key, data, quota)
 
     async def delete(self, app: str, key: str) -> bool:
         await self._wait(self.model.data_call())
@@ -199,6 +199,13 @@ class LatencyStore:
         keys = await self.inner.list(app, prefix)
         await self._wait(self.model.data_call(sum(len(k.encode()) for k in keys)))
         return keys
+
+    async def usage(self, app: str) -> Usage:
+        await self._wait(self.model.metadata_latency)
+        return await self.inner.usage(app)
+
+    def known_usage(self) -> dict[str, Usage]:
+        return self.inner.known_usage()
 
     async def close(self) -> None:
         await self.inner.close()

@@ -6,13 +6,16 @@ app's key):
     faasd:o:<len>:<app>:<key>   hash {d: bytes, v: version}     the object
     faasd:v:<len>:<app>         integer                         the app's version counter
     faasd:i:<len>:<app>         sorted set of keys, all score 0 the app's keys, for list()
+    faasd:u:<len>:<app>         hash {b: bytes, k: keys}        the app's use, for its quota
 
-A write is one Lua script (atomic in Redis): bump the counter, set bytes and version together,
-index the key. A counter that starts over (a new app, or a Redis that lost its data) starts at
+A write is one Lua script (atomic in Redis): check the caller's quota against the app's use,
+bump the counter, set bytes and version together, index the key, update the use. A counter that
+starts over (a new app, or a Redis that lost its data) starts at
 the server's clock in microseconds, not at 1: versions stay above any issued before the loss, so
 a worker's cache cannot take a new object for the old one it holds under the same version.
 A read is HMGET of both fields, so bytes and version always belong together; the version check
-is HGET of one small field.
+is HGET of one small field. The use of an app written before it was kept is counted once, from
+its index, by the first script that needs it.
 """
 
 from __future__ import annotations
@@ -27,27 +30,86 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from faasd_py.errors import StorageUnavailable
-from faasd_py.storage._base import DEFAULT_STORE_TIMEOUT, Versioned, check_key, within
+from faasd_py.storage._base import (
+    DEFAULT_STORE_TIMEOUT,
+    Quota,
+    Usage,
+    Versioned,
+    check_key,
+    within,
+)
 
 T = TypeVar("T")
 
-_PUT = """
+# The app's use (KEYS[4]): counted from its index (KEYS[3]) and objects (named ARGV[1] .. key)
+# where it was never kept. Returns bytes, keys.
+_USAGE = """
+local function usage()
+  if redis.call('EXISTS', KEYS[4]) == 0 then
+    local keys = redis.call('ZRANGE', KEYS[3], 0, -1)
+    local b = 0
+    for _, k in ipairs(keys) do
+      b = b + redis.call('HSTRLEN', ARGV[1] .. k, 'd')
+    end
+    redis.call('HSET', KEYS[4], 'b', b, 'k', #keys)
+  end
+  local u = redis.call('HMGET', KEYS[4], 'b', 'k')
+  return tonumber(u[1]), tonumber(u[2])
+end
+"""
+
+# ARGV: object prefix, data, key, max bytes, max keys (-1: no quota).
+# Returns {version, bytes, keys}, or {0, bytes, keys, "bytes" | "keys"} when refused.
+_PUT = (
+    _USAGE
+    + """
+local b, k = usage()
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+local old = 0
+if exists then old = redis.call('HSTRLEN', KEYS[1], 'd') end
+local nb = b - old + string.len(ARGV[2])
+local nk = k
+if not exists then nk = k + 1 end
+local maxb, maxk = tonumber(ARGV[4]), tonumber(ARGV[5])
+if maxk >= 0 and not exists and nk > maxk then return {0, b, k, 'keys'} end
+if maxb >= 0 and nb > maxb and nb > b then return {0, b, k, 'bytes'} end
 local v = redis.call('INCR', KEYS[2])
 if v == 1 then
   local t = redis.call('TIME')
   v = tonumber(t[1]) * 1000000 + tonumber(t[2])
   redis.call('SET', KEYS[2], string.format('%.0f', v))
 end
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'v', v)
-redis.call('ZADD', KEYS[3], 0, ARGV[2])
-return v
+redis.call('HSET', KEYS[1], 'd', ARGV[2], 'v', v)
+redis.call('ZADD', KEYS[3], 0, ARGV[3])
+redis.call('HSET', KEYS[4], 'b', nb, 'k', nk)
+return {v, nb, nk}
 """
+)
 
-_DELETE = """
+# ARGV: object prefix, key. Returns {removed, bytes, keys}.
+_DELETE = (
+    _USAGE
+    + """
+local b, k = usage()
+local old = redis.call('HSTRLEN', KEYS[1], 'd')
 local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return n
+redis.call('ZREM', KEYS[3], ARGV[2])
+if n > 0 then
+  b = b - old
+  k = k - 1
+  redis.call('HSET', KEYS[4], 'b', b, 'k', k)
+end
+return {n, b, k}
 """
+)
+
+_READ_USAGE = (
+    _USAGE
+    + """
+local b, k = usage()
+return {b, k}
+"""
+)
 
 
 def redact(url: str) -> str:
@@ -78,15 +140,22 @@ class RedisStore:
         )
         self._put = self._redis.register_script(_PUT)
         self._delete = self._redis.register_script(_DELETE)
+        self._read_usage = self._redis.register_script(_READ_USAGE)
+        self._known: dict[str, Usage] = {}
 
     @property
     def name(self) -> str:
         return self._name
 
     @staticmethod
-    def _keys(app: str, key: str = "") -> tuple[str, str, str]:
+    def _keys(app: str, key: str = "") -> tuple[str, str, str, str]:
         ns = f"{len(app)}:{app}"
-        return f"faasd:o:{ns}:{key}", f"faasd:v:{ns}", f"faasd:i:{ns}"
+        return f"faasd:o:{ns}:{key}", f"faasd:v:{ns}", f"faasd:i:{ns}", f"faasd:u:{ns}"
+
+    @staticmethod
+    def _objects(app: str) -> str:
+        """The prefix of the app's object keys (the scripts' first argument)."""
+        return f"faasd:o:{len(app)}:{app}:"
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
@@ -120,15 +189,32 @@ class RedisStore:
         version = await self._call(self._redis.hget(self._keys(app, key)[0], "v"))
         return None if version is None else int(version)
 
-    async def put(self, app: str, key: str, data: bytes) -> int:
+    async def put(self, app: str, key: str, data: bytes, quota: Quota | None = None) -> int:
         check_key(key)
-        version: Any = await self._call(self._put(keys=self._keys(app, key), args=[data, key]))
-        return int(version)
+        limits = (-1, -1) if quota is None else (quota.max_bytes, quota.max_keys)
+        args: list[bytes | str | int] = [self._objects(app), data, key, *limits]
+        reply: Any = await self._call(self._put(keys=self._keys(app, key), args=args))
+        usage = self._known[app] = Usage(int(reply[1]), int(reply[2]))
+        if len(reply) > 3 and quota is not None:
+            refused = reply[3].decode() if isinstance(reply[3], bytes) else str(reply[3])
+            raise quota.exceeded(app, refused, usage, len(data))
+        return int(reply[0])
 
     async def delete(self, app: str, key: str) -> bool:
         check_key(key)
-        removed: Any = await self._call(self._delete(keys=self._keys(app, key), args=[key]))
-        return int(removed) > 0
+        args = [self._objects(app), key]
+        reply: Any = await self._call(self._delete(keys=self._keys(app, key), args=args))
+        self._known[app] = Usage(int(reply[1]), int(reply[2]))
+        return int(reply[0]) > 0
+
+    async def usage(self, app: str) -> Usage:
+        args = [self._objects(app)]
+        reply: Any = await self._call(self._read_usage(keys=self._keys(app), args=args))
+        usage = self._known[app] = Usage(int(reply[0]), int(reply[1]))
+        return usage
+
+    def known_usage(self) -> dict[str, Usage]:
+        return dict(self._known)
 
     async def exists(self, app: str, key: str) -> bool:
         check_key(key)

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from faasd_py.errors import StorageUnavailable
-from faasd_py.storage._base import DEFAULT_STORE_TIMEOUT, Versioned, check_key, within
+from faasd_py.storage._base import (
+    DEFAULT_STORE_TIMEOUT,
+    Quota,
+    Usage,
+    Versioned,
+    check_key,
+    within,
+)
 
 T = TypeVar("T")
 
@@ -33,6 +40,11 @@ CREATE TABLE IF NOT EXISTS versions (
     app TEXT PRIMARY KEY,
     last INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS usage (
+    app TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL,
+    keys INTEGER NOT NULL
+);
 """
 
 
@@ -46,6 +58,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasd-storage")
         self._db: sqlite3.Connection | None = None
         self._closed = False
+        self._known: dict[str, Usage] = {}
 
     @property
     def name(self) -> str:
@@ -108,12 +121,20 @@ class SqliteStore:
         )
         return None if row is None else int(row[0])
 
-    async def put(self, app: str, key: str, data: bytes) -> int:
+    async def put(self, app: str, key: str, data: bytes, quota: Quota | None = None) -> int:
         check_key(key)
 
-        def write(db: sqlite3.Connection) -> int:
+        def write(db: sqlite3.Connection) -> tuple[int, Usage]:
             db.execute("BEGIN IMMEDIATE")
             try:
+                usage = _usage(db, app)
+                row = db.execute(
+                    "SELECT length(data) FROM objects WHERE app = ? AND key = ?", (app, key)
+                ).fetchone()
+                old = None if row is None else int(row[0])
+                refused = None if quota is None else quota.refusal(usage, old, len(data))
+                if quota is not None and refused is not None:
+                    raise quota.exceeded(app, refused, usage, len(data))
                 # A new counter starts at the clock in microseconds (see _redis.py: a file
                 # replaced by an empty one must not issue versions a cache already holds).
                 (version,) = db.execute(
@@ -127,21 +148,56 @@ class SqliteStore:
                     "version = excluded.version",
                     (app, key, data, version),
                 )
+                usage = Usage(usage.bytes - (old or 0) + len(data), usage.keys + (old is None))
+                _set_usage(db, app, usage)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-            return int(version)
+            return int(version), usage
 
-        return await self._run(write)
+        version, self._known[app] = await self._run(write)
+        return version
 
     async def delete(self, app: str, key: str) -> bool:
         check_key(key)
-        return await self._run(
-            lambda db: (
-                db.execute("DELETE FROM objects WHERE app = ? AND key = ?", (app, key)).rowcount > 0
-            )
-        )
+
+        def remove(db: sqlite3.Connection) -> tuple[bool, Usage]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                usage = _usage(db, app)
+                row = db.execute(
+                    "DELETE FROM objects WHERE app = ? AND key = ? RETURNING length(data)",
+                    (app, key),
+                ).fetchone()
+                if row is not None:
+                    usage = Usage(usage.bytes - int(row[0]), usage.keys - 1)
+                    _set_usage(db, app, usage)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return row is not None, usage
+
+        removed, self._known[app] = await self._run(remove)
+        return removed
+
+    async def usage(self, app: str) -> Usage:
+        def read(db: sqlite3.Connection) -> Usage:
+            db.execute("BEGIN IMMEDIATE")  # a first count is written back
+            try:
+                usage = _usage(db, app)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return usage
+
+        self._known[app] = usage = await self._run(read)
+        return usage
+
+    def known_usage(self) -> dict[str, Usage]:
+        return dict(self._known)
 
     async def exists(self, app: str, key: str) -> bool:
         return await self.version(app, key) is not None
@@ -168,3 +224,23 @@ class SqliteStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=True)
+
+
+def _usage(db: sqlite3.Connection, app: str) -> Usage:
+    """The app's use as kept next to its objects; counted from them (once) where it never was
+    (a file written before use was kept). In the caller's transaction."""
+    row = db.execute("SELECT bytes, keys FROM usage WHERE app = ?", (app,)).fetchone()
+    if row is None:
+        row = db.execute(
+            "SELECT coalesce(sum(length(data)), 0), count(*) FROM objects WHERE app = ?", (app,)
+        ).fetchone()
+        _set_usage(db, app, Usage(int(row[0]), int(row[1])))
+    return Usage(int(row[0]), int(row[1]))
+
+
+def _set_usage(db: sqlite3.Connection, app: str, usage: Usage) -> None:
+    db.execute(
+        "INSERT INTO usage (app, bytes, keys) VALUES (?, ?, ?) "
+        "ON CONFLICT(app) DO UPDATE SET bytes = excluded.bytes, keys = excluded.keys",
+        (app, usage.bytes, usage.keys),
+    )

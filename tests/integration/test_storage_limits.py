@@ -14,10 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from faasd_py.errors import StorageUnavailable
-from faasd_py.storage import open_store
+from faasd_py.errors import StorageQuotaExceeded, StorageUnavailable
+from faasd_py.spec import FunctionSpec
+from faasd_py.storage import ObjectStore, Quota, Usage, open_store
 from faasd_py.storage._redis import RedisStore
+from faasd_py.storage._sqlite import SqliteStore
+from tests.integration._redis import StoreFactory, make_store, redis_server
 from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
+
+__all__ = ["make_store", "redis_server"]
 
 # Deadlines here only catch hangs: a call that waits out its store is what is being tested.
 HANG = 60.0
@@ -228,3 +233,141 @@ async def test_raw_frames_sent_without_waiting_block_the_instance_not_the_worker
         assert await store.list("raw") == sorted(f"r/{i}" for i in range(count))
     finally:
         await store.close()
+
+
+# --- item 2: per-app quotas on bytes and keys ----------------------------------------------------
+
+
+async def test_each_store_keeps_an_apps_use_through_writes_and_deletes(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    assert await store.usage("app") == Usage(0, 0)
+    await store.put("app", "a", b"x" * 10)
+    await store.put("app", "b", b"y" * 5)
+    await store.put("app", "a", b"z" * 3)  # an overwrite: no new key, 7 bytes fewer
+    await store.put("other", "a", b"not mine")
+    assert await store.usage("app") == Usage(8, 2)
+    assert await store.delete("app", "b") and not await store.delete("app", "b")
+    assert await store.usage("app") == Usage(3, 1)
+    assert store.known_usage()["app"] == Usage(3, 1)  # seen after its own writes
+    assert await make_store().usage("app") == Usage(3, 1)  # kept in the store itself
+
+
+async def test_a_put_over_the_quota_is_refused_and_writes_nothing(
+    make_store: StoreFactory,
+) -> None:
+    store = make_store()
+    quota = Quota(max_bytes=10, max_keys=2)
+    await store.put("app", "a", b"x" * 6, quota)
+    with pytest.raises(StorageQuotaExceeded) as caught:
+        await store.put("app", "b", b"y" * 5, quota)
+    assert (caught.value.quota, caught.value.status) == ("bytes", 507)
+    assert not await store.exists("app", "b")
+    await store.put("app", "b", b"y" * 4, quota)  # exactly full
+    with pytest.raises(StorageQuotaExceeded) as caught:
+        await store.put("app", "c", b"", quota)
+    assert caught.value.quota == "keys"
+    await store.put("app", "a", b"x", quota)  # shrinking is always allowed
+    assert await store.usage("app") == Usage(5, 2)
+    assert await store.list("app") == ["a", "b"]
+
+
+async def test_puts_at_once_cannot_slip_past_the_quota_together(
+    make_store: StoreFactory,
+) -> None:
+    stores = [make_store() for _ in range(2)]  # two workers, one backing store
+    quota = Quota(max_bytes=1000, max_keys=5)
+    puts = [stores[i % 2].put("app", f"k{i}", b"v", quota) for i in range(12)]
+    outcomes = await asyncio.gather(*puts, return_exceptions=True)
+    assert sum(isinstance(o, int) for o in outcomes) == 5
+    assert all(isinstance(o, int | StorageQuotaExceeded) for o in outcomes), outcomes
+    assert await stores[0].usage("app") == Usage(5, 5)
+
+
+async def test_the_use_of_objects_written_before_it_was_kept_is_counted(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = make_store()
+    await store.put("app", "a", b"x" * 7)
+    await store.put("app", "b", b"y" * 2)
+    await forget_usage(store, "app")  # as a store written by an earlier faasd-py has it
+    await store.put("app", "c", b"z", Quota(max_bytes=10, max_keys=5))
+    assert await store.usage("app") == Usage(10, 3)
+
+
+async def forget_usage(store: ObjectStore, app: str) -> None:
+    if isinstance(store, RedisStore):
+        await store._redis.delete(store._keys(app)[3])
+    else:
+        assert isinstance(store, SqliteStore)
+        await store._run(lambda db: db.execute("DELETE FROM usage WHERE app = ?", (app,)))
+
+
+PUTS_UNTIL_FULL = """
+from faasd_py.errors import StorageQuotaExceeded
+
+def handle(event, context):
+    s = context.storage
+    if event.path == "/one":
+        s.put(event.query["key"], event.body)
+        return "stored"
+    stored = 0
+    try:
+        while True:
+            s.put(f"k{stored}", event.body)
+            stored += 1
+    except StorageQuotaExceeded as exc:
+        return f"{stored} stored; {exc.quota} {exc.limit}: {exc}"
+"""
+
+
+async def test_a_function_meets_its_apps_quota_with_a_clear_exception_and_metrics(
+    tmp_path: Path,
+) -> None:
+    p = await start_platform(tmp_path, storage_max_keys=4, storage_max_bytes=MiB)
+    try:
+        # The worker's quota (4 keys) for one function, its annotation's for another.
+        await p.deploy("full", PUTS_UNTIL_FULL)
+        p.build("roomy:latest", PUTS_UNTIL_FULL)
+        roomy = FunctionSpec(
+            service="roomy",
+            image="roomy:latest",
+            annotations={"com.faasd-py.storage.max-bytes": "1000"},
+        )
+        assert (await p.system("POST", "/system/functions", roomy.to_json()))[0] == 202
+        status, body, _ = await p.invoke("full", b"v")
+        assert status == 200, body
+        assert body.startswith(b"4 stored; keys 4: storage quota of app full exceeded"), body
+        assert b"com.faasd-py.storage.max-keys" in body
+        status, body, _ = await p.invoke("roomy", b"x" * 300)
+        assert body.startswith(b"3 stored; bytes 1000:"), body
+        assert b"com.faasd-py.storage.max-bytes" in body
+        # Uncaught: 507, naming the quota; what was there stays.
+        status, body, _ = await p.invoke("full", b"w", path="/one?key=new")
+        assert status == 507, body
+        assert b"StorageQuotaExceeded" in body and b"storage.max-keys" in body
+        status, body, _ = await p.invoke("full", b"w", path="/one?key=k0")  # an overwrite fits
+        assert (status, body) == (200, b"stored")
+        async with p.session.get(f"{p.url}/metrics", headers=p.auth) as response:
+            metrics = await response.text()
+        assert 'faasd_storage_keys{app="full"} 4.0' in metrics
+        assert 'faasd_storage_bytes{app="full"} 4.0' in metrics
+        assert 'faasd_storage_bytes{app="roomy"} 900.0' in metrics
+        assert 'faasd_storage_quota_refusals_total{app="full"} 2.0' in metrics
+    finally:
+        await stop_platform(p)
+
+
+async def test_a_malformed_quota_annotation_is_a_400_naming_it(tmp_path: Path) -> None:
+    p = await start_platform(tmp_path)
+    try:
+        p.build("f:latest", HELLO)
+        spec = FunctionSpec(
+            service="f", image="f:latest", annotations={"com.faasd-py.storage.max-keys": "lots"}
+        )
+        status, body = await p.system("POST", "/system/functions", spec.to_json())
+        assert status == 400, body
+        assert "annotations.com.faasd-py.storage.max-keys" in str(body) and "'lots'" in str(body)
+    finally:
+        await stop_platform(p)

@@ -14,7 +14,7 @@ from faasd_py.cache._service import StorageService
 from faasd_py.errors import StorageUnavailable
 from faasd_py.protocol import FrameDecoder, StorageCall, StorageReply, encode
 from faasd_py.runtime._storage import Storage
-from faasd_py.storage import Versioned
+from faasd_py.storage import Quota, Usage, Versioned
 
 
 class MemoryStore:
@@ -42,10 +42,16 @@ class MemoryStore:
         found = await self.get(app, key)
         return None if found is None else found.version
 
-    async def put(self, app: str, key: str, data: bytes) -> int:
+    async def put(self, app: str, key: str, data: bytes, quota: Quota | None = None) -> int:
         self._check()
         if not key:
             raise ValueError("a storage key must be a non-empty string")
+        old = self.objects.get((app, key))
+        usage = await self.usage(app)
+        old_size = None if old is None else len(old.data)
+        refused = None if quota is None else quota.refusal(usage, old_size, len(data))
+        if quota is not None and refused is not None:
+            raise quota.exceeded(app, refused, usage, len(data))
         self.last += 1
         self.objects[(app, key)] = Versioned(data, self.last)
         return self.last
@@ -60,6 +66,13 @@ class MemoryStore:
     async def list(self, app: str, prefix: str = "") -> list[str]:
         self._check()
         return sorted(k for a, k in self.objects if a == app and k.startswith(prefix))
+
+    async def usage(self, app: str) -> Usage:
+        mine = [v.data for (a, _), v in self.objects.items() if a == app]
+        return Usage(sum(map(len, mine)), len(mine))
+
+    def known_usage(self) -> dict[str, Usage]:
+        return {}
 
     async def close(self) -> None:
         pass
