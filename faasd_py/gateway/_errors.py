@@ -56,9 +56,13 @@ def internal_error_response(
     it again), and the client gets the JSON error that every other error has, not aiohttp's
     plain text. A client that went away mid-request is no bug: no traceback for it."""
     what = f"{request.method} {request.path}"
-    if isinstance(sys.exc_info()[1], ConnectionError):
-        logger.debug("the client of %s went away: %s", what, sys.exc_info()[1])
-        return error_response(400, "the connection was lost while the request was read", headers)
+    exc = sys.exc_info()[1]
+    transport = request.transport
+    if isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing()):
+        # Reading the body of a client that closed its connection. No one reads the answer;
+        # 499 is what nginx counts such a request as.
+        logger.debug("the client of %s closed the connection: %s", what, exc)
+        return error_response(499, "the client closed the connection during the request", headers)
     call = f" (call {headers['X-Call-Id']})" if headers and "X-Call-Id" in headers else ""
     logger.exception("unexpected error answering %s%s", what, call)
     return error_response(

@@ -15,9 +15,9 @@ import pytest
 from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
 
 
-async def raw_exchange(platform: Platform, head: bytes, body: bytes = b"") -> tuple[int, Any]:
-    """Send bytes as they are (no client library re-encodes them) and read one response:
-    (status, decoded JSON body or text)."""
+async def raw_response(platform: Platform, head: bytes, body: bytes = b"") -> bytes:
+    """Send a request's bytes as they are (no client library re-encodes them) and read the
+    whole response."""
     host, port = platform.running.runner.addresses[0][:2]
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -28,7 +28,12 @@ async def raw_exchange(platform: Platform, head: bytes, body: bytes = b"") -> tu
     finally:
         writer.close()
     assert response, "the gateway closed the connection without an answer"
-    status_line, _, rest = response.partition(b"\r\n")
+    return response
+
+
+async def raw_exchange(platform: Platform, head: bytes, body: bytes = b"") -> tuple[int, Any]:
+    """raw_response's (status, decoded JSON body or text)."""
+    status_line, _, rest = (await raw_response(platform, head, body)).partition(b"\r\n")
     payload = rest.partition(b"\r\n\r\n")[2]
     try:
         return int(status_line.split()[1]), json.loads(payload)
@@ -123,13 +128,7 @@ async def test_a_header_value_that_is_not_utf8_reaches_the_function_as_latin1(
         b"POST /function/echo HTTP/1.1\r\nHost: h\xff\r\nX-Call-Id: id-\xfe\r\n"
         b"X-Odd: caf\xe9 \xff\xfe\r\n"
     )
-    host, port = platform.running.runner.addresses[0][:2]
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(head + b"Content-Length: 0\r\nConnection: close\r\n\r\n")
-        response = await asyncio.wait_for(reader.read(), 60)
-    finally:
-        writer.close()
+    response = await raw_response(platform, head)
     assert response.startswith(b"HTTP/1.1 200"), response
     assert response.endswith(b"\r\n\r\ncaf\xe9 \xff\xfe")
     assert tracebacks(caplog) == []
@@ -192,6 +191,36 @@ class Bug(Exception):
 
 async def _raise_bug(*args: object, **kwargs: object) -> object:
     raise Bug("an injected bug")
+
+
+async def test_a_client_that_closes_mid_body_leaves_no_traceback(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    await platform.deploy("hello", HELLO)
+    host, port = platform.running.runner.addresses[0][:2]
+    for _ in range(3):
+        _, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /function/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        writer.write(b"only part of it")
+        await writer.drain()
+        writer.close()
+    # The gateway counts each such call (499, as nginx does) once it has seen it end.
+    async with asyncio.timeout(HANG):
+        while True:
+            if await invocations_with_code(platform, 499) == 3:
+                break
+            await asyncio.sleep(0.05)
+    assert tracebacks(caplog) == []
+
+
+async def invocations_with_code(platform: Platform, code: int) -> float:
+    async with platform.session.get(platform.url + "/metrics", headers=platform.auth) as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_function_invocation_total{") and f'code="{code}"' in line
+    )
 
 
 def injected_bug_tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
