@@ -314,10 +314,12 @@ class Instance:
         self._process.kill()
         self._channel.close()
         await self._process.wait()
+        # First: a reader held at the bound on storage calls in flight (a store slow to answer
+        # them) goes on, to its end of stream, once they are given up.
+        await self._release_storage()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, _STOP_GRACE)
-        await self._release_storage()
         await self._process.release()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
