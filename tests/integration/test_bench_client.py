@@ -165,7 +165,8 @@ async def test_no_answer_by_the_deadline_is_a_timeout() -> None:
     async with raw_server(silent) as url, pool_for(url, deadline=0.3) as pool:
         with pytest.raises(TimeoutError):
             await get(pool)
-    assert 0.25 < time.monotonic() - started < 2
+    # Not before the deadline; the upper bound only catches a deadline that never fires.
+    assert 0.25 < time.monotonic() - started < 15
 
 
 def test_only_http_urls_are_accepted() -> None:

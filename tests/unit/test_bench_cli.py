@@ -84,7 +84,9 @@ def test_a_gateway_that_is_down_is_a_clear_error_within_seconds(tmp_path: Path) 
     url = f"http://127.0.0.1:{closed_port()}"
     started = time.monotonic()
     result = bench("hello", "--rate", "10", "--gateway", url, "--no-self-test", tmp=tmp_path)
-    assert time.monotonic() - started < 5
+    # No retries and no waiting out the 30 s request timeout (a generous bound for a busy
+    # machine; the refused connection itself is immediate).
+    assert time.monotonic() - started < 15
     assert result.exit_code == 1
     assert f"cannot reach the gateway at {url}" in result.output
 
