@@ -11,6 +11,10 @@ so a rebuild with unchanged requirements does not run pip; a package's deps/ hol
 into that cache (a copy where links are impossible), so the package stays a self-contained
 folder that a sandbox can mount on its own. Builds are assembled in a temporary folder under
 the root and renamed into place: a reader sees the old package or the new one, never half of one.
+
+Modes (faasd_py.modes): the root, each package's folder and package.json are the owner's alone;
+function/ and deps/ (and the cache that deps/ links into) are readable by all, since sandboxes
+read them as "other", and reachable by no one else, below folders of 0700.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from faasd_py.errors import FaasdError, SpecError
+from faasd_py.modes import private_dir, private_file, readable_tree
 from faasd_py.spec import SUPPORTED_LANGS, StackFunction
 
 __all__ = ["BuildFailed", "Package", "PackageStore", "normalize_image"]
@@ -156,11 +161,12 @@ class PackageStore:
         image = normalize_image(fn.spec.image)
         where = f"functions.{fn.spec.service}"
         _check_source(fn, where)
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self.root))
+        private_dir(self.root)
+        staging = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=self.root))  # 0700
         try:
             progress(f"copying handler from {fn.handler}")
             _copy_handler(fn.handler, staging / FUNCTION_DIR)
+            readable_tree(staging / FUNCTION_DIR)
             sha = requirements_hash(fn.handler / "requirements.txt")
             self._add_deps(staging / DEPS_DIR, fn.handler, sha, progress, python)
             _write_json(staging / METADATA, _metadata(fn, image, sha, python))
@@ -180,7 +186,7 @@ class PackageStore:
     ) -> None:
         if sha is None:
             progress("no requirements to install")
-            dest.mkdir()
+            dest.mkdir(mode=0o755)
             return
         cached = self.root / DEPS_CACHE / sha
         if _cache_matches(cached, python):
@@ -192,10 +198,11 @@ class PackageStore:
 
     def _fill_cache(self, cached: Path, handler: Path, python: str) -> None:
         """pip-install the requirements into a fresh cache entry, then publish it by rename."""
-        cached.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(cached.parent)
         work = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=cached.parent))
         try:
             _pip_install(python, handler, work / "site")
+            readable_tree(work / "site")  # deps/ hard-links these very files
             _write_json(work / "interpreter.json", {"python": _interpreter_id(python)})
             shutil.rmtree(cached, ignore_errors=True)
             # Another build of the same requirements may publish first; either result is good.
@@ -289,7 +296,7 @@ def _link_tree(source: Path, dest: Path) -> None:
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    private_file(path).write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def _replace_dir(new: Path, target: Path) -> None:

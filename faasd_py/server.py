@@ -25,6 +25,7 @@ from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
 from faasd_py.gateway._keys import METRICS
+from faasd_py.modes import private_dir
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
 from faasd_py.spec import load_stack
@@ -61,7 +62,7 @@ class Platform:
 async def start(config: Config, console: Console | None = None) -> Platform:
     """Open the registry, start the worker, restore deployed functions, listen."""
     console = console or _stderr_console()
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     credentials, created = load_or_create_credentials(config.credentials_dir)
     registry = SqliteRegistry(config.registry_path)
     worker = Worker(config, _worker_storage(config, registry), policy_states=registry)

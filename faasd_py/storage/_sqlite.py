@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from faasd_py.errors import StorageUnavailable
+from faasd_py.modes import private_sqlite
 from faasd_py.storage._base import (
     DEFAULT_STORE_TIMEOUT,
     Quota,
@@ -67,6 +68,7 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self._path)  # every app's objects: readable by the owner only
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA busy_timeout={int(self._timeout * 900)}")

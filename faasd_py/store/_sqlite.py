@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from faasd_py.modes import private_sqlite
 from faasd_py.spec import DEFAULT_NAMESPACE, FunctionSpec, parse_deployment
 from faasd_py.store._registry import Namespace, StoredFunction
 
@@ -59,9 +59,7 @@ CREATE TABLE IF NOT EXISTS namespaces (
 class SqliteRegistry:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Secrets live here: readable by the owner only.
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
+        private_sqlite(path)  # secrets live here: readable by the owner only
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)

@@ -121,9 +121,9 @@ class SecretsFolder:
     def create(
         cls, parent: Path, function: str, isolation: str, secrets: Mapping[str, bytes]
     ) -> SecretsFolder:
-        # The parent can be crossed but not listed: a sandbox's root resolves the mount's
-        # source through it with the permissions of "other".
-        parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+        # The parent is the worker's alone: a sandbox opens its mounts' sources as root,
+        # before it takes its own id (faasd_py.modes).
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = parent / f"{function}-{token.token_hex(4)}"
         if isolation == "sandbox":
             uid, gid = SANDBOX_UID, SANDBOX_GID
@@ -193,7 +193,8 @@ class _PlainProcess:
 
 async def _start_plain(plan: ProcessPlan) -> InstanceProcess:
     tmp = plan.workdir / "tmp"
-    tmp.mkdir(parents=True, mode=0o700)
+    plan.workdir.mkdir(mode=0o700)
+    tmp.mkdir(mode=0o700)
     argv = [plan.python, "-S", "-s", "-m", "faasd_py.runtime", *plan.runtime_args]
     argv.append(f"--secrets-dir={plan.secrets_dir}")
     if plan.memory_bytes is not None:
@@ -250,9 +251,9 @@ class _SandboxedProcess:
 
 async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
     layout = python_layout(plan.python)
-    plan.workdir.mkdir(parents=True)
+    plan.workdir.mkdir(mode=0o700)
     root = plan.workdir.parent / ".root"  # empty: each sandbox mounts its own root over it
-    root.mkdir(exist_ok=True)
+    root.mkdir(mode=0o700, exist_ok=True)
     cgroup = Cgroup.create(
         plan.name,
         CgroupLimits(memory_bytes=plan.memory_bytes, cpu=plan.cpu, pids=PIDS_LIMIT),

@@ -23,6 +23,7 @@ from faasd_py.cgroups import remove_dead_runs, remove_tree, run_parent
 from faasd_py.channel import resolve_kind
 from faasd_py.config import Config, live_policy
 from faasd_py.errors import BadRequest, FaasdError, NotFound, SpecError
+from faasd_py.modes import private_dir
 from faasd_py.netns import BridgeNetwork
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
@@ -108,6 +109,7 @@ class Worker:
             await self._start_run()
         try:
             shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
+            private_dir(self._config.run_dir)
             _link_runtime(self._settings.runtime_path)
             if self._policy_states is not None:
                 self._saved_states = await self._policy_states.get_policy_states()
@@ -411,8 +413,10 @@ class Worker:
 
 def _link_runtime(path: Path) -> None:
     """A folder that holds only what the sandbox runtime imports: faasd_py and msgpack, and
-    cffi's backend module when the native shim is built (its compiled module needs it)."""
-    path.mkdir(parents=True, exist_ok=True)
+    cffi's backend module when the native shim is built (its compiled module needs it).
+    Readable by all: sandboxes list it as "other" (faasd_py.modes)."""
+    path.mkdir(mode=0o755, exist_ok=True)
+    path.chmod(0o755)  # whatever the umask
     targets: dict[str, Path] = {}
     for module in (faasd_py, msgpack):
         assert module.__file__ is not None

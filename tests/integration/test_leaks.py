@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -36,10 +37,21 @@ from faasd_py.cgroups import (
     detect,
     run_parent,
 )
+from faasd_py.packages import PackageStore
 from faasd_py.runs import RUN_LOCKS
 from faasd_py.sandbox import unavailable_reason
+from faasd_py.spec import FunctionSpec, StackFunction
 from tests._ci import in_ci
 from tests.integration.conftest import Platform, start_platform, stop_platform
+
+# Keeps the caller's secret in the app's storage and reads it back: the store's WAL and
+# shared-memory files exist from the first call on.
+KEEPER = """
+def handle(event, context):
+    key = "notes/" + event.body.decode()
+    context.storage.put(key, context.secret("api-key"))
+    return {"body": context.storage.get(key).decode()}
+"""
 
 # Names the instance that answered (its id: unique, forked or exec'd).
 WHO = """
@@ -61,6 +73,13 @@ def _sandboxes() -> Hierarchy:
     return hierarchy
 
 
+@pytest.fixture(params=["sandbox", "process"])
+def isolation(request: pytest.FixtureRequest) -> str:
+    if request.param == "sandbox":
+        _sandboxes()
+    return str(request.param)
+
+
 async def _until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + _DEADLINE
     while not condition():
@@ -73,6 +92,71 @@ async def _answer(platform: Platform, name: str, body: bytes = b"") -> str:
     status, data, _ = await platform.invoke(name, body)
     assert status == 200, data
     return data.decode()
+
+
+# --- item 13: modes ------------------------------------------------------------------------------
+
+
+def _read_by_sandboxes(relative: Path) -> bool:
+    """The trees that faasd_py.modes makes readable by all: sandboxes read them as "other"."""
+    parts = relative.parts
+    package_tree = len(parts) >= 3 and parts[0] == "packages" and parts[2] in ("function", "deps")
+    pip_cache = len(parts) >= 4 and parts[:2] == ("packages", ".deps") and parts[3] == "site"
+    return (package_tree and parts[1] != ".deps") or pip_cache or parts[:2] == ("run", "lib")
+
+
+def _mode_errors(data_dir: Path) -> list[str]:
+    """Every path under `data_dir` whose mode breaks the rule of faasd_py.modes."""
+    errors = []
+    for path in [data_dir, *data_dir.rglob("*")]:
+        try:
+            st = path.lstat()
+        except FileNotFoundError:  # an instance's folder, gone meanwhile
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            continue
+        mode, relative = stat.S_IMODE(st.st_mode), path.relative_to(data_dir)
+        if _read_by_sandboxes(relative):
+            readable = 0o005 if stat.S_ISDIR(st.st_mode) else 0o004
+            if mode & 0o022 or mode & readable != readable:
+                errors.append(f"{relative}: {mode:04o}, but sandboxes read it: 0755 or 0644")
+        elif mode & 0o077:
+            errors.append(f"{relative or '.'}: {mode:04o}, readable by others than its owner")
+    return errors
+
+
+async def test_the_data_dir_is_its_owners_alone_but_for_what_sandboxes_read(
+    tmp_path: Path, isolation: str
+) -> None:
+    # A data dir from before the rule: open to all, with a store that any user could read.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o755)
+    store = data_dir / "storage.sqlite3"
+    store.touch()
+    os.chmod(store, 0o644)
+    platform = await start_platform(tmp_path, isolation=isolation)
+    try:
+        status, reply = await platform.system(
+            "POST", "/system/secrets", {"name": "api-key", "value": "s3cr3t"}
+        )
+        assert status in (200, 201), reply
+        # A handler saved readable by its owner only: sandboxes must read it all the same.
+        source = tmp_path / "src" / "keeper"
+        source.mkdir(parents=True)
+        (source / "handler.py").write_text(textwrap.dedent(KEEPER))
+        os.chmod(source / "handler.py", 0o600)
+        function = StackFunction(FunctionSpec("keeper", "keeper:latest"), "python3-http", source)
+        PackageStore(platform.config.packages_dir).build(function)
+        await platform.deploy("keeper", secrets=("api-key",))
+        assert await _answer(platform, "keeper", b"a") == "s3cr3t"
+        for suffix in ("", "-wal", "-shm"):  # the rule covers them: they exist while it runs
+            assert (data_dir / f"storage.sqlite3{suffix}").is_file()
+        assert (data_dir / "registry.sqlite3").is_file()
+        assert _mode_errors(data_dir) == []
+    finally:
+        await stop_platform(platform)
+    assert _mode_errors(data_dir) == []
 
 
 # --- item 14: cgroups of runs --------------------------------------------------------------------
