@@ -18,7 +18,7 @@ NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard nati
 NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: install native-deps run test test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos clean
+.PHONY: install native-deps run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos clean
 
 $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
@@ -63,6 +63,17 @@ typecheck: install
 
 test: lint typecheck test-native
 	$(BIN)/pytest
+
+# The whole suite once more, with two CPU-bound processes beside it for its whole run (CI runs
+# this instead of `make test`): a test that depends on the machine's speed fails here, not on a
+# busy machine later. The trap stops them however pytest ends (failure, Ctrl-C, SIGTERM).
+test-busy: lint typecheck test-native
+	@$(BIN)/python .ci/busy.py & one=$$!; \
+	$(BIN)/python .ci/busy.py & two=$$!; \
+	trap 'kill $$one $$two 2>/dev/null' EXIT; \
+	trap 'exit 130' INT; trap 'exit 143' TERM; \
+	echo "==> pytest beside two busy loops (pids $$one and $$two)"; \
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Each native/tests/test_X.c is linked with native/X.c (and $(NATIVE_LDLIBS_X)); exit 77 means
 # skipped (liburing's rule).
