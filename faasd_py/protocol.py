@@ -8,7 +8,7 @@ directly. Messages:
                         {"op": "load_failed", "error"}           then the runtime exits
                         {"op": "result", "id", "status", "headers", "body", "error", "seconds"}
     worker -> runtime   {"op": "invoke", "id", "method", "path", "query", "headers", "body",
-                         "call_id", "deadline"}
+                         "call_id", "timeout"}
 
     context.storage, while a handler runs (faasd_py.cache answers in the worker):
     runtime -> worker   {"op": "storage", "id", "call", "key", "data"}   call: get, put, delete,
@@ -20,9 +20,13 @@ directly. Messages:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import struct
+import types
+from collections.abc import Callable, Container
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
 import msgpack
 
@@ -33,8 +37,24 @@ FRAME_OVERHEAD = 1024 * 1024
 Headers = list[tuple[str, str]]
 
 
+class _Duration:
+    """Seconds as a sandbox may report them: finite and not negative (a NaN or an infinity
+    would poison the metrics they feed)."""
+
+    def __contains__(self, value: float) -> bool:
+        return 0 <= value < math.inf
+
+    def __str__(self) -> str:
+        return "float, finite and >= 0"
+
+
+HttpStatus = Annotated[int, range(100, 600)]
+Seconds = Annotated[float, _Duration()]
+
+
 class ProtocolError(Exception):
-    """A frame that cannot be decoded, or one larger than the channel allows."""
+    """A frame that cannot be decoded or is larger than the channel allows, or a message that is
+    not one of the protocol's (a field missing or of the wrong type)."""
 
 
 class ChannelClosed(Exception):
@@ -53,8 +73,38 @@ class Request:
     body: bytes
 
 
+# --- messages ----------------------------------------------------------------------------------
+#
+# Each message is a frozen dataclass whose annotations are its wire format: `from_wire` checks
+# every field against its type (exactly: a bool is not an int) and raises ProtocolError, and
+# nothing else, for a map that is not the message. A sandbox's messages are untrusted:
+# `from_sandbox` is the one place the worker decodes them.
+
+
+class Message:
+    """Base of the wire messages: `to_wire` and `from_wire` read the dataclass's fields."""
+
+    __slots__ = ()
+    op: ClassVar[str]
+    _schema: ClassVar[tuple[_Field, ...]]
+
+    def to_wire(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"op": self.op}
+        for field in self._schema:
+            message[field.name] = getattr(self, field.name)
+        return message
+
+    @classmethod
+    def from_wire(cls, message: Any) -> Self:
+        """The message in `message` (a decoded map); ProtocolError if it is not one."""
+        if message.__class__ is not dict or message.get("op") != cls.op:
+            raise ProtocolError(f"expected a {cls.op!r} message, got {_describe(message)}")
+        return cls(*_fields(cls, message))
+
+
 @dataclass(frozen=True, slots=True)
-class Invocation:
+class Invocation(Message):
+    op = "invoke"
     id: int
     call_id: str
     method: str
@@ -63,7 +113,7 @@ class Invocation:
     headers: Headers
     body: bytes
     # Seconds the handler may run; the runtime tells the handler through its context.
-    timeout: float
+    timeout: Seconds
 
     @classmethod
     def of(cls, id: int, request: Request, timeout: float) -> Invocation:
@@ -71,98 +121,55 @@ class Invocation:
         r = request
         return cls(id, r.call_id, r.method, r.path, r.query, r.headers, r.body, timeout)
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "op": "invoke",
-            "id": self.id,
-            "call_id": self.call_id,
-            "method": self.method,
-            "path": self.path,
-            "query": self.query,
-            "headers": self.headers,
-            "body": self.body,
-            "timeout": self.timeout,
-        }
 
-    @classmethod
-    def from_wire(cls, msg: dict[str, Any]) -> Invocation:
-        return cls(
-            id=msg["id"],
-            call_id=msg["call_id"],
-            method=msg["method"],
-            path=msg["path"],
-            query=msg["query"],
-            headers=[(k, v) for k, v in msg["headers"]],
-            body=msg["body"],
-            timeout=msg["timeout"],
-        )
+@dataclass(frozen=True, slots=True)
+class Ready(Message):
+    """The handler is imported: the instance takes invocations."""
+
+    op = "ready"
+    pid: int
+    load_seconds: Seconds
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
+class LoadFailed(Message):
+    """The handler could not be imported; the runtime exits after sending this."""
+
+    op = "load_failed"
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result(Message):
+    op = "result"
     id: int
-    status: int
+    status: HttpStatus
     headers: Headers
     body: bytes
     # None on success; "<ExceptionType>: <message>" when the handler failed.
     error: str | None
     # Time the handler ran, measured inside the sandbox.
-    seconds: float
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "op": "result",
-            "id": self.id,
-            "status": self.status,
-            "headers": self.headers,
-            "body": self.body,
-            "error": self.error,
-            "seconds": self.seconds,
-        }
-
-    @classmethod
-    def from_wire(cls, msg: dict[str, Any]) -> Result:
-        return cls(
-            id=msg["id"],
-            status=msg["status"],
-            headers=[(k, v) for k, v in msg["headers"]],
-            body=msg["body"],
-            error=msg["error"],
-            seconds=msg["seconds"],
-        )
+    seconds: Seconds
 
 
 STORAGE_CALLS = ("get", "put", "delete", "exists", "list")
 
 
 @dataclass(frozen=True, slots=True)
-class StorageCall:
+class StorageCall(Message):
     """A handler's call on `context.storage`; its ids are the runtime's own, apart from those
     of invocations."""
 
+    op = "storage"
     id: int
-    call: str
+    call: Annotated[str, STORAGE_CALLS]
     key: str  # the prefix, for list
     data: bytes | None = None  # for put
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "op": "storage",
-            "id": self.id,
-            "call": self.call,
-            "key": self.key,
-            "data": self.data,
-        }
-
-    @classmethod
-    def from_wire(cls, msg: dict[str, Any]) -> StorageCall:
-        if msg.get("call") not in STORAGE_CALLS or not isinstance(msg.get("key"), str):
-            raise ProtocolError(f"not a storage call: {msg.get('call')!r}")
-        return cls(id=msg["id"], call=msg["call"], key=msg["key"], data=msg.get("data"))
-
 
 @dataclass(frozen=True, slots=True)
-class StorageReply:
+class StorageReply(Message):
+    op = "storage_reply"
     id: int
     # get: bytes or None; put: the new version; delete, exists: bool; list: the keys.
     value: bytes | int | bool | list[str] | None
@@ -170,12 +177,184 @@ class StorageReply:
     # and for unavailable "store" and "cause"}.
     error: dict[str, str] | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        return {"op": "storage_reply", "id": self.id, "value": self.value, "error": self.error}
 
-    @classmethod
-    def from_wire(cls, msg: dict[str, Any]) -> StorageReply:
-        return cls(id=msg["id"], value=msg["value"], error=msg["error"])
+SandboxMessage = Ready | LoadFailed | Result | StorageCall
+_FROM_SANDBOX: dict[str, type[SandboxMessage]] = {
+    cls.op: cls for cls in (Ready, LoadFailed, Result, StorageCall)
+}
+
+
+def from_sandbox(message: Any) -> SandboxMessage:
+    """What an instance sent, checked: ProtocolError (naming what is wrong) for anything that is
+    not one of the messages a runtime sends, whatever `message` is."""
+    op = message.get("op") if message.__class__ is dict else None
+    cls = _FROM_SANDBOX.get(op) if op.__class__ is str else None
+    if cls is None:
+        expected = ", ".join(_FROM_SANDBOX)
+        raise ProtocolError(f"expected a message of {expected}; got {_describe(message)}")
+    return cls(*_fields(cls, message))
+
+
+# --- checking fields against their types ---------------------------------------------------------
+
+# A field's accepted classes, each with a conversion to apply (None: taken as it is); any other
+# class is rejected. Exact classes: a bool is not an int, a list is not a str.
+_Convert = Callable[[Any], Any] | None
+_MISSING: Any = object()
+
+
+class _Mismatch(Exception):
+    """A value that is not of its field's type; the message says what it should be."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    kinds: dict[type, _Convert]
+    expected: str
+    default: Any  # _MISSING: required
+
+
+def _fields(cls: type[Message], message: dict[str, Any]) -> list[Any]:
+    """The values of `cls`'s fields in `message`, in order, checked (and converted: an int
+    where a float goes, pairs of headers to tuples)."""
+    values: list[Any] = []
+    field = None
+    try:
+        for field in cls._schema:
+            value = message.get(field.name, field.default)
+            convert = field.kinds.get(value.__class__, _reject)
+            values.append(value if convert is None else convert(value))
+    except _Mismatch as exc:
+        assert field is not None
+        got = "nothing" if message.get(field.name, _MISSING) is _MISSING else exc
+        raise ProtocolError(
+            f"malformed {cls.op!r} message: {field.name!r} must be {field.expected}, got {got}"
+        ) from None
+    return values
+
+
+def _reject(value: Any) -> Any:
+    raise _Mismatch(_describe(value))
+
+
+def _describe(value: Any) -> str:
+    """A short account of a bad value for an error message (never the whole of it)."""
+    if value.__class__ is dict:
+        op = value.get("op", _MISSING)
+        return "a map without an 'op'" if op is _MISSING else f"a map with op {_short(op)}"
+    if value is None or value.__class__ in (bool, int, float, str):
+        return f"{type(value).__name__} {_short(value)}"
+    return type(value).__name__
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kinds(hint: Any) -> dict[type, _Convert]:
+    """The classes a value of type `hint` may arrive as on the wire, with their conversions."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:  # a str out of a fixed set, a number within a range
+        base, allowed = args
+        return {cls: _within(allowed, then) for cls, then in _kinds(base).items()}
+    if origin in (Union, types.UnionType):
+        return {cls: convert for arg in args for cls, convert in _kinds(arg).items()}
+    if origin is list:
+        return {list: _each(_kinds(args[0]))}
+    if origin is tuple:  # a header: msgpack turns tuples into lists
+        return dict.fromkeys((list, tuple), _pair(_kinds(args[0]), _kinds(args[1])))
+    if origin is dict:
+        return {dict: _items(_kinds(args[0]), _kinds(args[1]))}
+    if hint is float:
+        return {float: None, int: float}
+    if hint in (int, str, bytes, bool, types.NoneType):
+        return {hint: None}
+    raise TypeError(f"no wire form for {hint!r}")
+
+
+def _check(kinds: dict[type, _Convert], value: Any) -> Any:
+    convert = kinds.get(value.__class__, _reject)
+    return value if convert is None else convert(value)
+
+
+def _within(allowed: Container[Any], then: _Convert) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise _Mismatch(_describe(value))
+        return value if then is None else then(value)
+
+    return check
+
+
+def _each(kinds: dict[type, _Convert]) -> Callable[[list[Any]], list[Any]]:
+    def check(values: list[Any]) -> list[Any]:
+        checked = []
+        try:
+            for value in values:
+                convert = kinds.get(value.__class__, _reject)
+                checked.append(value if convert is None else convert(value))
+        except _Mismatch as exc:
+            raise _Mismatch(f"a list holding {exc}") from None
+        return checked
+
+    return check
+
+
+def _pair(first: dict[type, _Convert], second: dict[type, _Convert]) -> Callable[[Any], Any]:
+    plain = (
+        frozenset(a for a, c in first.items() if c is None),
+        frozenset(b for b, c in second.items() if c is None),
+    )
+
+    def check(value: list[Any] | tuple[Any, ...]) -> tuple[Any, Any]:
+        if len(value) != 2:
+            raise _Mismatch(f"{type(value).__name__} of length {len(value)}")
+        a, b = value
+        if a.__class__ in plain[0] and b.__class__ in plain[1]:
+            return a, b
+        return _check(first, a), _check(second, b)
+
+    return check
+
+
+def _items(keys: dict[type, _Convert], values: dict[type, _Convert]) -> Callable[[Any], Any]:
+    def check(value: dict[Any, Any]) -> dict[Any, Any]:
+        try:
+            return {_check(keys, k): _check(values, v) for k, v in value.items()}
+        except _Mismatch as exc:
+            raise _Mismatch(f"a map holding {exc}") from None
+
+    return check
+
+
+def _schema(cls: type[Message]) -> tuple[_Field, ...]:
+    hints = get_type_hints(cls, include_extras=True)
+    return tuple(
+        _Field(
+            name=f.name,
+            kinds=_kinds(hints[f.name]),
+            expected=_expected(hints[f.name]),
+            default=_MISSING if f.default is dataclasses.MISSING else f.default,
+        )
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    )
+
+
+def _expected(hint: Any) -> str:
+    if get_origin(hint) is Annotated:
+        base, allowed = get_args(hint)
+        if isinstance(allowed, range):
+            return f"{_expected(base)} from {allowed.start} to {allowed.stop - 1}"
+        if isinstance(allowed, tuple):
+            return f"one of {', '.join(map(repr, allowed))}"
+        return str(allowed)
+    return hint.__name__ if isinstance(hint, type) else str(hint)
+
+
+for _cls in (Invocation, Ready, LoadFailed, Result, StorageCall, StorageReply):
+    _cls._schema = _schema(_cls)
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -25,7 +25,17 @@ from faasd_py.cgroups import DEFAULT_PARENT
 from faasd_py.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
 from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, InvocationTimeout
 from faasd_py.netns import BridgeNetwork
-from faasd_py.protocol import FRAME_OVERHEAD, Invocation, ProtocolError, Request, Result
+from faasd_py.protocol import (
+    FRAME_OVERHEAD,
+    Invocation,
+    LoadFailed,
+    ProtocolError,
+    Ready,
+    Request,
+    Result,
+    StorageCall,
+    from_sandbox,
+)
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._logs import LogBuffer, pump_output
 from faasd_py.worker._process import InstanceProcess, ProcessPlan
@@ -202,17 +212,23 @@ class Instance:
 
     async def _await_ready(self) -> None:
         try:
-            message = await self._channel.receive()
-        except (ChannelClosed, ProtocolError):
+            message = from_sandbox(await self._channel.receive())
+        except ChannelClosed:
             status = await self._process.wait()
             raise FunctionFailed(
                 f"function {self.spec.service} {status.describe()} while starting; "
                 f"see `faasd-py logs {self.spec.service}`"
             ) from None
-        if message.get("op") == "load_failed":
-            raise load_failed(self.spec, message["error"])
-        if message.get("op") != "ready":
-            raise FunctionFailed(f"function {self.spec.service} sent {message.get('op')!r}")
+        except ProtocolError as exc:  # the launch kills it: a broken runtime may not exit
+            raise FunctionFailed(
+                f"function {self.spec.service} sent a malformed message while starting: {exc}"
+            ) from None
+        if isinstance(message, LoadFailed):
+            raise load_failed(self.spec, message.error)
+        if not isinstance(message, Ready):
+            raise FunctionFailed(
+                f"function {self.spec.service} sent a {message.op!r} message before 'ready'"
+            )
 
     def _capture_output(self) -> None:
         for stream in (self._process.stdout, self._process.stderr):
@@ -257,13 +273,18 @@ class Instance:
         try:
             while True:
                 message = await self._channel.receive()
-                if message.get("op") == "result":
-                    future = self._pending.get(message["id"])
+                received = from_sandbox(message)
+                if isinstance(received, Result):
+                    future = self._pending.get(received.id)
                     if future is not None and not future.done():
-                        future.set_result(Result.from_wire(message))
-                elif message.get("op") == "storage":
+                        future.set_result(received)
+                elif isinstance(received, StorageCall):
                     await self._answer_storage(message)
-        except (ChannelClosed, ProtocolError, ConnectionError) as exc:
+                else:
+                    raise ProtocolError(f"a {received.op!r} message after 'ready'")
+        except ProtocolError as exc:
+            self._broke_protocol(exc)
+        except (ChannelClosed, ConnectionError) as exc:
             logger.debug("channel of %s closed: %s", self.id, exc)
         self._channel.close()
         status = await self._process.wait()
@@ -291,6 +312,19 @@ class Instance:
         owner, service, self._storage_owner = self._storage_owner, self._storage, None
         if owner is not None and service is not None:
             await owner.detach(service)
+
+    def _broke_protocol(self, error: ProtocolError) -> None:
+        """The instance sent what is not a message of the protocol: it is broken, whatever it
+        does next. Its callers hear so now (502, naming the error), not at their exec_timeout;
+        it is killed, since a runtime gone wrong may not exit when its channel closes, and the
+        pool replaces it once it has exited."""
+        logger.warning("instance %s of %s: %s", self.id, self.spec.service, error)
+        self._exit_reason = self._exit_reason or f"broke the channel protocol ({error})"
+        crashed = self._crash_error()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(crashed)
+        self._process.kill()
 
     def _crash_error(self) -> FaasdError:
         return InstanceCrashed(

@@ -1,7 +1,9 @@
-"""Frames between worker and sandbox: encode, and FrameDecoder fed bytes in any pieces."""
+"""Frames between worker and sandbox: encode, FrameDecoder fed bytes in any pieces, and the
+checked decoding of every message a sandbox sends (`from_sandbox`), fuzzed."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgpack
@@ -11,11 +13,18 @@ from hypothesis import strategies as st
 
 from faasd_py.protocol import (
     HEADER,
+    STORAGE_CALLS,
     FrameDecoder,
     Invocation,
+    LoadFailed,
     ProtocolError,
+    Ready,
     Result,
+    SandboxMessage,
+    StorageCall,
+    StorageReply,
     encode,
+    from_sandbox,
 )
 
 LIMIT = 1 << 20
@@ -278,3 +287,208 @@ def test_a_raw_byte_stream_never_raises_anything_but_protocol_error(noise: bytes
             assert isinstance(message, dict)
     except ProtocolError:
         pass
+
+
+# --- what a sandbox sends: checked in one place --------------------------------------------------
+
+readies = st.builds(Ready, pid=st.integers(min_value=1, max_value=2**31), load_seconds=_times)
+load_failures = st.builds(LoadFailed, error=st.text(max_size=80))
+storage_calls = st.builds(
+    StorageCall,
+    id=_ids,
+    call=st.sampled_from(STORAGE_CALLS),
+    key=st.text(max_size=40),
+    data=st.one_of(st.none(), st.binary(max_size=256)),
+)
+sandbox_messages = st.one_of(readies, load_failures, results, storage_calls)
+
+# Anything msgpack encodes, nested; maps with keys of every kind msgpack has.
+_ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    _ints,
+    st.floats(),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+msgpack_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=10), st.binary(max_size=4)), inner, max_size=4),
+        st.dictionaries(_ints, inner, max_size=2),
+    ),
+    max_leaves=12,
+)
+# Maps shaped like messages: a real one with a few fields dropped or replaced by values of any
+# kind (some right), and keys of its own. These reach the check of each field, where arbitrary
+# maps mostly stop at the op, and many are still valid.
+_plausible = st.one_of(
+    msgpack_values,
+    _ids,
+    _times,
+    st.integers(min_value=100, max_value=599),
+    st.sampled_from(["ready", "load_failed", "result", "storage", *STORAGE_CALLS]),
+    _headers,
+    st.lists(st.lists(st.one_of(st.text(max_size=5), _ints), max_size=3), max_size=3),
+)
+
+
+@st.composite
+def message_like_maps(draw: st.DrawFn) -> dict[Any, Any]:
+    wire: dict[Any, Any] = draw(sandbox_messages).to_wire()
+    for name in draw(st.lists(st.sampled_from(sorted(wire)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            del wire[name]
+        else:
+            wire[name] = draw(_plausible)
+    extra = draw(st.dictionaries(st.one_of(st.text(max_size=8), _ints), msgpack_values, max_size=2))
+    return {**extra, **wire}
+
+
+def through_the_boundary(frame: bytes) -> list[SandboxMessage]:
+    """What the worker makes of bytes from a sandbox: its messages, or ProtocolError."""
+    return [from_sandbox(message) for message in FrameDecoder(LIMIT).feed(frame)]
+
+
+def assert_message_or_protocol_error(frame: bytes) -> None:
+    """The boundary's promise: whatever the bytes, a typed message or ProtocolError, nothing
+    else (no KeyError, TypeError, ... that would end the worker's reader)."""
+    try:
+        decoded = through_the_boundary(frame)
+    except ProtocolError:
+        return
+    for message in decoded:
+        assert isinstance(message, Ready | LoadFailed | Result | StorageCall)
+        # Its fields are of their types: sent again, it comes back the same.
+        assert through_the_boundary(encode(message.to_wire())) == [message]
+
+
+@given(sent=sandbox_messages)
+def test_every_message_a_runtime_sends_decodes_as_itself(sent: SandboxMessage) -> None:
+    assert through_the_boundary(encode(sent.to_wire())) == [sent]
+
+
+@given(value=msgpack_values)
+def test_any_msgpack_value_is_a_message_or_a_protocol_error(value: Any) -> None:
+    assert_message_or_protocol_error(frame_of(msgpack.packb(value, use_bin_type=True)))
+
+
+@given(value=message_like_maps())
+def test_any_map_shaped_like_a_message_is_a_message_or_a_protocol_error(
+    value: dict[str, Any],
+) -> None:
+    assert_message_or_protocol_error(frame_of(msgpack.packb(value, use_bin_type=True)))
+
+
+@given(garbage=st.binary(max_size=256), framed=st.booleans())
+def test_garbage_bytes_are_a_message_or_a_protocol_error(garbage: bytes, framed: bool) -> None:
+    assert_message_or_protocol_error(frame_of(garbage) if framed else garbage)
+
+
+@pytest.mark.parametrize(
+    ("message", "says"),
+    [
+        ({"op": "result"}, "malformed 'result' message: 'id' must be int, got nothing"),
+        (
+            {"op": "result", "id": [1], "status": 200, "headers": [], "body": b""},
+            "malformed 'result' message: 'id' must be int, got list",
+        ),
+        (
+            {"op": "result", "id": True, "status": 200, "headers": [], "body": b""},
+            "'id' must be int, got bool True",
+        ),
+        (
+            {"op": "result", "id": 1, "status": 200, "headers": [["a", 1]], "body": b""},
+            "'headers' must be list[tuple[str, str]], got a list holding int 1",
+        ),
+        (
+            {"op": "result", "id": 1, "status": 200, "headers": [], "body": "text"},
+            "'body' must be bytes, got str 'text'",
+        ),
+        (
+            {"op": "result", "id": 1, "status": 99, "headers": [], "body": b""},
+            "'status' must be int from 100 to 599, got int 99",
+        ),
+        (
+            {"op": "result", **Result(1, 200, [], b"", None, 0).to_wire(), "seconds": float("nan")},
+            "'seconds' must be float, finite and >= 0, got float nan",
+        ),
+        ({"op": "storage", "id": 1, "call": "drop", "key": "k"}, "'call' must be one of 'get'"),
+        ({"op": "ready", "pid": "1", "load_seconds": 0.1}, "'pid' must be int, got str '1'"),
+        ({"op": "invoke", "id": 1}, "expected a message of ready, load_failed, result, storage"),
+        ({"op": ["result"]}, "got a map with op ['result']"),
+        ({"id": 1}, "got a map without an 'op'"),
+        ([1, 2], "got list"),
+    ],
+)
+def test_a_malformed_message_is_refused_naming_what_is_wrong(message: Any, says: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        from_sandbox(message)
+    assert says in str(info.value)
+
+
+@given(sent=sandbox_messages, data=st.data())
+def test_a_field_missing_or_of_another_type_is_refused_naming_it(
+    sent: SandboxMessage, data: st.DataObject
+) -> None:
+    wire = sent.to_wire()
+    name = data.draw(st.sampled_from(sorted(set(wire) - {"op"})))
+    # No field a sandbox sends is a map.
+    with pytest.raises(ProtocolError, match=f"'{name}' must be"):
+        from_sandbox({**wire, name: {"a": [1]}})
+    if not (isinstance(sent, StorageCall) and name == "data"):  # the only optional one
+        del wire[name]
+        with pytest.raises(ProtocolError, match=f"'{name}' must be .*, got nothing"):
+            from_sandbox(wire)
+
+
+def test_an_int_where_seconds_go_is_taken_as_a_float() -> None:
+    (ready,) = through_the_boundary(encode({"op": "ready", "pid": 7, "load_seconds": 2}))
+    assert ready == Ready(pid=7, load_seconds=2.0)
+    assert isinstance(ready, Ready) and type(ready.load_seconds) is float
+
+
+def test_unknown_keys_are_ignored() -> None:
+    # A newer runtime may say more; what this worker reads is still checked.
+    wire = {**Result(3, 201, [("A", "b")], b"x", None, 0.5).to_wire(), "trace": [1, 2]}
+    assert from_sandbox(wire) == Result(3, 201, [("A", "b")], b"x", None, 0.5)
+
+
+# --- what the worker sends: checked by the runtime the same way ----------------------------------
+
+storage_replies = st.builds(
+    StorageReply,
+    id=_ids,
+    value=st.one_of(
+        st.none(),
+        st.binary(max_size=64),
+        st.integers(min_value=0, max_value=2**63),
+        st.booleans(),
+        st.lists(st.text(max_size=10), max_size=4),
+    ),
+    error=st.one_of(st.none(), st.dictionaries(st.text(max_size=8), st.text(max_size=20))),
+)
+
+
+@given(sent=st.one_of(invocations, storage_replies))
+def test_what_the_worker_sends_round_trips(sent: Invocation | StorageReply) -> None:
+    (message,) = FrameDecoder(LIMIT).feed(encode(sent.to_wire()))
+    assert type(sent).from_wire(message) == sent
+
+
+@pytest.mark.parametrize(
+    ("cls", "message", "says"),
+    [
+        (Invocation, {"op": "invoke", "id": 1}, "'call_id' must be str, got nothing"),
+        (Invocation, {"op": "result", "id": 1}, "expected a 'invoke' message"),
+        (StorageReply, {"op": "storage_reply", "id": 1, "value": 1.5}, "'value' must be"),
+        (StorageReply, {"op": "storage_reply", "id": 1, "value": ["a", 2]}, "a list holding int"),
+    ],
+)
+def test_from_wire_refuses_a_malformed_message(
+    cls: type[Invocation | StorageReply], message: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(ProtocolError, match=re.escape(says)):
+        cls.from_wire(message)
