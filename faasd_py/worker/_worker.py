@@ -409,6 +409,9 @@ class Worker:
         if self._settings.network is not None:
             await asyncio.to_thread(self._settings.network.close)
         await self._end_run()
+        # Every instance and zygote is gone: nothing of this run's folder is needed any more
+        # (its secrets copies, the runtime links, instances' folders).
+        shutil.rmtree(self._config.run_dir, ignore_errors=True)
 
 
 def _link_runtime(path: Path) -> None:

@@ -249,10 +249,12 @@ class Zygote:
         )
         try:
             process = await start_process(settings.isolation, plan)
-        except (OSError, FaasdError) as exc:
+        except BaseException as exc:  # a cancelled start too: nothing of it may stay
             parent.close()
             shutil.rmtree(plan.workdir, ignore_errors=True)
-            raise ZygoteFailed(f"cannot start: {exc}") from exc
+            if isinstance(exc, (OSError, FaasdError)):
+                raise ZygoteFailed(f"cannot start: {exc}") from exc
+            raise
         finally:
             child.close()
         parent.setblocking(False)

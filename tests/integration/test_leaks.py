@@ -159,6 +159,45 @@ async def test_the_data_dir_is_its_owners_alone_but_for_what_sandboxes_read(
     assert _mode_errors(data_dir) == []
 
 
+# --- item 15: run folders ------------------------------------------------------------------------
+
+
+def _folders_of(run_dir: Path, function: str) -> list[str]:
+    """What run/ holds for `function`: its zygote's and instances' folders, its secrets."""
+    found = []
+    for folder in (run_dir, run_dir / "secrets"):
+        if folder.is_dir():
+            found += [p.name for p in folder.iterdir() if p.name.startswith(f"{function}-")]
+    return found
+
+
+async def test_no_folder_outlives_its_function_nor_the_run(tmp_path: Path, isolation: str) -> None:
+    platform = await start_platform(tmp_path, isolation=isolation)
+    run_dir = platform.config.run_dir
+    try:
+        status, reply = await platform.system(
+            "POST", "/system/secrets", {"name": "api-key", "value": "s3cr3t"}
+        )
+        assert status in (200, 201), reply
+        for name in ("gone", "kept"):
+            await platform.deploy(name, KEEPER, secrets=("api-key",))
+            assert await _answer(platform, name, b"x") == "s3cr3t"
+        assert any("-zygote-" in folder for folder in _folders_of(run_dir, "gone"))
+        assert _folders_of(run_dir, "gone") and _folders_of(run_dir, "kept")
+
+        status, reply = await platform.system(
+            "DELETE", "/system/functions", {"functionName": "gone"}
+        )
+        assert status in (200, 202), reply
+        # The removal answers at once; its instances and zygote stop in the background.
+        await _until(lambda: not _folders_of(run_dir, "gone"), "gone's folders removed")
+        assert _folders_of(run_dir, "kept")
+        assert await _answer(platform, "kept", b"y") == "s3cr3t"
+    finally:
+        await stop_platform(platform)
+    assert not run_dir.exists(), sorted(p.name for p in run_dir.rglob("*"))
+
+
 # --- item 14: cgroups of runs --------------------------------------------------------------------
 
 
