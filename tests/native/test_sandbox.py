@@ -19,10 +19,10 @@ import socket
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgpack
 import pytest
@@ -207,21 +207,30 @@ async def test_pid_1_ignores_its_own_fatal_signals(layout: PythonLayout, root_di
 
 
 async def test_kill_ends_the_whole_namespace(layout: PythonLayout, root_dir: Path) -> None:
-    code = """
+    marker = f"kill-probe-{uuid.uuid4().hex}"
+    code = f"""
         import os, time
         for _ in range(3):
             if os.fork() == 0:
-                time.sleep(60)
-        time.sleep(60)
+                break
+        os.write(1, b"up\\n")  # each of the four, once it runs
+        time.sleep(60)  # {marker}
     """
-    process = spawn(python(layout, root_dir, code))
-    with process:
-        await asyncio.sleep(0.3)
+    read_end, write_end = os.pipe()
+    try:
+        process = spawn(replace(python(layout, root_dir, code), stdout=write_end))
+    finally:
+        os.close(write_end)
+    with process, open(read_end, "rb") as out:
+        ups = await asyncio.wait_for(asyncio.to_thread(read_lines, out, 4), TIMEOUT)
+        assert ups == [b"up\n"] * 4
+        assert len(host_pids_mentioning(marker)) == 4  # pid 1 and its three children
         process.kill()
         async with asyncio.timeout(TIMEOUT):
             status = await process.wait()
     assert status.returncode == -9
     assert status.describe() == "was killed by SIGKILL"
+    assert await gone(marker), f"processes of the namespace outlived its pid 1: {marker}"
 
 
 # --- the file system ----------------------------------------------------------------------------
@@ -331,19 +340,37 @@ async def test_cannot_write_outside_tmp(
 
 
 async def test_tmp_is_private_to_each_sandbox(layout: PythonLayout, root_dir: Path) -> None:
-    writer = python(
-        layout,
-        root_dir,
-        "import time; open('/tmp/shared', 'w').write('a'); time.sleep(1.5)",
-    )
-    reader = python(
-        layout,
-        root_dir,  # the same root directory: each sandbox builds its own tree on it
-        "import json, os, time; time.sleep(0.7); print(json.dumps(os.listdir('/tmp')))",
-    )
-    first, second = await asyncio.gather(run(writer), run(reader))
-    assert first.status.returncode == 0, first.stderr
-    assert second.report() == []
+    # The writer writes its file, says so, and keeps running (its /tmp with it) until its
+    # stdin closes; the reader looks at its own /tmp meanwhile.
+    code = """
+        import json, os, sys
+        open("/tmp/shared", "w").write("a")
+        os.write(1, b"written\\n")
+        sys.stdin.read()
+        print(json.dumps(os.listdir("/tmp")))
+    """
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    try:
+        spec = replace(python(layout, root_dir, code), stdin=in_read, stdout=out_write)
+        writer = spawn(spec)
+    finally:
+        os.close(in_read)
+        os.close(out_write)
+    with writer, open(out_read, "rb") as out:
+        assert await asyncio.wait_for(asyncio.to_thread(out.readline), TIMEOUT) == b"written\n"
+        reader = python(
+            layout,
+            root_dir,  # the same root directory: each sandbox builds its own tree on it
+            "import json, os; print(json.dumps(os.listdir('/tmp')))",
+        )
+        seen_by_reader = (await run(reader)).report()
+        os.close(in_write)
+        async with asyncio.timeout(TIMEOUT):
+            assert (await writer.wait()).returncode == 0
+        seen_by_writer = json.loads(out.read())
+    assert seen_by_writer == ["shared"]  # the file was there all along, in the writer's /tmp
+    assert seen_by_reader == []
 
 
 async def test_secrets_belong_to_the_sandbox_root(tmp_path: Path) -> None:
@@ -449,6 +476,12 @@ async def test_pid_namespace_hides_other_processes(layout: PythonLayout, root_di
     marker = f"marker-{uuid.uuid4().hex}"
     sleeper = spawn(python(layout, root_dir, f"import time; time.sleep(30)  # {marker}"))
     with sleeper:
+        # Running, as the host sees it, before the probe looks for it.
+        for _ in range(int(TIMEOUT / 0.02)):
+            if host_pids_mentioning(marker):
+                break
+            await asyncio.sleep(0.02)
+        assert host_pids_mentioning(marker), "the sleeper never ran"
         code = """
             import json, os
             pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
@@ -683,7 +716,7 @@ async def test_cgroup_kill_ends_the_sandbox(
     cgroup = cgroup_factory(CgroupLimits(pids=16))
     code = "import os, time\nif os.fork() == 0:\n    time.sleep(60)\ntime.sleep(60)"
     with spawn(python(layout, root_dir, code, cgroup=cgroup)) as process:
-        for _ in range(100):
+        for _ in range(int(TIMEOUT / 0.02)):  # a deadline that only catches a hang
             if len(cgroup.pids()) == 2:
                 break
             await asyncio.sleep(0.02)
@@ -943,13 +976,9 @@ async def test_a_launch_cancelled_midway_leaves_no_sandbox_running(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    await asyncio.sleep(0.5)
-    left = [
-        p
-        for p in os.listdir("/proc")
-        if p.isdigit() and p not in before and b"cancelled-launch-probe" in _cmdline(p)
-    ]
-    assert left == [], f"sandboxes still running after the cancel: {left}"
+    # A cancelled launch kills what it started before the task ends; the kill takes effect
+    # at once, its reaping a moment later, however busy the machine.
+    assert await gone("cancelled-launch-probe", ignore=before), "sandboxes outlived the cancel"
 
 
 def _cmdline(pid: str) -> bytes:
@@ -957,3 +986,30 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def host_pids_mentioning(marker: str, ignore: Collection[str] = ()) -> list[str]:
+    """Pids (as the host sees them) of the processes whose command line holds `marker`."""
+    return [
+        p
+        for p in os.listdir("/proc")
+        if p.isdigit() and p not in ignore and marker.encode() in _cmdline(p)
+    ]
+
+
+async def gone(marker: str, ignore: Collection[str] = ()) -> bool:
+    """Whether every process mentioning `marker` ends (TIMEOUT at most: a deadline that only
+    catches processes left running)."""
+    for _ in range(int(TIMEOUT / 0.02)):
+        if not host_pids_mentioning(marker, ignore):
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def read_lines(stream: BinaryIO, count: int) -> list[bytes]:
+    """Up to `count` lines (fewer if the stream ends first)."""
+    lines: list[bytes] = []
+    while len(lines) < count and (line := stream.readline()):
+        lines.append(line)
+    return lines
