@@ -126,9 +126,7 @@ async def test_every_caller_waiting_on_the_broken_instance_gets_502(platform: Pl
     _, payload, says = BAD["list-id"]
     async with asyncio.timeout(HANG):
         # Three calls sit in the instance's handlers when the fourth breaks it.
-        waiting = [
-            platform.invoke("breaker", b"", params={"write": "nothing"}) for _ in range(3)
-        ]
+        waiting = [platform.invoke("breaker", b"", params={"write": "nothing"}) for _ in range(3)]
         broken, answers = await asyncio.gather(
             write(platform, "message", payload), asyncio.gather(*waiting)
         )
