@@ -32,8 +32,9 @@ from typing import Any
 import _platform
 import _report
 import aiohttp
-from _procs import start_server, wait_until_ok
+from _procs import ServerError, start_server, wait_until_ok
 from rich.console import Console
+from rich.markup import escape
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -475,8 +476,27 @@ def run_long(
     share: float,
     chaos: Chaos | None = None,
     notes: Sequence[str] = (),
-) -> Path:
+) -> int:
+    """Run it and write its report; the exit status (1: the platform failed, and why)."""
     console = Console(stderr=True)
+    try:
+        path = _run(name, title, duration, share, chaos, notes, console)
+    except ServerError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 1
+    console.print(f"report: {path}")
+    return 0
+
+
+def _run(
+    name: str,
+    title: str,
+    duration: float,
+    share: float,
+    chaos: Chaos | None,
+    notes: Sequence[str],
+    console: Console,
+) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"faasd-{name}-") as tmp_name, ExitStack() as exits:
         tmp = Path(tmp_name)
         stack_file = write_stack(tmp)
@@ -515,9 +535,7 @@ def run_long(
             )
         console.print(f"reading back {len(run.acknowledged):,} acknowledged writes")
         asyncio.run(read_back(harness.url, run))
-        path = write_report(name, title, run, notes)
-        console.print(f"report: {path}")
-        return path
+        return write_report(name, title, run, notes)
 
 
 def _mark_recoveries(run: LongRun) -> None:
