@@ -126,6 +126,8 @@ def test_invariants_hold_after_every_call(
         elif op == "unpin":
             lru.unpin(key)
             pins[key] = max(0, pins.get(key, 0) - 1)
+            if pins[key] == 0:  # its last release may evict it at once, if over budget
+                pinned_before.discard(key)
         elif op == "discard":
             lru.discard(key)
             pinned_before.discard(key)
