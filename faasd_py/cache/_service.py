@@ -38,8 +38,15 @@ class StorageLimits:
     bytes_in_flight: int = 64 * 1024 * 1024
     quota: Quota = field(default_factory=Quota)
 
-    def bound(self) -> InflightBound:
-        return InflightBound(self.calls_in_flight, self.bytes_in_flight)
+    def bound(self, memory_limit: int | None = None) -> InflightBound:
+        """The bound of one instance. What the worker holds for it counts against the
+        function's own memory: never more bytes in flight than its `limits.memory` (so a
+        128Mi function cannot make the worker hold 64Mi per instance times its instances
+        beyond what it could hold itself)."""
+        held = self.bytes_in_flight
+        if memory_limit is not None:
+            held = min(held, memory_limit)
+        return InflightBound(self.calls_in_flight, held)
 
 
 class StorageService:
@@ -51,6 +58,7 @@ class StorageService:
         max_value: int,
         limits: StorageLimits | None = None,
         quota: Quota | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self.storage = storage
         # The largest object a reply (or a put) may carry: the channel's frames are bounded.
@@ -59,7 +67,7 @@ class StorageService:
         # The function's own quota (its annotations), else the worker's.
         self.quota = quota or limits.quota
         self.quota_refusals = 0
-        self._bound = limits.bound()
+        self._bound = limits.bound(memory_limit)
         self._room = asyncio.Event()
         self._calls: set[asyncio.Task[None]] = set()
 
@@ -234,7 +242,9 @@ class WorkerStorage:
         self._past: dict[str, tuple[int, int, int]] = {}
         self._counting: set[asyncio.Task[None]] = set()
 
-    async def attach(self, app: str, annotations: dict[str, str]) -> StorageService:
+    async def attach(
+        self, app: str, annotations: dict[str, str], memory_limit: int | None = None
+    ) -> StorageService:
         try:
             cached = cache_wanted(annotations, self.manager.settings.enabled)
         except ValueError as exc:
@@ -246,7 +256,7 @@ class WorkerStorage:
             logger.warning("%s; using the worker's quota", exc)
             quota = self.limits.quota
         storage = await self.manager.open(app, cached=cached)
-        service = StorageService(storage, self.max_value, self.limits, quota)
+        service = StorageService(storage, self.max_value, self.limits, quota, memory_limit)
         self._services.add(service)
         if app not in self.manager.store.known_usage():
             self._count_usage(app)

@@ -194,7 +194,9 @@ class Instance:
         if settings.storage is not None:
             # Before the handler is ready: the app's cache pre-warms while the instance loads.
             instance._storage_owner = settings.storage
-            instance._storage = await settings.storage.attach(spec.app, dict(spec.annotations))
+            instance._storage = await settings.storage.attach(
+                spec.app, dict(spec.annotations), spec.limits.memory_bytes
+            )
         try:
             async with asyncio.timeout(settings.start_timeout):
                 await instance._await_ready()

@@ -350,7 +350,17 @@ class Zygote:
             if not data:
                 self._ended()
                 return
-            self._dispatch(msgpack.unpackb(data))
+            try:
+                self._dispatch(msgpack.unpackb(data))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                # The zygote runs the handler's import code: a message that does not parse
+                # (msgpack's errors are ValueErrors) or lacks its fields means it is broken.
+                # Trust none of it: fail what waits on it, kill it; the next start replaces it.
+                logger.warning("zygote %s sent a malformed control message (%r)", self.name, exc)
+                self._ended()
+                with contextlib.suppress(OSError):
+                    self.process.kill()
+                return
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         op = message.get("op")

@@ -177,6 +177,31 @@ async def test_a_zygote_that_cannot_start_costs_a_fresh_exec_not_the_call(
     assert any(warning in line["text"] for line in logs), logs
 
 
+ZYGOTE_GARBLER = """
+import os, socket, sys
+# Import code runs in the zygote: here it writes garbage on the zygote's control socket, the way
+# a hostile or buggy handler could, and then lets the zygote go on to say "ready".
+for arg in sys.argv:
+    if arg.startswith("--zygote="):
+        control = socket.socket(fileno=os.dup(int(arg.split("=", 1)[1])))
+        control.send(b"\\xc1 not msgpack")
+        control.detach()
+
+def handle(event, context):
+    return {"body": {"pid": os.getpid()}}
+"""
+
+
+async def test_a_zygote_that_garbles_its_control_socket_is_not_trusted(
+    platform: Platform,
+) -> None:
+    await platform.deploy("garbler", ZYGOTE_GARBLER, labels={"com.openfaas.scale.min": "0"})
+    assert "pid" in await _call(platform, "garbler")
+    # Its "ready" came after the garbage: it was killed all the same, and a fresh exec served.
+    stats = platform.worker.launcher_statistics("garbler")
+    assert stats.fallbacks == 1 and stats.forks == 0, stats
+
+
 async def test_a_crashed_instance_is_replaced_by_a_fork(platform: Platform) -> None:
     await platform.deploy("crash", CRASH)
     before = await _call(platform, "crash")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from faasd_py.cache import InflightBound
+from faasd_py.cache import InflightBound, StorageLimits
 from faasd_py.errors import SpecError
 from faasd_py.spec import FunctionSpec, check_settings
 from faasd_py.storage import (
@@ -99,3 +99,11 @@ def test_the_bound_closes_at_its_calls_or_its_bytes_and_opens_as_they_finish() -
 def test_a_bound_of_nothing_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1 call"):
         InflightBound(0, 100)
+
+
+def test_what_the_worker_holds_for_an_instance_counts_against_its_memory_limit() -> None:
+    limits = StorageLimits(calls_in_flight=16, bytes_in_flight=64 * 2**20)
+    assert limits.bound().max_bytes == 64 * 2**20
+    assert limits.bound(memory_limit=32 * 2**20).max_bytes == 32 * 2**20  # a 32Mi function
+    assert limits.bound(memory_limit=2**30).max_bytes == 64 * 2**20  # the worker's own cap
+    assert limits.bound(memory_limit=32 * 2**20).max_calls == 16
