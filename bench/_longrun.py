@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import _platform
 import _report
@@ -192,18 +193,25 @@ async def _post(
         return type(exc).__name__, started
 
 
+def _value(rng: random.Random) -> bytes:
+    """A value as the load writes them: 64 B, 1 KiB or 16 KiB, random bytes."""
+    return rng.randbytes(rng.choice((64, 1024, 16384)))
+
+
 async def measure_max(url: str, seconds: float, connections: int) -> float:
-    """Requests per second this client and the platform reach together, closed loop."""
+    """Requests per second this client and the platform reach together, closed loop, with the
+    load's own requests (the same sizes and key space)."""
     done = 0
+    rng = random.Random(11)
     deadline = time.perf_counter() + seconds
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
 
         async def loop(worker: int) -> None:
             nonlocal done
-            n = 0
+            n = worker
             while time.perf_counter() < deadline:
-                kind, _ = await _post(session, url, f"max-{worker}-{n}", b"x" * 64)
-                n += 1
+                kind, _ = await _post(session, url, f"k{n % KEYS}", _value(rng))
+                n += connections
                 done += kind == "200"
 
         await asyncio.gather(*(loop(w) for w in range(connections)))
@@ -221,7 +229,7 @@ async def open_loop(
     rng = random.Random(7)
     start = time.perf_counter()
     pending: set[asyncio.Task[None]] = set()
-    connector = aiohttp.TCPConnector(limit=512)
+    connector = aiohttp.TCPConnector(limit=256)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
@@ -229,7 +237,7 @@ async def open_loop(
             # A bounded key space (each key written again after KEYS requests, long after its
             # last write ended): the app stays within its storage quota however long the run.
             key = f"k{n % KEYS}"
-            value = rng.randbytes(rng.choice((64, 1024, 16384)))
+            value = _value(rng)
             kind, _ = await _post(session, url, key, value)
             if kind == "200":
                 run.acknowledged[key] = value
@@ -487,8 +495,10 @@ def run_long(
     chaos: Chaos | None = None,
     notes: Sequence[str] = (),
 ) -> int:
-    """Run it and write its report; the exit status (1: the platform failed, and why)."""
+    """Run it and write its report; the exit status (1: the platform failed, and why). On
+    SIGTERM as on Ctrl-C, `up` is stopped before the exit."""
     console = Console(stderr=True)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         path = _run(name, title, duration, share, chaos, notes, console)
     except ServerError as exc:
@@ -512,8 +522,8 @@ def _run(
         stack_file = write_stack(tmp)
         platform = _platform.start(tmp, stack_file, console, exits, ready=[("kv", b"ok")])
         port = int(platform.base_url.rsplit(":", 1)[1])
-        console.print(f"measuring the maximum rate for 10 s ({name})")
-        max_rate = asyncio.run(measure_max(platform.function_url("kv"), 10.0, 32))
+        console.print(f"measuring the maximum rate for 15 s ({name})")
+        max_rate = asyncio.run(measure_max(platform.function_url("kv"), 15.0, 16))
         rate = max(1.0, max_rate * share)
         console.print(
             f"maximum {max_rate:,.0f} req/s; offering {rate:,.0f} req/s for {duration:g} s"
@@ -546,6 +556,10 @@ def _run(
         console.print(f"reading back {len(run.acknowledged):,} acknowledged writes")
         asyncio.run(read_back(harness.url, run))
         return write_report(name, title, run, notes)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def _mark_recoveries(run: LongRun) -> None:
