@@ -256,7 +256,9 @@ async def open_loop(
             task.add_done_callback(pending.discard)
             n += 1
             if due >= next_tick:
-                on_tick(due)
+                # The time now, not the due time: a kill is stamped when it happens, so the
+                # recovery after it counts from then.
+                on_tick(time.perf_counter() - start)
                 next_tick += 1.0
         await asyncio.gather(*pending)
 
