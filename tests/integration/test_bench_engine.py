@@ -20,6 +20,7 @@ from aiohttp import web
 from faasd_py.loadgen._engine import Link, _Engine
 from faasd_py.loadgen._histogram import Histogram
 from faasd_py.loadgen._plan import Plan
+from tests.integration.test_bench_client import aiohttp_server
 
 STALL = 0.3  # seconds the server blocks, once
 STALLED_REQUEST = 20  # which request stalls it: after the run is under way
@@ -44,16 +45,8 @@ async def stalling_server() -> AsyncIterator[str]:
             time.sleep(STALL)  # noqa: ASYNC251 -- blocking the loop is the stall being tested
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_route("*", "/function/{name}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    async with aiohttp_server(answer) as url:
+        yield url
 
 
 def at_least(histogram: Histogram, micros: int) -> int:
