@@ -299,9 +299,10 @@ async def test_latencies_of_a_server_that_sleeps_50_ms_are_50_ms(
     assert report["totals"]["answered"] == report["totals"]["sent"] > 0
     latency = report["latency_ms"]
     # Never less than the sleep; more by a local round trip, and on a busy machine by the
-    # generator's lag (counted, in the open loop); ten times the sleep would be a wrong clock.
+    # generator's lag (counted, in the open loop). The upper bound only catches a wrong unit or
+    # clock (seconds read as milliseconds would be 1000 times off), not a slow machine.
     assert latency["min"] >= 49.9
-    assert 50.0 <= latency["p50"] < 500.0, latency
+    assert 50.0 <= latency["p50"] < 5_000.0, latency
     # No Server-Timing from this server: the stage columns are absent, not zero.
     assert report["stages_ms"] is None and report["cold_starts"] is None
 
