@@ -74,6 +74,9 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     app[METRICS].add_apps(worker.app_statistics)
     # Slow and idle clients are let go, and open connections are capped (gateway/_connections).
     limits = ConnectionLimits(config.header_timeout, config.idle_timeout, config.max_connections)
+    app[METRICS].add_host("logs", worker.log_statistics)
+    app[METRICS].add_host("admission", worker.admission_statistics)
+    app[METRICS].add_host("connections", limits.statistics)
     runner = GuardedRunner(
         app, limits, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )

@@ -75,11 +75,16 @@ class GatewayMetrics:
 
     def add_caches(self, caches: Callable[[], Mapping[str, object]]) -> None:
         """Expose the worker's per-app cache statistics (faasd_py.cache) too."""
-        self.registry.register(AppSeriesCollector(caches, CACHE_SERIES))
+        self.registry.register(SeriesCollector(caches, CACHE_SERIES))
 
     def add_storage(self, apps: Callable[[], Mapping[str, object]]) -> None:
         """Expose each app's use of the store and its storage calls in flight (faasd_py.cache)."""
-        self.registry.register(AppSeriesCollector(apps, STORAGE_SERIES))
+        self.registry.register(SeriesCollector(apps, STORAGE_SERIES))
+
+    def add_host(self, name: str, read: Callable[[], object]) -> None:
+        """Expose one process-wide statistics object: `name` is a key of HOST_SERIES ("logs",
+        "admission", "connections")."""
+        self.registry.register(SeriesCollector(lambda: {"": read()}, HOST_SERIES[name], None))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -207,28 +212,31 @@ CACHE_SERIES = (
 )
 
 
-class AppSeriesCollector(Collector):
-    """Per-app series (metric, help, statistics field, kind; CACHE_SERIES, STORAGE_SERIES), read
-    from the worker at scrape time."""
+class SeriesCollector(Collector):
+    """Series (metric, help, statistics field, kind) read from statistics objects at scrape
+    time: one per app labelled `app` (CACHE_SERIES, STORAGE_SERIES), or, with `label` None, the
+    one object of the whole process (HOST_SERIES)."""
 
     def __init__(
         self,
-        apps: Callable[[], Mapping[str, object]],
+        read: Callable[[], Mapping[str, object]],
         series: tuple[tuple[str, str, str, str], ...],
+        label: str | None = "app",
     ) -> None:
-        self._apps = apps
+        self._read = read
         self._series = series
+        self._labels = [] if label is None else [label]
 
     def collect(self) -> Iterator[Metric]:
-        apps = self._apps()
+        objects = self._read()
         for name, help_text, field, kind in self._series:
             family: Metric
             if kind == "counter":
-                family = CounterMetricFamily(name, help_text, labels=["app"])
+                family = CounterMetricFamily(name, help_text, labels=self._labels)
             else:
-                family = GaugeMetricFamily(name, help_text, labels=["app"])
-            for app, stats in apps.items():
-                family.add_metric([app], float(getattr(stats, field)))
+                family = GaugeMetricFamily(name, help_text, labels=self._labels)
+            for key, stats in objects.items():
+                family.add_metric([key] if self._labels else [], float(getattr(stats, field)))
             yield family
 
 
@@ -267,3 +275,57 @@ STORAGE_SERIES = (
         "counter",
     ),
 )
+
+
+# Process-wide bounds (issue 11's limits), each read from its own statistics object:
+# the worker's log buffers (LogBudgetStatistics), memory admission (AdmissionStatistics) and
+# the gateway's connections (ConnectionStatistics).
+HOST_SERIES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    "logs": (
+        ("faasd_log_buffers", "Functions' log buffers held", "buffers", "gauge"),
+        ("faasd_log_bytes", "Bytes of log lines held, all functions", "bytes", "gauge"),
+        (
+            "faasd_log_bytes_limit",
+            "The bound on log bytes held (--log-total-bytes)",
+            "limit",
+            "gauge",
+        ),
+    ),
+    "admission": (
+        (
+            "faasd_admission_instances",
+            "Instances holding a memory reservation",
+            "instances",
+            "gauge",
+        ),
+        ("faasd_admission_reserved_bytes", "Memory reserved by instances", "reserved", "gauge"),
+        (
+            "faasd_admission_budget_bytes",
+            "Memory instances may reserve on this host",
+            "budget",
+            "gauge",
+        ),
+        ("faasd_admission_max_instances", "Instances this host may run", "max_instances", "gauge"),
+        (
+            "faasd_admission_refused",
+            "Instance starts refused for memory or count",
+            "refused",
+            "counter",
+        ),
+    ),
+    "connections": (
+        ("faasd_connections_open", "Client connections open", "open", "gauge"),
+        (
+            "faasd_connections_refused",
+            "Connections turned away at --max-connections",
+            "refused",
+            "counter",
+        ),
+        (
+            "faasd_connections_header_timeouts",
+            "Connections closed for a slow request head",
+            "header_timeouts",
+            "counter",
+        ),
+    ),
+}

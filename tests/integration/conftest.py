@@ -105,6 +105,16 @@ class Platform:
         async with self.session.request(method, url, data=body, **kwargs) as response:
             return response.status, await response.read(), response.headers
 
+    async def metric(self, series: str) -> float | None:
+        """One sample of /metrics, named with its labels as the text shows it, or None."""
+        async with self.session.get(f"{self.url}/metrics", headers=self.auth) as response:
+            assert response.status == 200
+            for line in (await response.text()).splitlines():
+                name, _, value = line.rpartition(" ")
+                if name == series:
+                    return float(value)
+        return None
+
     async def logs(self, name: str, query: str = "") -> list[dict[str, Any]]:
         status, text = await self.system("GET", f"/system/logs?name={name}{query}")
         assert status == 200, text

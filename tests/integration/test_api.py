@@ -232,6 +232,12 @@ async def test_metrics_use_openfaas_names(platform: Platform) -> None:
     assert 'gateway_functions_seconds_count{code="200",function_name="hello.openfaas-fn"}' in text
     assert 'gateway_service_count{function_name="hello.openfaas-fn"} 1.0' in text
     assert "gateway_function_cold_start_total" in text
+    # The process-wide bounds: logs held, memory reserved, connections open.
+    assert await platform.metric("faasd_log_buffers") == 1
+    log_limit = await platform.metric("faasd_log_bytes_limit")
+    assert log_limit == platform.config.log_total_bytes
+    assert await platform.metric("faasd_admission_instances") == 1
+    assert (await platform.metric("faasd_connections_open") or 0) >= 1
 
 
 async def test_unknown_route_is_json_404(platform: Platform) -> None:

@@ -304,9 +304,11 @@ async def test_slow_clients_get_408_and_are_closed_while_others_are_served(
                 served += 1
             await asyncio.sleep(0.05)
         answers = [await task for task in slow]
+        timeouts = await platform.metric("faasd_connections_header_timeouts_total")
     finally:
         await stop_platform(platform)
     assert served > 0
+    assert timeouts is not None and timeouts >= 1
     timed_out = [a for a in answers if a.startswith(b"HTTP/1.1 408 ")]
     # Every one closed; each with a 408, unless a byte it sent as the gateway closed turned
     # the close into a reset (rare: the client reads all along).
@@ -354,6 +356,8 @@ async def test_a_connection_beyond_the_cap_gets_503_and_is_closed(tmp_path: Path
                     break
                 await asyncio.sleep(0.05)
         assert answer.startswith(b"HTTP/1.1 200 ")
+        assert (await platform.metric("faasd_connections_refused_total") or 0) >= 1
+        assert (await platform.metric("faasd_connections_open") or 0) >= 1
     finally:
         for _, held_writer in held:
             held_writer.close()

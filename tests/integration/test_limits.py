@@ -193,5 +193,8 @@ async def test_callers_of_a_function_with_an_instance_wait_for_it_when_the_host_
         assert [status for status, _, _ in calls] == [200, 200, 200]
         stats = platform.worker.admission_statistics()
         assert stats.instances == 2 and stats.refused > 0
+        assert await platform.metric("faasd_admission_instances") == 2
+        assert await platform.metric("faasd_admission_refused_total") == stats.refused
+        assert await platform.metric("faasd_admission_budget_bytes") == 300 * MIB
     finally:
         await stop_platform(platform)

@@ -76,3 +76,15 @@ def test_system_routes_need_basic_auth_and_the_rest_none() -> None:
         assert security == (basic if path.startswith("/system/") else []), (method, path)
         if path.startswith("/system/"):
             assert "401" in operation["responses"], (method, path)
+
+
+def test_every_operation_lists_the_answers_of_the_connection_limits() -> None:
+    """Any route may meet a header time-out (408) or the connection cap (503), before the
+    route itself is known (gateway/_connections.py)."""
+    missing = [
+        (method, path, status)
+        for method, path, operation in _operations(spec())
+        for status in ("408", "503")
+        if status not in operation["responses"]
+    ]
+    assert missing == []
