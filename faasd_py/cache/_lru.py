@@ -158,14 +158,20 @@ class PinnedLRU:
     def _evict(self) -> tuple[str, ...]:
         if self._bytes <= self._capacity:
             return ()
-        evicted = []
-        for key in list(self._entries):  # oldest first
-            if self._bytes <= self._capacity:
-                break
+        # Oldest first, popping from the front: the cost is what goes (and the pinned entries
+        # stepped over), not the cache's size, which a full cache pays on every insert.
+        evicted: list[str] = []
+        pinned: list[tuple[str, Entry]] = []
+        while self._bytes > self._capacity and self._entries:
+            key, entry = self._entries.popitem(last=False)
             if key in self._pins:
+                pinned.append((key, entry))
                 continue
-            self._bytes -= self._entries.pop(key).size
+            self._bytes -= entry.size
             evicted.append(key)
+        for key, entry in reversed(pinned):  # back at the front, in their order
+            self._entries[key] = entry
+            self._entries.move_to_end(key, last=False)
         self._evictions += len(evicted)
         return tuple(evicted)
 

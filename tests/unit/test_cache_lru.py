@@ -58,6 +58,18 @@ def test_a_pinned_entry_survives_eviction_and_goes_once_released() -> None:
     assert lru.size == 0
 
 
+def test_pinned_entries_keep_their_place_when_an_eviction_steps_over_them() -> None:
+    lru = PinnedLRU(capacity=40, bypass_bytes=40)
+    for key in "abcd":
+        lru.insert(key, 1, b"x" * 10)
+    assert lru.pin("a") and lru.pin("c")
+    assert lru.insert("e", 1, b"x" * 20).evicted == ("b", "d")
+    assert lru.in_order() == ["a", "c", "e"]  # still the oldest, in their order
+    lru.unpin("a")
+    lru.unpin("c")
+    assert lru.insert("f", 1, b"x" * 10).evicted == ("a",)
+
+
 def test_an_entry_stays_pinned_until_its_last_reader_releases_it() -> None:
     lru = PinnedLRU(capacity=20, bypass_bytes=20)
     lru.insert("a", 1, b"x" * 10)
