@@ -187,13 +187,14 @@ class NetChannel:
             )
             status, _, body = await read_response(reader, self._max_frame)
             if status == 200:
-                info = json.loads(body)
-                self._mailbox.deliver({"op": "ready", **info})
+                self._mailbox.deliver(_ready(body))
             else:
                 self._mailbox.deliver({"op": "load_failed", "error": body.decode(errors="replace")})
             await reader.read()  # until the runtime ends the channel
             self._end(ChannelClosed("the instance closed the channel"))
-        except (*_BROKEN, ProtocolError) as exc:
+        except ProtocolError as exc:  # its callers are told what the instance sent
+            self._end(exc)
+        except _BROKEN as exc:
             self._end(ChannelClosed(f"the instance's channel failed: {exc}"))
         finally:
             writer.close()
@@ -224,6 +225,18 @@ class NetChannel:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = -1
+
+
+def _ready(body: bytes) -> dict[str, Any]:
+    """The runtime's readiness answer as a `ready` message; its fields are checked with every
+    other message from a sandbox (protocol.from_sandbox), here only that it is a JSON object."""
+    try:
+        info = json.loads(body)
+    except ValueError as exc:
+        raise ProtocolError(f"the readiness answer is not JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise ProtocolError(f"the readiness answer is JSON {type(info).__name__}, not an object")
+    return {**info, "op": "ready"}  # whatever else it claims to be
 
 
 def _result(ident: int, status: int, fields: Headers, body: bytes) -> dict[str, Any]:

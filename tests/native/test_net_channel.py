@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from faasd_py.channel_net import NetChannel
-from faasd_py.protocol import ChannelClosed, Invocation, Request, Result
+from faasd_py.protocol import ChannelClosed, Invocation, ProtocolError, Request, Result
 from faasd_py.runtime._http import BlockingHttpChannel
 
 MiB = 1024 * 1024
@@ -187,6 +187,55 @@ async def test_a_load_failure_reaches_the_worker_then_the_channel_ends(
         await asyncio.wait_for(net_pair.worker.receive(), 10)
     with pytest.raises(ChannelClosed):
         await net_pair.worker.send(request(1))
+
+
+@contextlib.asynccontextmanager
+async def readiness_server(body: bytes) -> AsyncIterator[int]:
+    """A runtime that answers the readiness request with 200 and `body`, then holds on."""
+
+    handlers: list[asyncio.Task[None]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await reader.read()  # until the worker's end closes
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+    await asyncio.wait_for(asyncio.gather(*handlers), 10)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [(b"not json", "is not JSON"), (b"[1, 2]", "JSON list, not an object")],
+    ids=["garbled", "list"],
+)
+async def test_a_readiness_answer_that_is_not_a_json_object_is_a_protocol_error(
+    body: bytes, says: str
+) -> None:
+    async with readiness_server(body) as port:
+        channel = NetChannel("127.0.0.1", port, MAX_BODY)
+        try:
+            with pytest.raises(ProtocolError, match=says):
+                await asyncio.wait_for(channel.receive(), 10)
+        finally:
+            channel.close()
+
+
+async def test_a_readiness_answer_cannot_pass_for_another_message() -> None:
+    async with readiness_server(b'{"op": "result", "id": 1, "pid": 7}') as port:
+        channel = NetChannel("127.0.0.1", port, MAX_BODY)
+        try:
+            message = await asyncio.wait_for(channel.receive(), 10)
+        finally:
+            channel.close()
+    assert message["op"] == "ready"
 
 
 async def test_worker_close_ends_the_instance_side(net_pair: NetPair) -> None:
