@@ -186,6 +186,7 @@ def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
         config.storage_calls_in_flight,
         config.storage_bytes_in_flight,
         Quota(config.storage_max_bytes, config.storage_max_keys),
+        config.storage_timeout,
     )
     return WorkerStorage(manager, max_value=config.max_body, limits=limits)
 

@@ -140,7 +140,7 @@ class AppCache:
             # Nothing cached, no fetch under way: a version check could only answer "fetch".
             # The fetch itself (bytes and version together, read after this read began) is as
             # fresh, and a miss costs one round trip, as it would without a cache.
-            fetched = await self._start_fetch(key, None)
+            fetched = await asyncio.shield(self._start_fetch(key, None))
         else:
             version = await self._checked_version(key)
             if version is None:
@@ -185,9 +185,11 @@ class AppCache:
             # saw; only a fetch of its own will do.
             if result is not None and result.version >= version:
                 return result
-        return await self._start_fetch(key, version)
+        return await asyncio.shield(self._start_fetch(key, version))
 
     def _start_fetch(self, key: str, version: int | None) -> asyncio.Task[Versioned | None]:
+        """A fetch other readers may join: its readers await it shielded, so one that gives up
+        (its caller's deadline) does not cancel it for the rest."""
         task = asyncio.create_task(self._fetch_from_source(key, version))
         self._fetches[key] = task
 

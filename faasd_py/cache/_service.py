@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from faasd_py.cache._bound import InflightBound, InflightStatistics, payload_siz
 from faasd_py.cache._manager import AppStorage, CacheManager, DirectStorage
 from faasd_py.errors import FaasdError, StorageQuotaExceeded, StorageUnavailable
 from faasd_py.protocol import ChannelClosed, ProtocolError, StorageCall, StorageReply
-from faasd_py.storage import BadQuotaAnnotation, Quota, Usage, quota_of
+from faasd_py.storage import DEFAULT_STORE_TIMEOUT, BadQuotaAnnotation, Quota, Usage, quota_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class StorageLimits:
     calls_in_flight: int = 16
     bytes_in_flight: int = 64 * 1024 * 1024
     quota: Quota = field(default_factory=Quota)
+    # The store's own timeout on a call (--storage-timeout); a function's may be tighter.
+    store_timeout: float = DEFAULT_STORE_TIMEOUT
 
     def bound(self, memory_limit: int | None = None) -> InflightBound:
         """The bound of one instance. What the worker holds for it counts against the
@@ -49,6 +51,30 @@ class StorageLimits:
         return InflightBound(self.calls_in_flight, held)
 
 
+@dataclass(frozen=True)
+class StoreDeadline:
+    """How long one storage call of a function may take when that is less than the store's own
+    timeout (--storage-timeout): half the function's exec_timeout, so that a handler whose store
+    hangs still has time to catch StorageUnavailable and answer, instead of its caller getting
+    a 504 and the instance being replaced."""
+
+    seconds: float
+    store: str
+    exec_timeout: float
+
+    @classmethod
+    def of(cls, exec_timeout: float, store: str, store_timeout: float) -> StoreDeadline | None:
+        seconds = exec_timeout / 2
+        return cls(seconds, store, exec_timeout) if seconds < store_timeout else None
+
+    def missed(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            self.store,
+            f"no answer within {self.seconds:g}s (half the function's exec_timeout of "
+            f"{self.exec_timeout:g}s)",
+        )
+
+
 class StorageService:
     """One instance's storage: its app's storage, and the bound on its calls in flight."""
 
@@ -59,8 +85,10 @@ class StorageService:
         limits: StorageLimits | None = None,
         quota: Quota | None = None,
         memory_limit: int | None = None,
+        deadline: StoreDeadline | None = None,
     ) -> None:
         self.storage = storage
+        self.deadline = deadline
         # The largest object a reply (or a put) may carry: the channel's frames are bounded.
         self.max_value = max_value
         limits = limits or StorageLimits()
@@ -129,14 +157,16 @@ class StorageService:
                 return
         try:
             if call.call == "get":
-                async with self.storage.lease(call.key) as data:
+                async with self._in_time() as timer, self.storage.lease(call.key) as data:
+                    timer.reschedule(None)  # the store has answered; sending is not its time
                     if data is not None and len(data) > self.max_value:
                         reply = StorageReply(call.id, None, _too_large(call.key, len(data), self))
                     else:
                         reply = StorageReply(call.id, data)
                     await send(reply.to_wire())
                 return
-            value = await self._call(call)
+            async with self._in_time():
+                value = await self._call(call)
             reply = StorageReply(call.id, value)
         except StorageUnavailable as exc:
             reply = StorageReply(call.id, None, _unavailable(exc))
@@ -151,6 +181,18 @@ class StorageService:
                 call.id, None, {"kind": "failed", "message": f"{type(exc).__name__}: {exc}"}
             )
         await send(reply.to_wire())
+
+    @contextlib.asynccontextmanager
+    async def _in_time(self) -> AsyncIterator[asyncio.Timeout]:
+        """The function's own deadline on a storage call, where it is tighter than the store's
+        (see StoreDeadline): StorageUnavailable after it."""
+        seconds = None if self.deadline is None else self.deadline.seconds
+        try:
+            async with asyncio.timeout(seconds) as timer:
+                yield timer
+        except TimeoutError:
+            assert self.deadline is not None
+            raise self.deadline.missed() from None
 
     async def _call(self, call: StorageCall) -> bytes | int | bool | list[str] | None:
         if call.call == "put":
@@ -243,7 +285,11 @@ class WorkerStorage:
         self._counting: set[asyncio.Task[None]] = set()
 
     async def attach(
-        self, app: str, annotations: dict[str, str], memory_limit: int | None = None
+        self,
+        app: str,
+        annotations: dict[str, str],
+        memory_limit: int | None = None,
+        exec_timeout: float | None = None,
     ) -> StorageService:
         try:
             cached = cache_wanted(annotations, self.manager.settings.enabled)
@@ -256,7 +302,13 @@ class WorkerStorage:
             logger.warning("%s; using the worker's quota", exc)
             quota = self.limits.quota
         storage = await self.manager.open(app, cached=cached)
-        service = StorageService(storage, self.max_value, self.limits, quota, memory_limit)
+        deadline = None
+        if exec_timeout is not None:
+            store = self.manager.store
+            deadline = StoreDeadline.of(exec_timeout, store.name, self.limits.store_timeout)
+        service = StorageService(
+            storage, self.max_value, self.limits, quota, memory_limit, deadline
+        )
         self._services.add(service)
         if app not in self.manager.store.known_usage():
             self._count_usage(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from faasd_py.storage._base import (
     ANNOTATION_MAX_BYTES,
     ANNOTATION_MAX_KEYS,
+    DEFAULT_STORE_TIMEOUT,
     MAX_KEY,
     BadQuotaAnnotation,
     ObjectStore,
@@ -25,6 +26,7 @@ from faasd_py.storage._latency import (
 __all__ = [
     "ANNOTATION_MAX_BYTES",
     "ANNOTATION_MAX_KEYS",
+    "DEFAULT_STORE_TIMEOUT",
     "MAX_KEY",
     "BadQuotaAnnotation",
     "LatencyModel",

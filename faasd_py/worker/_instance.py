@@ -195,7 +195,7 @@ class Instance:
             # Before the handler is ready: the app's cache pre-warms while the instance loads.
             instance._storage_owner = settings.storage
             instance._storage = await settings.storage.attach(
-                spec.app, dict(spec.annotations), spec.limits.memory_bytes
+                spec.app, dict(spec.annotations), spec.limits.memory_bytes, spec.exec_timeout
             )
         try:
             async with asyncio.timeout(settings.start_timeout):

@@ -259,6 +259,25 @@ async def test_concurrent_reads_of_one_version_share_one_fetch(make_store: Store
     assert (stats.misses, stats.entries) == (2, 1)
 
 
+async def test_a_reader_that_gives_up_does_not_cancel_the_fetch_others_joined(
+    make_store: StoreFactory,
+) -> None:
+    """The first reader of a key starts the fetch; one that joined it must still get the bytes
+    when the first is cancelled (its function's storage deadline passed)."""
+    await make_store().put("app", "k", b"v")
+    store = HeldStore(make_store())
+    cache = held_cache(store)
+    first = asyncio.create_task(cache.get("k"))
+    await store.fetched.wait()
+    second = asyncio.create_task(cache.get("k"))
+    await store.version_answered.wait()
+    first.cancel()
+    store.release.set()
+    assert await second == b"v"
+    assert first.cancelled() and store.gets == 1
+    assert cache.cached_version("k") is not None  # the fetch finished and was cached
+
+
 async def test_reload_prewarms_the_hot_keys_from_persisted_statistics(
     make_store: StoreFactory,
 ) -> None:

@@ -126,6 +126,28 @@ async def test_a_hung_store_answers_503_within_exec_timeout_and_the_instance_sta
         await stop_platform(p)
 
 
+async def test_a_function_whose_exec_timeout_is_short_still_hears_of_a_hung_store_in_time(
+    tmp_path: Path, hung_redis: str
+) -> None:
+    """The store's own timeout (30 s here) is longer than the function's exec_timeout (2 s):
+    the function's calls give up at half its exec_timeout, so it can answer, not time out."""
+    p = await start_platform(tmp_path, storage=hung_redis, storage_timeout=30.0)
+    try:
+        await p.deploy("brief", PUTS_ON_A_HUNG_STORE, env={"exec_timeout": "2s"})
+        status, pid, _ = await p.invoke("brief", path="/pid")
+        assert status == 200, pid
+        status, body, _ = await p.invoke("brief", path="/caught")
+        assert status == 200, body
+        assert b"no answer within 1s (half the function's exec_timeout of 2s)" in body, body
+        status, body, _ = await p.invoke("brief")  # not caught: the caller gets 503, not 504
+        assert status == 503, body
+        assert b"StorageUnavailable" in body and hung_redis.encode() in body
+        status, again, _ = await p.invoke("brief", path="/pid")
+        assert (status, again) == (200, pid)  # the instance stayed
+    finally:
+        await stop_platform(p)
+
+
 # --- item 1: storage calls in flight are bounded per instance ------------------------------------
 
 MiB = 1024 * 1024
