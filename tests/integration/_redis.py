@@ -24,9 +24,14 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """`aof`: with an append-only file synced on every write (what a durable queue needs), so
+    that a stop and start keeps every acknowledged write; without it a restart comes back
+    empty."""
+
+    def __init__(self, workdir: Path, aof: bool = False) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.aof = aof
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -34,8 +39,15 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        # No persistence: a restart comes back empty unless the test says otherwise, and nothing
-        # is written outside the test's directory.
+        # Nothing is written outside the test's directory.
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.aof
+            else [
+                "--appendonly",
+                "no",
+            ]
+        )
         self._process = subprocess.Popen(
             [
                 "redis-server",
@@ -45,8 +57,7 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *persistence,
                 "--dir",
                 str(self.workdir),
                 "--protected-mode",
