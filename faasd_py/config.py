@@ -122,6 +122,9 @@ class Config:
     # without limits.memory reserves; one that does not fit is not started.
     memory_budget: int | None = None
     instance_memory: int = 128 * 1024 * 1024
+    # What a function's zygote (with its spare fork) reserves of the budget while it runs; a
+    # zygote that does not fit is not started, and instances start by a fresh exec.
+    zygote_memory: int = 32 * 1024 * 1024
     # The interpreter that runs instances.
     python: str = sys.executable
     # The channel of functions that do not choose one (annotation com.faasd-py.channel).
@@ -194,6 +197,8 @@ class Config:
         for name in ("max_scale", "max_instances", "instance_memory"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.zygote_memory < 0:
+            raise ValueError(f"zygote_memory must be at least 0, got {self.zygote_memory}")
         if self.memory_budget is not None and self.memory_budget < self.instance_memory:
             raise ValueError(
                 f"memory_budget ({self.memory_budget}) must hold one instance "

@@ -109,6 +109,14 @@ def _check_policy(text: str) -> str:
     help="What an instance without limits.memory reserves of --memory-budget.",
 )
 @shared_option(
+    "--zygote-memory",
+    default="32Mi",
+    show_default=True,
+    callback=parsed_by(parse_size),
+    help="What each loaded function's zygote reserves of --memory-budget; when it does not "
+    "fit, the function's instances start by a fresh exec instead.",
+)
+@shared_option(
     "--scale-down-after",
     default="60s",
     show_default=True,
@@ -335,6 +343,7 @@ def up(
     max_instances: int,
     memory_budget: int | None,
     instance_memory: int,
+    zygote_memory: int,
     scale_down_after: float,
     start_timeout: float,
     shutdown_timeout: float,
@@ -389,6 +398,7 @@ def up(
             max_instances=max_instances,
             memory_budget=memory_budget,
             instance_memory=instance_memory,
+            zygote_memory=zygote_memory,
             scale_down_after=scale_down_after,
             start_timeout=start_timeout,
             shutdown_timeout=shutdown_timeout,

@@ -298,7 +298,13 @@ HOST_SERIES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
             "instances",
             "gauge",
         ),
-        ("faasd_admission_reserved_bytes", "Memory reserved by instances", "reserved", "gauge"),
+        ("faasd_admission_zygotes", "Zygotes holding a memory reservation", "zygotes", "gauge"),
+        (
+            "faasd_admission_reserved_bytes",
+            "Memory reserved by instances and zygotes",
+            "reserved",
+            "gauge",
+        ),
         (
             "faasd_admission_budget_bytes",
             "Memory instances may reserve on this host",

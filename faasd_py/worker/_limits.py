@@ -141,20 +141,23 @@ class HostLimits:
 @dataclass(frozen=True, slots=True)
 class AdmissionStatistics:
     instances: int  # holding a reservation: starting or running
-    reserved: int  # bytes
+    reserved: int  # bytes, of instances and zygotes
     budget: int
     max_instances: int
     refused: int  # starts refused so far
+    zygotes: int = 0  # holding a reservation
 
 
 class MemoryAdmission:
-    """The instances' memory reserved on this host, against its budget and instance count."""
+    """The memory reserved on this host by instances and zygotes, against its budget, and the
+    instances' count against theirs."""
 
     def __init__(self, budget: int, max_instances: int) -> None:
         self.budget = budget
         self.max_instances = max_instances
         self._reserved = 0
         self._instances = 0
+        self._zygotes = 0
         self._refused = 0
         self._waiting: dict[object, Callable[[], None]] = {}
 
@@ -170,8 +173,24 @@ class MemoryAdmission:
         return False
 
     def release(self, size: int) -> None:
-        self._reserved -= size
         self._instances -= 1
+        self._give_back(size)
+
+    def try_reserve_zygote(self, size: int) -> bool:
+        """Reserve `size` bytes for a zygote if they fit now (a zygote never waits: its
+        function's instances start without one instead)."""
+        if self._reserved + size > self.budget:
+            return False
+        self._reserved += size
+        self._zygotes += 1
+        return True
+
+    def release_zygote(self, size: int) -> None:
+        self._zygotes -= 1
+        self._give_back(size)
+
+    def _give_back(self, size: int) -> None:
+        self._reserved -= size
         waiting, self._waiting = self._waiting, {}
         for retry in waiting.values():
             retry()  # may reserve again, or wait again
@@ -181,12 +200,19 @@ class MemoryAdmission:
 
     def describe(self) -> str:
         """Why a start does not fit, as callers are told."""
+        n = self._zygotes
+        zygotes = f" ({n} zygote{'s' if n > 1 else ''} among them)" if n else ""
         return (
-            f"{_size(self._reserved)} of its {_size(self.budget)} memory budget and "
+            f"{_size(self._reserved)} of its {_size(self.budget)} memory budget{zygotes} and "
             f"{self._instances} of its {self.max_instances} instances are taken"
         )
 
     def statistics(self) -> AdmissionStatistics:
         return AdmissionStatistics(
-            self._instances, self._reserved, self.budget, self.max_instances, self._refused
+            self._instances,
+            self._reserved,
+            self.budget,
+            self.max_instances,
+            self._refused,
+            self._zygotes,
         )

@@ -191,7 +191,11 @@ class Worker:
         # deployed (or restored) with it starts with no instance, whatever the policy.
         scaled_to_zero = spec.scale_min_label == 0 and ref not in self._pools
         launcher = FunctionLauncher(
-            package, self._settings, resolve_kind(spec.channel, self._settings.channel)
+            package,
+            self._settings,
+            resolve_kind(spec.channel, self._settings.channel),
+            self._admission,
+            self._config.zygote_memory,
         )
         self._launchers[ref] = launcher
         pool = FunctionPool(

@@ -53,6 +53,7 @@ from faasd_py.worker._instance import (
     load_failed,
     runtime_args,
 )
+from faasd_py.worker._limits import MemoryAdmission
 from faasd_py.worker._logs import LogBuffer, LogEntry, pump_output
 from faasd_py.worker._process import (
     PIDS_LIMIT,
@@ -430,11 +431,22 @@ class FunctionLauncher:
     zygote at the first launch and again after it dies, keeps one spare forked ahead of the
     next cold start, and stops both at `close`. Owns the function's SecretsFolder, which its
     instances and zygote share: made at the first launch, updated by `update_secrets`,
-    removed at `close`."""
+    removed at `close`. A zygote (with its spare) reserves `zygote_memory` of the host's
+    `admission` while it runs; when that does not fit, instances start by a fresh exec."""
 
-    def __init__(self, package: FunctionPackage, settings: LaunchSettings, channel: str) -> None:
+    def __init__(
+        self,
+        package: FunctionPackage,
+        settings: LaunchSettings,
+        channel: str,
+        admission: MemoryAdmission | None = None,
+        zygote_memory: int = 0,
+    ) -> None:
         self._package = package
         self._settings = settings
+        self._admission = admission
+        self._zygote_memory = zygote_memory
+        self._reserved: set[Zygote] = set()  # zygotes holding their reservation
         self._use_zygote = settings.zygote and channel in ZYGOTE_CHANNELS
         self._zygote: Zygote | None = None
         self._spare: asyncio.Task[_ForkedProcess] | None = None
@@ -524,19 +536,28 @@ class FunctionLauncher:
                 return None
             if self._zygote is not None and not self._zygote.alive:
                 await self._drop_spare()
-                status = await self._zygote.close()
+                status = await self._close(self._zygote)
                 message = f"zygote {self._zygote.name} {status.describe()}; starting a new one"
                 logs.append(LogEntry(time.time(), "worker", message))
                 logger.warning("function %s: %s", spec.service, message)
                 self._zygote = None
             if self._zygote is None:
+                admission = self._admission
+                if admission is not None and not admission.try_reserve_zygote(self._zygote_memory):
+                    why = f"no room for its zygote: this host's {admission.describe()}"
+                    self._fall_back(spec, logs, why)
+                    return None
                 try:
                     self._zygote = await Zygote.start(
                         spec, self._package, secrets_dir, self._settings, logs
                     )
-                except ZygoteFailed as exc:
+                except BaseException as exc:
+                    self._give_back()
+                    if not isinstance(exc, ZygoteFailed):
+                        raise
                     self._fall_back(spec, logs, f"its zygote {exc}")
                     return None
+                self._reserved.add(self._zygote)
                 self._zygote_starts += 1
                 self._refill(self._zygote, spec)
             return self._zygote
@@ -552,7 +573,19 @@ class FunctionLauncher:
             if self._zygote is zygote:
                 self._zygote = None
                 await self._drop_spare()
-        await zygote.close()
+        await self._close(zygote)
+
+    async def _close(self, zygote: Zygote) -> ExitStatus:
+        """Stop `zygote` and give back its reservation (once, whoever closes it first)."""
+        status = await zygote.close()
+        if zygote in self._reserved:
+            self._reserved.discard(zygote)
+            self._give_back()
+        return status
+
+    def _give_back(self) -> None:
+        if self._admission is not None:
+            self._admission.release_zygote(self._zygote_memory)
 
     async def close(self) -> None:
         """Stop the spare and the zygote and remove the secrets' folder (the pool has stopped
@@ -562,7 +595,7 @@ class FunctionLauncher:
             zygote, self._zygote = self._zygote, None
             await self._drop_spare()
         if zygote is not None:
-            await zygote.close()
+            await self._close(zygote)
         if self._secrets is not None:
             folder, self._secrets = self._secrets, None
             folder.remove()
@@ -577,7 +610,7 @@ class FunctionLauncher:
             zygote, self._zygote = self._zygote, None
             await self._drop_spare()
         self._unloads += 1
-        await zygote.close()
+        await self._close(zygote)
 
     def statistics(self) -> LauncherStatistics:
         zygote = self._zygote

@@ -142,8 +142,10 @@ async def test_a_deployment_beyond_the_host_is_a_400_naming_the_field_and_bound(
 async def test_a_host_out_of_memory_answers_429_until_memory_is_given_back(
     tmp_path: Path,
 ) -> None:
-    # Room for one instance of 128Mi, not two.
-    platform = await start_platform(tmp_path, memory_budget=200 * MIB, instance_memory=128 * MIB)
+    # Room for one instance of 128Mi, not two (and no zygote: they are counted below).
+    platform = await start_platform(
+        tmp_path, memory_budget=200 * MIB, instance_memory=128 * MIB, zygote_memory=0
+    )
     try:
         await platform.deploy("first", HELLO)
         assert (await platform.invoke("first", b"a"))[:2] == (200, b"hello a")
@@ -182,7 +184,9 @@ def handle(event, context):
 async def test_callers_of_a_function_with_an_instance_wait_for_it_when_the_host_is_full(
     tmp_path: Path,
 ) -> None:
-    platform = await start_platform(tmp_path, memory_budget=300 * MIB, instance_memory=128 * MIB)
+    platform = await start_platform(
+        tmp_path, memory_budget=300 * MIB, instance_memory=128 * MIB, zygote_memory=0
+    )
     try:
         await platform.deploy("slow", SLOW)
         await platform.deploy("other", HELLO)
@@ -196,5 +200,54 @@ async def test_callers_of_a_function_with_an_instance_wait_for_it_when_the_host_
         assert await platform.metric("faasd_admission_instances") == 2
         assert await platform.metric("faasd_admission_refused_total") == stats.refused
         assert await platform.metric("faasd_admission_budget_bytes") == 300 * MIB
+    finally:
+        await stop_platform(platform)
+
+
+async def test_zygotes_count_against_the_hosts_memory(tmp_path: Path) -> None:
+    """Two instances of 128Mi fit 300Mi; with the first function's zygote of 64Mi they do not.
+    A zygote that does not fit is not started: its instances start by a fresh exec."""
+    platform = await start_platform(
+        tmp_path, memory_budget=330 * MIB, instance_memory=128 * MIB, zygote_memory=64 * MIB
+    )
+    try:
+        await platform.deploy("first", HELLO)
+        assert (await platform.invoke("first", b"a"))[:2] == (200, b"hello a")
+        zygotes = 1 if platform.worker.zygote else 0
+        reserved = 128 * MIB + zygotes * 64 * MIB
+        assert platform.worker.admission_statistics().reserved == reserved
+        # Room for the second's instance (320Mi of 330Mi), not for its zygote as well.
+        await platform.deploy("second", HELLO)
+        assert (await platform.invoke("second", b"b"))[:2] == (200, b"hello b")
+        stats = platform.worker.admission_statistics()
+        assert (stats.instances, stats.zygotes) == (2, zygotes)
+        assert await platform.metric("faasd_admission_zygotes") == zygotes
+        if platform.worker.zygote:
+            assert platform.worker.launcher_statistics("second").zygote_pid is None
+            said = [line["text"] for line in await platform.logs("second")]
+            assert any("no room for its zygote" in text for text in said), said
+        # The zygote's reservation goes with its function.
+        status, _ = await platform.system("DELETE", "/system/functions", {"functionName": "first"})
+        assert status == 200
+        await _until(lambda: platform.worker.admission_statistics().reserved == 128 * MIB, "exit")
+        assert platform.worker.admission_statistics().zygotes == 0
+    finally:
+        await stop_platform(platform)
+
+
+async def test_a_zygote_that_leaves_no_room_for_instances_gets_a_429(tmp_path: Path) -> None:
+    platform = await start_platform(
+        tmp_path, memory_budget=300 * MIB, instance_memory=128 * MIB, zygote_memory=64 * MIB
+    )
+    if not platform.worker.zygote:
+        await stop_platform(platform)
+        pytest.skip("instances here are not forked from zygotes")
+    try:
+        await platform.deploy("first", HELLO)
+        assert (await platform.invoke("first", b"a"))[0] == 200
+        await platform.deploy("second", HELLO)
+        status, body, _ = await platform.invoke("second", b"b")
+        assert status == 429, body
+        assert "(1 zygote among them)" in json.loads(body)["error"]
     finally:
         await stop_platform(platform)
