@@ -1,30 +1,28 @@
 """The embedded backing store: one SQLite file in the data dir, for `up` with no services.
 
-Calls run on one thread of their own (an object may be 64 MiB: copying it must not stall the
-event loop), which also serializes them, so a write's transaction (bump the app's counter, then
-write bytes and version) never interleaves with another call of this process. Other processes
-sharing the file are kept apart by SQLite's own locking (BEGIN IMMEDIATE).
+Calls run on one thread of their own (faasd_py.sqlite_thread; an object may be 64 MiB: copying
+it must not stall the event loop), which also serializes them, so a write's transaction (bump
+the app's counter, then write bytes and version) never interleaves with another call of this
+process. Other processes sharing the file are kept apart by SQLite's own locking (BEGIN
+IMMEDIATE).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
 from faasd_py.errors import StorageUnavailable
-from faasd_py.modes import private_sqlite
+from faasd_py.sqlite_thread import SqliteThread, immediate
 from faasd_py.storage._base import (
     DEFAULT_STORE_TIMEOUT,
     Quota,
     Usage,
     Versioned,
     check_key,
-    within,
 )
 
 T = TypeVar("T")
@@ -51,49 +49,22 @@ CREATE TABLE IF NOT EXISTS usage (
 
 class SqliteStore:
     def __init__(self, path: Path, *, timeout: float = DEFAULT_STORE_TIMEOUT) -> None:
-        self._path = path
-        # A call not done by then (the file locked by another process, a disk that hangs) fails
-        # with StorageUnavailable. SQLite gives up waiting for a lock a little sooner, so that a
-        # write that waited for one fails for sure rather than landing after its caller gave up.
-        self._timeout = timeout
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasd-storage")
-        self._db: sqlite3.Connection | None = None
-        self._closed = False
+        self._file = SqliteThread(
+            path,
+            timeout=timeout,
+            schema=_SCHEMA,
+            unavailable=StorageUnavailable,
+            timeout_note="up --storage-timeout",
+            thread_name="faasd-storage",
+        )
         self._known: dict[str, Usage] = {}
 
     @property
     def name(self) -> str:
-        return f"sqlite://{self._path}"
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            private_sqlite(self._path)  # every app's objects: readable by the owner only
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            # A commit is in the WAL, in the kernel's page cache, before put returns: it
-            # survives a crash or kill of `up`, and only a crash of the host itself may lose the
-            # last moments of writes (fsync at checkpoints). Syncing every commit (FULL) costs
-            # ~390 us against ~60 us here, and all calls share one thread: a store of storage
-            # calls at a few thousand per second was fsync-bound.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(f"PRAGMA busy_timeout={int(self._timeout * 900)}")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
+        return self._file.name
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            return fn(self._connect())
-
-        try:
-            return await within(
-                self._timeout,
-                self.name,
-                asyncio.get_running_loop().run_in_executor(self._executor, call),
-            )
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageUnavailable(self.name, f"{type(exc).__name__}: {exc}") from exc
+        return await self._file.run(fn)
 
     async def get(self, app: str, key: str) -> Versioned | None:
         check_key(key)
@@ -133,8 +104,7 @@ class SqliteStore:
         check_key(key)
 
         def write(db: sqlite3.Connection) -> tuple[int, Usage]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 usage = _usage(db, app)
                 row = db.execute(
                     "SELECT length(data) FROM objects WHERE app = ? AND key = ?", (app, key)
@@ -158,10 +128,6 @@ class SqliteStore:
                 )
                 usage = Usage(usage.bytes - (old or 0) + len(data), usage.keys + (old is None))
                 _set_usage(db, app, usage)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
             return int(version), usage
 
         version, self._known[app] = await self._run(write)
@@ -171,8 +137,7 @@ class SqliteStore:
         check_key(key)
 
         def remove(db: sqlite3.Connection) -> tuple[bool, Usage]:
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(db):
                 usage = _usage(db, app)
                 row = db.execute(
                     "DELETE FROM objects WHERE app = ? AND key = ? RETURNING length(data)",
@@ -181,10 +146,6 @@ class SqliteStore:
                 if row is not None:
                     usage = Usage(usage.bytes - int(row[0]), usage.keys - 1)
                     _set_usage(db, app, usage)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
             return row is not None, usage
 
         removed, self._known[app] = await self._run(remove)
@@ -192,14 +153,8 @@ class SqliteStore:
 
     async def usage(self, app: str) -> Usage:
         def read(db: sqlite3.Connection) -> Usage:
-            db.execute("BEGIN IMMEDIATE")  # a first count is written back
-            try:
-                usage = _usage(db, app)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return usage
+            with immediate(db):  # a first count is written back
+                return _usage(db, app)
 
         self._known[app] = usage = await self._run(read)
         return usage
@@ -221,17 +176,7 @@ class SqliteStore:
         return [key for (key,) in rows]
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+        await self._file.close()
 
 
 def _usage(db: sqlite3.Connection, app: str) -> Usage:
