@@ -29,7 +29,7 @@ T = TypeVar("T")
 class SqliteThread:
     """A connection to `path`, opened on first use: WAL, synchronous=NORMAL, `schema` applied,
     then `setup` run on it. `unavailable(name, cause)` makes the error every failure raises;
-    `timeout_note` says in it where the timeout comes from (e.g. "up --storage-timeout")."""
+    `timeout_note`, if any, says in it where the timeout comes from ("up --storage-timeout")."""
 
     def __init__(
         self,
@@ -38,8 +38,8 @@ class SqliteThread:
         timeout: float,
         schema: str,
         unavailable: Callable[[str, str], Exception],
-        timeout_note: str,
         thread_name: str,
+        timeout_note: str | None = None,
         setup: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         self._path = path
@@ -94,7 +94,9 @@ class SqliteThread:
             async with asyncio.timeout(self._timeout):
                 return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except TimeoutError:
-            cause = f"no answer within {self._timeout:g}s ({self._timeout_note})"
+            cause = f"no answer within {self._timeout:g}s"
+            if self._timeout_note:
+                cause += f" ({self._timeout_note})"
             raise self._unavailable(self.name, cause) from None
         except (sqlite3.Error, OSError) as exc:
             raise self._unavailable(self.name, f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,191 @@
+"""What only the embedded queue (SQLite, in the data dir) does, beyond the contract of
+test_queue_contract.py: it survives a SIGKILL of its process, hands the calls that process had
+taken out again at once, keeps the leases of the queues its process still has open, keeps its
+file private, and fails as QueueUnavailable naming the file."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import stat
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from faasd_py.protocol import Request
+from faasd_py.queue import QueuedCall, QueueUnavailable, open_queue
+from faasd_py.queue._sqlite import SqliteCallQueue
+
+HANG = 30.0  # deadlines only catch hangs
+
+QueueFactory = Callable[..., SqliteCallQueue]
+
+
+@pytest.fixture
+async def make_queue(tmp_path: Path) -> AsyncIterator[QueueFactory]:
+    opened: list[SqliteCallQueue] = []
+
+    def make(lease: float = 60.0, timeout: float = 5.0) -> SqliteCallQueue:
+        queue = open_queue(None, tmp_path, lease=lease, timeout=timeout)
+        assert isinstance(queue, SqliteCallQueue)
+        opened.append(queue)
+        return queue
+
+    yield make
+    for queue in opened:
+        await queue.close()
+
+
+def call(n: int, function: str = "fn") -> QueuedCall:
+    request = Request(f"call-{n}", "POST", "/", "", [], f"body {n}".encode())
+    return QueuedCall(function, request, None, time.time())
+
+
+KILLED_MID_WORK = """
+import asyncio, sys, time
+from pathlib import Path
+from faasd_py.protocol import Request
+from faasd_py.queue import QueuedCall, open_queue
+
+async def main() -> None:
+    queue = open_queue(None, Path(sys.argv[1]), lease=3600.0)
+    for n in range(20):
+        request = Request(f"call-{n}", "POST", "/", "", [], b"x")
+        await queue.enqueue(QueuedCall("fn", request, None, time.time()), 100)
+    taken = await queue.take("consumer-of-the-dead", "fn", 5)
+    assert len(taken) == 5
+    print("ready", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_calls_survive_a_sigkill_and_those_it_had_taken_are_due_at_once(
+    tmp_path: Path, make_queue: QueueFactory
+) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_MID_WORK, str(tmp_path), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert child.stdout is not None
+        async with asyncio.timeout(HANG):
+            assert await child.stdout.readline() == b"ready\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    queue = make_queue(lease=3600.0)  # the dead one's leases would outlive the test
+    taken = await queue.take("c1", "fn", 100)
+    assert sorted(d.call.call_id for d in taken) == sorted(f"call-{n}" for n in range(20))
+    assert all(d.attempt == 1 for d in taken)
+
+
+async def test_opening_a_queue_keeps_the_leases_of_queues_still_open(
+    make_queue: QueueFactory,
+) -> None:
+    consumer_side = make_queue()
+    await consumer_side.enqueue(call(1), 10)
+    (taken,) = await consumer_side.take("c1", "fn", 10)
+    gateway_side = make_queue()  # opened later in the same process, as `up` may
+    await gateway_side.enqueue(call(2), 10)
+    assert [d.call.call_id for d in await gateway_side.take("c2", "fn", 10)] == ["call-2"]
+    stats = (await gateway_side.statistics())["fn"]
+    assert (stats.depth, stats.in_flight) == (0, 2)
+    await consumer_side.ack(taken)
+
+
+async def test_the_calls_a_closed_queue_had_taken_are_due_at_once_when_opened_again(
+    make_queue: QueueFactory,
+) -> None:
+    first = make_queue(lease=3600.0)
+    for n in range(3):
+        await first.enqueue(call(n), 10)
+    assert len(await first.take("c1", "fn", 2)) == 2
+    await first.close()
+    second = make_queue(lease=3600.0)
+    assert len(await second.take("c2", "fn", 10)) == 3
+
+
+async def test_wait_for_calls_returns_when_a_retry_becomes_due(make_queue: QueueFactory) -> None:
+    queue = make_queue()
+    await queue.enqueue(call(1), 10)
+    (delivery,) = await queue.take("c1", "fn", 1)
+    await queue.retry(delivery, wait=0.3)
+    await queue.wait_for_calls(0.0)  # what the retry itself woke
+    assert await queue.take("c1", "fn", 1) == []
+    async with asyncio.timeout(HANG):  # well before its 600 s
+        await queue.wait_for_calls(600.0)
+    (again,) = await queue.take("c1", "fn", 1)
+    assert again.attempt == 2
+
+
+async def test_a_due_call_left_untaken_does_not_make_wait_for_calls_return_at_once(
+    make_queue: QueueFactory,
+) -> None:
+    """A consumer running all it may waits with calls due: waiting must not turn into a spin."""
+    queue = make_queue()
+    await queue.enqueue(call(1), 10)
+    await queue.wait_for_calls(0.0)  # what the enqueue woke
+    started = time.monotonic()
+    await queue.wait_for_calls(0.5)
+    assert time.monotonic() - started >= 0.4
+
+
+async def test_the_file_and_its_side_files_are_private(
+    tmp_path: Path, make_queue: QueueFactory
+) -> None:
+    queue = make_queue()
+    await queue.enqueue(call(1), 10)
+    files = list(tmp_path.glob("queue.sqlite3*"))
+    assert tmp_path / "queue.sqlite3" in files
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+
+
+async def test_a_call_that_does_not_decode_is_skipped_and_left_for_another_version(
+    tmp_path: Path, make_queue: QueueFactory
+) -> None:
+    queue = make_queue()
+    await queue.enqueue(call(1), 10)
+    db = sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
+    try:  # as a later faasd-py, its encoding version 2, might have written it
+        db.execute(
+            "INSERT INTO calls (function, call, attempt, due, enqueued_at) "
+            "VALUES ('fn', x'9502', 1, 0, 0)"
+        )
+    finally:
+        db.close()
+    assert [d.call.call_id for d in await queue.take("c1", "fn", 10)] == ["call-1"]
+    # Still in the queue: leased, so that it does not come back at every take.
+    assert (await queue.statistics())["fn"].in_flight == 2
+
+
+async def test_an_unusable_file_raises_queue_unavailable_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "queue.sqlite3").mkdir()
+    queue = open_queue(None, tmp_path, timeout=1.0)
+    try:
+        with pytest.raises(QueueUnavailable, match=r"sqlite://.*queue\.sqlite3") as failed:
+            await queue.enqueue(call(1), 10)
+        assert failed.value.status == 503
+    finally:
+        await queue.close()
+
+
+async def test_a_file_locked_by_another_process_fails_after_the_timeout(
+    tmp_path: Path, make_queue: QueueFactory
+) -> None:
+    queue = make_queue(timeout=0.5)
+    await queue.enqueue(call(1), 10)
+    other = sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than the timeout
+    try:
+        async with asyncio.timeout(HANG):
+            with pytest.raises(QueueUnavailable, match=r"sqlite://.*queue\.sqlite3"):
+                await queue.enqueue(call(2), 10)
+        other.execute("ROLLBACK")
+        assert [d.call.call_id for d in await queue.take("c1", "fn", 10)] == ["call-1"]
+    finally:
+        other.close()
