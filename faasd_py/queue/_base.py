@@ -43,7 +43,7 @@ class QueuedCall:
 
     def encode(self) -> bytes:
         r = self.request
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             [
                 1,  # the encoding's version
                 self.function,
@@ -58,6 +58,7 @@ class QueuedCall:
             ],
             use_bin_type=True,
         )
+        return packed
 
     @classmethod
     def decode(cls, data: bytes) -> QueuedCall:
