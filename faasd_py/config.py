@@ -10,10 +10,14 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from faasd_py.scheduler import POLICY_FORMS, HybridConfig, Policy, parse_policy
 from faasd_py.storage._base import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, DEFAULT_STORE_TIMEOUT
 from faasd_py.storage._latency import LatencyModel
+
+if TYPE_CHECKING:
+    from faasd_py.queue import QueuePolicy
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
@@ -178,6 +182,19 @@ class Config:
     # Seconds per bin of the hybrid histogram (its range is HYBRID_BINS of them): smaller
     # compresses time, for tests and demos.
     bin_width: float = DEFAULT_BIN_WIDTH
+    # Async invocations (/async-function/): the queue that holds them, redis://... (Redis
+    # Streams, which gateways and `faasd-py queue-worker` processes share) or None for the
+    # embedded one (SQLite in the data dir); see faasd_py.queue.
+    queue: str | None = None
+    # Calls one function's queue may hold (429 beyond), and calls of one function the consumer
+    # runs at once; a function's com.faasd-py.queue.max_depth / .concurrency annotations set
+    # its own.
+    queue_max_depth: int = 10_000
+    queue_concurrency: int = 4
+    # Whether `up` runs a consumer of the queue (off: only queue-worker processes run calls).
+    queue_consumer: bool = True
+    # Tries to POST a call's result to its X-Callback-Url before giving it up.
+    callback_attempts: int = 5
 
     def __post_init__(self) -> None:
         _ = self.storage_model  # ValueError now for a bad latency or bandwidth
@@ -221,6 +238,9 @@ class Config:
             raise ValueError(
                 f"storage_timeout must be a duration above 0, got {self.storage_timeout!r}"
             )
+        for name in ("queue_max_depth", "queue_concurrency", "callback_attempts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         self._check_connections()
         self._check_network()
 
@@ -247,6 +267,15 @@ class Config:
         return LatencyModel(
             self.storage_latency, self.storage_version_latency, self.storage_bandwidth
         )
+
+    @property
+    def queue_policy(self) -> QueuePolicy:
+        """The async-queue policy of functions without annotations for it: OpenFaaS Pro's
+        retry defaults, and the queue's limits."""
+        # Imported here: the queue package imports faasd_py.spec, which imports this module.
+        from faasd_py.queue import QueueLimits, QueuePolicy, RetryPolicy
+
+        return QueuePolicy(RetryPolicy(), QueueLimits(self.queue_max_depth, self.queue_concurrency))
 
     @property
     def credentials_dir(self) -> Path:

@@ -1,8 +1,10 @@
 """`faasd-py up`: gateway and worker in one process, with embedded state and no other service.
 
-Shutdown runs in a fixed order (uvicorn's): on SIGINT/SIGTERM stop taking invocations (queued
-ones get 503), stop accepting connections, let in-flight invocations finish within
-`shutdown_timeout`, then stop every instance and close the registry.
+Shutdown runs in a fixed order (uvicorn's): on SIGINT/SIGTERM the async queue's consumer stops
+taking calls, the worker stops taking invocations (queued ones get 503; a queued async call is
+retried later), the gateway stops accepting connections; in-flight invocations, sync and async,
+finish within `shutdown_timeout`; then every instance stops, and the async queue and the
+registry close.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +26,12 @@ from faasd_py.config import Config, live_policy
 from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
-from faasd_py.gateway._keys import METRICS
+from faasd_py.gateway._keys import METRICS, AsyncCalls
+from faasd_py.gateway._metrics import GatewayMetrics, QueueSnapshot
 from faasd_py.modes import private_dir
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
+from faasd_py.queue import CallbackSender, CallQueue, Consumer, WorkerInvoker, open_queue
 from faasd_py.spec import load_stack
 from faasd_py.storage import Quota, open_store
 from faasd_py.store import Registry, SqliteRegistry, fetch_secrets
@@ -52,6 +56,9 @@ class Platform:
     registry: Registry
     worker: Worker
     runner: web.AppRunner
+    queue: CallQueue  # of async invocations
+    consumer: Consumer | None  # None: --no-queue-consumer
+    callbacks: CallbackSender
 
     @property
     def url(self) -> str:
@@ -65,10 +72,20 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     private_dir(config.data_dir)
     credentials, created = load_or_create_credentials(config.credentials_dir)
     registry = SqliteRegistry(config.registry_path)
+    queue = _open_queue(config)
     worker = Worker(config, _worker_storage(config, registry), policy_states=registry)
     await worker.start()
     await _restore(registry, worker, console)
-    app = make_app(config, registry, worker, credentials)
+    metrics = GatewayMetrics(worker.all_statistics)
+    callbacks = CallbackSender(config.callback_attempts)
+    consumer = None
+    if config.queue_consumer:
+        # Async calls run in the worker's pools, and count in the same gateway_function_*
+        # series as /function/ calls.
+        invoker = WorkerInvoker(worker, observe=metrics.observe)
+        consumer = Consumer(queue, invoker, worker.queue_policies, callbacks)
+    async_calls = AsyncCalls(queue, worker.queue_policy, _running(consumer))
+    app = make_app(config, registry, worker, credentials, async_calls, metrics)
     app[METRICS].add_caches(worker.cache_statistics)
     app[METRICS].add_storage(worker.storage_statistics)
     app[METRICS].add_apps(worker.app_statistics)
@@ -77,11 +94,14 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     app[METRICS].add_host("logs", worker.log_statistics)
     app[METRICS].add_host("admission", worker.admission_statistics)
     app[METRICS].add_host("connections", limits.statistics)
+    app[METRICS].add_queue(QueueSnapshot(queue.statistics), _counts(callbacks))
     runner = GuardedRunner(
         app, limits, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
     )
     await runner.setup()
-    platform = Platform(config, credentials, created, registry, worker, runner)
+    platform = Platform(
+        config, credentials, created, registry, worker, runner, queue, consumer, callbacks
+    )
     try:
         await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
     except OSError as exc:
@@ -90,15 +110,29 @@ async def start(config: Config, console: Console | None = None) -> Platform:
             f"cannot listen on {config.host}:{config.port}: {exc.strerror}; "
             "is another gateway running? choose one with --port"
         ) from None
+    if consumer is not None:
+        consumer.start()
     return platform
 
 
 async def stop(platform: Platform) -> None:
-    """Queued and new invocations get 503; stop listening; in-flight ones finish (up to
-    shutdown_timeout); then every instance stops and the registry closes."""
+    """The consumer stops taking async calls; queued and new invocations get 503; stop
+    listening; in-flight ones, sync and async, finish (up to shutdown_timeout); then every
+    instance stops, and the queue and the registry close."""
+    timeout = platform.config.shutdown_timeout
+    draining = None
+    if platform.consumer is not None:
+        # Its drain runs beside the gateway's: the two share one shutdown_timeout.
+        draining = asyncio.create_task(platform.consumer.stop(timeout))
+        await asyncio.sleep(0)  # it stops taking calls before the worker turns calls away
     platform.worker.reject_new("faasd-py is shutting down; retry later")
     await platform.runner.cleanup()
-    await platform.worker.close(platform.config.shutdown_timeout)
+    if draining is not None:
+        await draining
+    await platform.worker.close(timeout)
+    await platform.callbacks.close()
+    # Last: a call that the drain cut short was retried or left leased, both in the queue.
+    await platform.queue.close()
     await platform.registry.close()
 
 
@@ -170,6 +204,30 @@ async def _deploy_stack(path: Path, platform: Platform, console: Console) -> Non
         console.print(f"  try: curl -d 'hi' {url}")
 
 
+def _open_queue(config: Config) -> CallQueue:
+    """The queue of async invocations that --queue names (nothing is connected until the
+    first call: a Redis that is down is a 503 on /async-function/, not a failed start)."""
+    try:
+        return open_queue(config.queue, config.data_dir)
+    except ValueError as exc:
+        raise FaasdError(f"--queue: {exc}") from None
+
+
+def _running(consumer: Consumer | None) -> Callable[[], Mapping[str, int]]:
+    """Calls of each function the consumer is running now (none without one)."""
+    if consumer is None:
+        return dict
+    return lambda: consumer.statistics().in_flight
+
+
+def _counts(callbacks: CallbackSender) -> Callable[[], Mapping[str, int]]:
+    def counts() -> Mapping[str, int]:
+        stats = callbacks.statistics()
+        return {"delivered": stats.delivered, "failed": stats.failed}
+
+    return counts
+
+
 def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
     """context.storage for the worker's instances: the store --storage names (nothing is
     connected until the first call), with a cache per app whose statistics the registry keeps."""
@@ -231,7 +289,19 @@ def _banner(console: Console, platform: Platform) -> None:
     console.print(f"  isolation:    {_isolation_line(platform.worker)}")
     console.print(f"  storage:      {_storage_line(config, platform.worker)}")
     console.print(f"  keep-alive:   {_policy_line(config)}")
+    console.print(f"  async calls:  {_queue_line(platform)}")
     console.print("  stop with Ctrl-C or SIGTERM")
+
+
+def _queue_line(platform: Platform) -> str:
+    config = platform.config
+    where = f"queue {platform.queue.name} (at most {config.queue_max_depth} calls a function)"
+    if platform.consumer is None:
+        return f"{where}; no consumer here (--no-queue-consumer): `faasd-py queue-worker` runs them"
+    return (
+        f"{where}; run here, {config.queue_concurrency} calls of a function at once, "
+        f"callbacks tried {config.callback_attempts} times"
+    )
 
 
 def _policy_line(config: Config) -> str:

@@ -44,21 +44,10 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     # NAME or NAME.NAMESPACE (what OpenFaaS's clients send): one ref for the worker and metrics.
     name, namespace = split_ref(request.match_info["name"])
     ref = function_ref(name, namespace)
-    call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
-    if not call_id.isascii():
-        call_id = _as_sent(call_id)
-    trace = {"X-Call-Id": call_id, "X-Start-Time": str(int(started_wall * 1e9))}
+    trace = call_trace(request, started_wall)
     metrics = request.app[METRICS]
     try:
-        body = await _read_body(request)
-        call = Request(
-            call_id,
-            request.method,
-            "/" + request.match_info.get("path", ""),
-            request.query_string,
-            _forwarded_headers(request, trace),
-            body,
-        )
+        call = await function_request(request, trace)
         outcome = await request.app[WORKER].invoke(ref, call)
         result = outcome.result
         elapsed = time.perf_counter() - started
@@ -85,7 +74,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
     metrics.observe(ref, error.status, elapsed)
     trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
     if isinstance(error, NotFound):
-        error = await _not_found(request, name, namespace)
+        error = await function_not_found(request, name, namespace)
     return faasd_error_response(error, trace)
 
 
@@ -115,7 +104,30 @@ def _response_headers(ref: str, pairs: Headers) -> CIMultiDict[str]:
     return headers
 
 
-def _forwarded_headers(request: web.Request, trace: dict[str, str]) -> list[tuple[str, str]]:
+def call_trace(request: web.Request, started_wall: float) -> dict[str, str]:
+    """The call's X-Call-Id (the caller's, or a new UUID) and X-Start-Time (Unix nanoseconds)."""
+    call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
+    if not call_id.isascii():
+        call_id = _as_sent(call_id)
+    return {"X-Call-Id": call_id, "X-Start-Time": str(int(started_wall * 1e9))}
+
+
+async def function_request(request: web.Request, trace: dict[str, str]) -> Request:
+    """What the function is sent for this call (/function/ now, /async-function/ later): the
+    method, the path after the function's name, the query, the headers the OpenFaaS gateway
+    forwards (with `trace`), and the body (PayloadTooLarge over --max-body)."""
+    body = await read_body(request)
+    return Request(
+        trace["X-Call-Id"],
+        request.method,
+        "/" + request.match_info.get("path", ""),
+        request.query_string,
+        forwarded_headers(request, trace),
+        body,
+    )
+
+
+def forwarded_headers(request: web.Request, trace: dict[str, str]) -> list[tuple[str, str]]:
     """The caller's headers plus what the OpenFaaS gateway adds for the function: the call's id
     and start time, the host the caller asked for and the address it came from (appended to a
     proxy's X-Forwarded-For, as proxies do)."""
@@ -145,7 +157,7 @@ def _as_sent(value: str) -> str:
     return value
 
 
-async def _not_found(request: web.Request, name: str, namespace: str) -> FaasdError:
+async def function_not_found(request: web.Request, name: str, namespace: str) -> FaasdError:
     """A 404 that says whether the namespace or the function is missing (off the hot path)."""
     try:
         await require_namespace(request.app[REGISTRY], namespace)
@@ -157,7 +169,7 @@ async def _not_found(request: web.Request, name: str, namespace: str) -> FaasdEr
     )
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request) -> bytes:
     limit = request.app[CONFIG].max_body
     too_large = PayloadTooLarge(
         f"the request body exceeds the gateway's limit of {limit} bytes (--max-body)"

@@ -3,7 +3,8 @@ keep-alive policy (pre-warm loads and hits, instance-seconds, decisions by rule)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,8 +16,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from faasd_py.queue import QueueStatistics, QueueUnavailable
 from faasd_py.spec import qualified_name
 from faasd_py.worker import LifecycleStatistics, PoolStatistics
+
+logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -60,6 +64,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(pools))
+        self._queue: QueueSnapshot | None = None
 
     def observe(self, function: str, code: int, seconds: float, cold_start: float = 0.0) -> None:
         name = metric_name(function)
@@ -85,6 +90,24 @@ class GatewayMetrics:
         """Expose one process-wide statistics object: `name` is a key of HOST_SERIES ("logs",
         "admission", "connections")."""
         self.registry.register(SeriesCollector(lambda: {"": read()}, HOST_SERIES[name], None))
+
+    def add_queue(self, queue: QueueSnapshot, callbacks: Callable[[], Mapping[str, int]]) -> None:
+        """Expose the async queue of each function (as `queue` last read it) and the callbacks
+        sent, by result ("delivered", "failed")."""
+        self._queue = queue
+        self.registry.register(
+            SeriesCollector(
+                lambda: {metric_name(ref): stats for ref, stats in queue.statistics.items()},
+                QUEUE_SERIES,
+                "function_name",
+            )
+        )
+        self.registry.register(_QueueCollector(queue, callbacks))
+
+    async def refresh(self) -> None:
+        """Read what the collectors cannot read without awaiting (the queue's figures)."""
+        if self._queue is not None:
+            await self._queue.refresh()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -335,3 +358,71 @@ HOST_SERIES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
         ),
     ),
 }
+
+
+# --- async invocations ---------------------------------------------------------------------------
+
+
+class QueueSnapshot:
+    """The async queue's figures as /metrics last read them. Reading them is a call to the
+    queue's backend (it awaits), and a collector cannot await: the /metrics handler refreshes
+    this first. A queue that cannot be read shows no figures, and faasd_queue_up 0."""
+
+    def __init__(self, read: Callable[[], Awaitable[Mapping[str, QueueStatistics]]]) -> None:
+        self._read = read
+        self.statistics: Mapping[str, QueueStatistics] = {}
+        self.up = True
+
+    async def refresh(self) -> None:
+        try:
+            self.statistics = await self._read()
+            self.up = True
+        except QueueUnavailable as exc:
+            if self.up:
+                logger.warning("/metrics cannot read the async queue: %s", exc.message)
+            self.statistics, self.up = {}, False
+
+
+# Each function's async queue (faasd_py.queue.QueueStatistics), labelled function_name.
+QUEUE_SERIES = (
+    (
+        "faasd_queue_depth",
+        "Async calls waiting, retries not yet due included",
+        "depth",
+        "gauge",
+    ),
+    (
+        "faasd_queue_in_flight",
+        "Async calls taken by a consumer, not yet done",
+        "in_flight",
+        "gauge",
+    ),
+    (
+        "faasd_queue_oldest_age_seconds",
+        "How long the oldest waiting async call has waited",
+        "oldest_age",
+        "gauge",
+    ),
+    ("faasd_queue_retries", "Retries of async calls scheduled", "retries", "counter"),
+    ("faasd_queue_dead_letters", "Async calls held as dead letters", "dead_letters", "gauge"),
+)
+
+
+class _QueueCollector(Collector):
+    """Whether the queue answered the last read, and the callbacks sent by result."""
+
+    def __init__(self, queue: QueueSnapshot, callbacks: Callable[[], Mapping[str, int]]) -> None:
+        self._queue = queue
+        self._callbacks = callbacks
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("faasd_queue_up", "1 when the async queue answered /metrics")
+        up.add_metric([], 1.0 if self._queue.up else 0.0)
+        yield up
+        sent = CounterMetricFamily(
+            "faasd_callbacks", "Results POSTed to X-Callback-Url, by result", labels=["result"]
+        )
+        counts = self._callbacks()
+        for result in ("delivered", "failed"):
+            sent.add_metric([result], float(counts.get(result, 0)))
+        yield sent

@@ -27,6 +27,7 @@ from faasd_py.modes import private_dir
 from faasd_py.netns import BridgeNetwork
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
+from faasd_py.queue import QueuePolicy, queue_policy
 from faasd_py.runs import RUN_LOCKS, RunLock
 from faasd_py.scheduler import Policy
 from faasd_py.spec import ANNOTATION_POLICY, DEFAULT_NAMESPACE, FunctionSpec
@@ -66,6 +67,8 @@ class Worker:
         self._storage = storage
         self._packages = PackageStore(config.packages_dir)
         self._pools: dict[str, FunctionPool] = {}
+        # Each deployed function's async-queue policy (its retry and queue annotations).
+        self._queue_policies: dict[str, QueuePolicy] = {}
         self._launchers: dict[str, FunctionLauncher] = {}  # each pool's, by function name
         self._logs: dict[str, LogBuffer] = {}
         self._log_budget = LogBudget(config.log_total_bytes)
@@ -164,6 +167,7 @@ class Worker:
         self._host.check(spec)  # instances, CPU and memory within what this host admits
         resolve_kind(spec.channel, self._settings.channel)  # shm needs the native shim
         self._app_policy(spec)  # SpecError (400) for a policy this worker cannot run
+        self._queue_policy(spec)  # BadAnnotation (400) for retry or queue annotations
         package = self._packages.get(spec.image)
         if package is None:
             raise BadRequest(
@@ -180,6 +184,7 @@ class Worker:
         ref = spec.ref  # what the pools, launchers and logs are keyed by
         logs = self._logs.setdefault(ref, LogBuffer(self._config.log_bytes, self._log_budget))
         text, policy = self._app_policy(spec)
+        self._queue_policies[ref] = self._queue_policy(spec)
         driver = self._apps.get(spec.app)
         if driver is not None and driver.policy_text != text:
             self._drop_app(driver)  # the app's policy changed: learn under the new one
@@ -224,6 +229,7 @@ class Worker:
         if pool is None:
             raise NotFound(f"function {name!r} not found")
         self._launchers.pop(name, None)
+        self._queue_policies.pop(name, None)
         self._retire(pool, f"function {name} was removed")
         self._forget_empty_apps()
         logs = self._logs.pop(name, None)
@@ -248,6 +254,18 @@ class Worker:
         for pool in self._pools.values():
             if pool.spec.namespace == namespace and name in pool.spec.secrets:
                 pool.update_secrets({name: value})
+
+    def _queue_policy(self, spec: FunctionSpec) -> QueuePolicy:
+        return queue_policy(spec.annotations, self._config.queue_policy)
+
+    def queue_policies(self) -> dict[str, QueuePolicy]:
+        """The async-queue policy of every deployed function, by ref (what the queue's
+        consumer runs and the gateway accepts calls for)."""
+        return dict(self._queue_policies)
+
+    def queue_policy(self, name: str) -> QueuePolicy | None:
+        """The async-queue policy of function `name`; None when it is not deployed here."""
+        return self._queue_policies.get(name)
 
     # --- the keep-alive policy -----------------------------------------------------------------
 
