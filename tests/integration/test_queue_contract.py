@@ -249,10 +249,11 @@ async def test_calls_survive_the_queue_being_closed_and_opened_again(
 async def test_wait_for_calls_wakes_on_an_enqueue(make_queue: QueueFactory) -> None:
     queue = make_queue()
     consumer_side = make_queue()  # another connection, as a consumer in its own task has
-    waiting = asyncio.create_task(consumer_side.wait_for_calls(20.0))
+    await consumer_side.wait_for_calls(0.01)  # a first wait may only set up the listener
+    waiting = asyncio.create_task(consumer_side.wait_for_calls(600.0))
     await asyncio.sleep(0.1)
     await queue.enqueue(call(), 10)
-    async with asyncio.timeout(HANG):  # well before its 20 s
+    async with asyncio.timeout(HANG):  # long before its 600 s: only the enqueue can wake it
         await waiting
     assert len(await take_all(consumer_side, "fn")) == 1
 
