@@ -55,6 +55,18 @@ def open_queue(
     raise ValueError(f"expected redis://host:port[/db], rediss://... or unix://..., got {url!r}")
 
 
+# The consumer side, imported last: it uses DEFAULT_LEASE and open_queue above.
+from faasd_py.queue._callback import CallbackSender, CallbackStatistics  # noqa: E402
+from faasd_py.queue._consumer import Consumer, ConsumerStatistics  # noqa: E402
+from faasd_py.queue._invoker import (  # noqa: E402
+    CallResult,
+    GatewayInvoker,
+    Invoker,
+    WorkerInvoker,
+    error_result,
+)
+from faasd_py.queue._standalone import serve_queue_worker  # noqa: E402
+
 __all__ = [
     "ANNOTATION_ATTEMPTS",
     "ANNOTATION_CODES",
@@ -67,8 +79,15 @@ __all__ = [
     "DEFAULT_RETRY_CODES",
     "BadAnnotation",
     "CallQueue",
+    "CallResult",
+    "CallbackSender",
+    "CallbackStatistics",
+    "Consumer",
+    "ConsumerStatistics",
     "DeadLetter",
     "Delivery",
+    "GatewayInvoker",
+    "Invoker",
     "QueueFull",
     "QueueLimits",
     "QueuePolicy",
@@ -76,7 +95,10 @@ __all__ = [
     "QueueUnavailable",
     "QueuedCall",
     "RetryPolicy",
+    "WorkerInvoker",
+    "error_result",
     "open_queue",
     "queue_policy",
+    "serve_queue_worker",
     "statistics_json",
 ]
