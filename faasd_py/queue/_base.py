@@ -216,13 +216,16 @@ ANNOTATION_CONCURRENCY = "com.faasd-py.queue.concurrency"
 
 DEFAULT_RETRY_CODES = frozenset({429, 502, 503, 504})
 
+DEFAULT_LEASE = 60.0  # seconds a taken call stays with its consumer without an `extend`
+DEFAULT_QUEUE_TIMEOUT = 5.0  # seconds one call to the backend may take
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """When a failed attempt is tried again, and after how long: exponential backoff from
-    `min_wait`, doubling per attempt, capped at `max_wait`, with full jitter in its upper half
-    (so that calls failing together do not retry together). `attempts` counts every attempt,
-    the first included: 1 means never retried."""
+    `min_wait`, doubling per attempt, capped at `max_wait`, with jitter in the upper half of
+    each step, never below `min_wait` (so that calls failing together do not retry together).
+    `attempts` counts every attempt, the first included: 1 means never retried."""
 
     attempts: int = 10
     codes: frozenset[int] = DEFAULT_RETRY_CODES
@@ -236,7 +239,7 @@ class RetryPolicy:
     def wait(self, attempt: int, rng: random.Random) -> float:
         """Seconds before the attempt after `attempt` (1-based)."""
         ceiling = min(self.max_wait, self.min_wait * 2 ** min(attempt - 1, 30))
-        return rng.uniform(ceiling / 2, ceiling) if ceiling > self.min_wait else ceiling
+        return rng.uniform(max(ceiling / 2, self.min_wait), ceiling)
 
 
 @dataclass(frozen=True, slots=True)

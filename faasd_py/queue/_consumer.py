@@ -31,8 +31,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from faasd_py.queue import DEFAULT_LEASE
 from faasd_py.queue._base import (
+    DEFAULT_LEASE,
     CallQueue,
     Delivery,
     QueuePolicy,

@@ -16,11 +16,17 @@ from pathlib import Path
 
 import aiohttp
 
-from faasd_py.queue import DEFAULT_LEASE, DEFAULT_QUEUE_TIMEOUT, open_queue
-from faasd_py.queue._base import BadAnnotation, QueuePolicy, queue_policy
+from faasd_py.queue._base import (
+    DEFAULT_LEASE,
+    DEFAULT_QUEUE_TIMEOUT,
+    BadAnnotation,
+    QueuePolicy,
+    queue_policy,
+)
 from faasd_py.queue._callback import CallbackSender
 from faasd_py.queue._consumer import Consumer, cancel_and_wait
 from faasd_py.queue._invoker import GatewayInvoker
+from faasd_py.queue._open import open_queue
 from faasd_py.spec import function_ref
 
 logger = logging.getLogger(__name__)

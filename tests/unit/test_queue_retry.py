@@ -96,11 +96,6 @@ def test_every_wait_stays_within_min_and_max(
         assert wait == policy.min_wait
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RetryPolicy.wait jitters down to half the ceiling, below min_wait when max_wait < "
-    "2 x min_wait; fix in _base.py: rng.uniform(max(ceiling / 2, self.min_wait), ceiling)",
-)
 def test_no_wait_is_shorter_than_min_wait() -> None:
     policy = RetryPolicy(min_wait=10.0, max_wait=12.0)
     rng = random.Random(0)
