@@ -18,6 +18,7 @@ from faasd_py.cli import (  # noqa: F401
     _functions,
     _local,
     _namespaces,
+    _queue,
     _secrets,
     _simulate,
 )

@@ -365,6 +365,20 @@ def _read_body(method: str, stdin: IO[bytes]) -> bytes:
 )
 @click.option("--path", "subpath", default="", help="Path after /function/NAME, e.g. /items/1.")
 @click.option("--verbose", "-v", is_flag=True, help="Show status, X-Call-Id and timings on stderr.")
+@click.option(
+    "--async",
+    "is_async",
+    is_flag=True,
+    help="Queue the call (/async-function/) and print its call id at once; the function runs "
+    "it later, and its result goes to --callback.",
+)
+@click.option(
+    "--callback",
+    default=None,
+    metavar="URL",
+    help="With --async: where the gateway POSTs the result (X-Callback-Url), an http(s) URL "
+    "that the gateway's host can reach.",
+)
 @gateway_command
 def invoke(
     target: GatewayOptions,
@@ -375,20 +389,32 @@ def invoke(
     content_type: str,
     subpath: str,
     verbose: bool,
+    is_async: bool,
+    callback: str | None,
 ) -> None:
     """Call a function with the body read from stdin; print its response body as it is.
 
     Exits 1 (with the error on stderr) when the function answers with a non-2xx status.
 
+    With --async the call is queued instead: the command prints its call id (X-Call-Id) and
+    exits once the gateway has stored it; the function runs it later (at least once, retried as
+    its com.openfaas.retry.* annotations say), and the result is POSTed to --callback if given.
+    `faasd-py queue` shows the queues.
+
     \b
     Examples:
       echo Ada | faasd-py invoke hello
       faasd-py invoke hello -m GET -q name=Ada -H X-Trace=1 -v </dev/null
+      echo Ada | faasd-py invoke hello --async --callback http://127.0.0.1:9000/done
     """
+    if callback is not None and not is_async:
+        raise click.UsageError("--callback goes with --async")
     method = method.upper()
     headers = [("Content-Type", content_type), *parse_pairs(header, "--header")]
+    if callback is not None:
+        headers.append(("X-Callback-Url", callback))
     ref = name if target.namespace is None else f"{name}.{target.namespace}"
-    path = f"/function/{_quote(ref)}"
+    path = f"/{'async-function' if is_async else 'function'}/{_quote(ref)}"
     if subpath:
         path += "/" + subpath.lstrip("/")
     body = _read_body(method, sys.stdin.buffer)
@@ -407,6 +433,10 @@ def invoke(
                 err.print(f"{key}: {reply.headers[key]}", markup=False)
     if not reply.ok:
         fail(f"invoking {name} failed with HTTP {reply.status}: {reply.error_text()}")
+    if is_async:
+        err.print(f"Function {escape(name)} submitted asynchronously; its call id:", style="dim")
+        click.echo(reply.headers.get("X-Call-Id", ""))
+        return
     stdout = sys.stdout.buffer
     stdout.write(reply.body)
     stdout.flush()

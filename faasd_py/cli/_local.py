@@ -326,6 +326,47 @@ def _check_policy(text: str) -> str:
     "smaller compresses time for tests and demos, e.g. 100ms.",
 )
 @shared_option(
+    "--queue",
+    default=None,
+    metavar="URL",
+    help="Where async invocations (/async-function/, `invoke --async`) wait: "
+    "redis://host:port[/db] (Redis Streams, which other gateways and `faasd-py queue-worker` "
+    "processes can share), or the embedded queue (SQLite in the data dir) when not given.",
+)
+@shared_option(
+    "--queue-max-depth",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Async calls one function's queue may hold (429 beyond); a function's "
+    "com.faasd-py.queue.max_depth annotation sets its own.",
+)
+@shared_option(
+    "--queue-concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Async calls of one function run at once, so that a backlog leaves instances to "
+    "synchronous callers; a function's com.faasd-py.queue.concurrency annotation sets its own.",
+)
+@click.option(
+    "--queue-consumer/--no-queue-consumer",
+    envvar="FAASD_QUEUE_CONSUMER",  # named by hand: shared_option derives it from one flag's name
+    show_envvar=True,
+    default=True,
+    show_default=True,
+    help="Run async calls here; with --no-queue-consumer only `faasd-py queue-worker` "
+    "processes run them (a shared Redis --queue).",
+)
+@shared_option(
+    "--callback-attempts",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="POSTs of an async call's result to its X-Callback-Url before it is given up "
+    "(connection errors, time-outs, 429 and 5xx are tried again, with a backoff).",
+)
+@shared_option(
     "--log-level",
     default="info",
     show_default=True,
@@ -372,6 +413,11 @@ def up(
     cache_prewarm: bool,
     policy: str,
     bin_width: float,
+    queue: str | None,
+    queue_max_depth: int,
+    queue_concurrency: int,
+    queue_consumer: bool,
+    callback_attempts: int,
     log_level: str,
 ) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -384,7 +430,7 @@ def up(
     Example:
       faasd-py up --port 8080 --deploy stack.yml
     """
-    _configure_logging(log_level)
+    configure_logging(log_level)
     try:
         config = Config(
             data_dir=data_dir,
@@ -426,6 +472,11 @@ def up(
             cache_prewarm=cache_prewarm,
             policy=policy,
             bin_width=bin_width,
+            queue=queue,
+            queue_max_depth=queue_max_depth,
+            queue_concurrency=queue_concurrency,
+            queue_consumer=queue_consumer,
+            callback_attempts=callback_attempts,
         )
     except ValueError as exc:  # settings checked together: --policy and --bin-width, --net-*
         raise click.UsageError(str(exc)) from None
@@ -435,7 +486,8 @@ def up(
     run(config, deploy=stacks)
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str) -> None:
+    """Log records to stderr, through rich (every long-running command)."""
     from rich.logging import RichHandler
 
     handler = RichHandler(console=err, show_path=False, rich_tracebacks=False)
