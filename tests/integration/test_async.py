@@ -25,6 +25,7 @@ from faasd_py.errors import FaasdError
 from faasd_py.spec import FunctionSpec
 from tests.integration._redis import RedisServer, free_port
 from tests.integration.conftest import Platform, start_platform, stop_platform
+from tests.integration.test_openapi import CHECKS, SCHEMA
 
 # Deadlines only catch hangs.
 HANG = 30.0
@@ -427,3 +428,102 @@ def test_queue_settings_are_checked() -> None:
     for setting in ("queue_max_depth", "queue_concurrency", "callback_attempts"):
         with pytest.raises(ValueError, match=f"{setting} must be at least 1"):
             Config(**{setting: 0})  # type: ignore[arg-type]
+
+
+SLOW = """
+import time
+
+def handle(event, context):
+    print("started", event.body.decode(), flush=True)
+    time.sleep(1)
+    return "slept " + event.body.decode()
+"""
+
+
+async def test_a_call_running_at_shutdown_finishes_before_the_worker_stops(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    platform = await start_platform(tmp_path)
+    stopped = False
+    try:
+        assert (await deploy(platform, "slow", SLOW))[0] == 202
+        hook = {"X-Callback-Url": receiver.url}
+        assert (await call_async(platform, "slow", b"z", headers=hook))[0] == 202
+        async with asyncio.timeout(HANG):  # running in its instance, not waiting for one
+            while True:
+                if any("started z" in line["text"] for line in await platform.logs("slow")):
+                    break
+                await asyncio.sleep(0.02)
+        await stop_platform(platform)
+        stopped = True
+        # Drained within --shutdown-timeout: its answer, not a 503 of a closing worker.
+        callback = receiver.received.get_nowait()
+        assert callback.headers["X-Function-Status"] == "200"
+        assert callback.body == b"slept z"
+    finally:
+        if not stopped:
+            await stop_platform(platform)
+
+
+async def test_stored_calls_survive_a_restart_of_up(tmp_path: Path, receiver: Receiver) -> None:
+    # Stored by an `up` that runs none (the embedded queue, in the data dir)...
+    first = await start_platform(tmp_path, queue_consumer=False)
+    try:
+        assert (await deploy(first, "echo", ECHO))[0] == 202
+        hook = {"X-Callback-Url": receiver.url, "X-Call-Id": "kept-across"}
+        assert (await call_async(first, "echo", b"later", headers=hook))[0] == 202
+    finally:
+        await stop_platform(first)
+    assert receiver.received.empty()
+    # ...run by the next one.
+    second = await start_platform(tmp_path)
+    try:
+        callback = await receiver.next()
+        assert callback.headers["X-Call-Id"] == "kept-across"
+        assert json.loads(callback.body)["body"] == "later"
+    finally:
+        await stop_platform(second)
+
+
+async def test_the_answers_match_the_openapi_document(
+    platform: Platform, receiver: Receiver
+) -> None:
+    """What the fuzzing rarely reaches (a deployed function, dead letters) checked against the
+    document too: the 202, the queue figures, a dead letter, a replay."""
+
+    async def call(label: str, status: int, **case: Any) -> Any:
+        operation = SCHEMA.find_operation_by_label(label)
+        assert operation is not None, label
+        response = await asyncio.to_thread(
+            operation.Case(**case).call_and_validate,
+            base_url=platform.url,
+            headers=platform.auth,
+            checks=CHECKS,
+            timeout=HANG,
+        )
+        assert response.status_code == status, (label, response.text)
+        return response
+
+    annotations = {**FAST_RETRIES, "com.openfaas.retry.attempts": "1"}
+    assert (await deploy(platform, "flaky", UNAVAILABLE, annotations=annotations))[0] == 202
+    accepted = await call(
+        "POST /async-function/{name}/{path}",
+        202,
+        path_parameters={"name": "flaky", "path": "deep"},
+        headers={"X-Callback-Url": receiver.url},
+        body=b"x",
+        media_type="application/octet-stream",
+    )
+    assert accepted.headers["x-call-id"]
+    await receiver.next()
+    await dead_letters(platform, 1)
+    await call("GET /system/queue", 200)
+    listed = await call("GET /system/queue/dead-letters", 200, query={"name": "flaky"})
+    assert listed.json()[0]["path"] == "/deep"
+    await call(
+        "POST /system/queue/replay",
+        200,
+        body={"functionName": "flaky"},
+        media_type="application/json",
+    )
+    await receiver.next()  # the replayed call ends before the receiver goes
