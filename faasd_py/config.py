@@ -191,6 +191,9 @@ class Config:
     # its own.
     queue_max_depth: int = 10_000
     queue_concurrency: int = 4
+    # How long a taken call stays with its consumer without a renewal: a dead consumer's calls
+    # are delivered again after it.
+    queue_lease: float = 60.0
     # Whether `up` runs a consumer of the queue (off: only queue-worker processes run calls).
     queue_consumer: bool = True
     # Tries to POST a call's result to its X-Callback-Url before giving it up.
@@ -238,6 +241,8 @@ class Config:
             raise ValueError(
                 f"storage_timeout must be a duration above 0, got {self.storage_timeout!r}"
             )
+        if not (0 < self.queue_lease < float("inf")):
+            raise ValueError(f"queue_lease must be a duration above 0, got {self.queue_lease!r}")
         for name in ("queue_max_depth", "queue_concurrency", "callback_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")

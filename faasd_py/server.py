@@ -83,7 +83,9 @@ async def start(config: Config, console: Console | None = None) -> Platform:
         # Async calls run in the worker's pools, and count in the same gateway_function_*
         # series as /function/ calls.
         invoker = WorkerInvoker(worker, observe=metrics.observe)
-        consumer = Consumer(queue, invoker, worker.queue_policies, callbacks)
+        consumer = Consumer(
+            queue, invoker, worker.queue_policies, callbacks, lease=config.queue_lease
+        )
     async_calls = AsyncCalls(queue, worker.queue_policy, _running(consumer))
     app = make_app(config, registry, worker, credentials, async_calls, metrics)
     app[METRICS].add_caches(worker.cache_statistics)
@@ -208,7 +210,7 @@ def _open_queue(config: Config) -> CallQueue:
     """The queue of async invocations that --queue names (nothing is connected until the
     first call: a Redis that is down is a 503 on /async-function/, not a failed start)."""
     try:
-        return open_queue(config.queue, config.data_dir)
+        return open_queue(config.queue, config.data_dir, lease=config.queue_lease)
     except ValueError as exc:
         raise FaasdError(f"--queue: {exc}") from None
 

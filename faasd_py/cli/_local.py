@@ -13,9 +13,12 @@ import yaml
 from faasd_py.cli._app import add_row, cli, err, fail, new_table, out, print_table
 from faasd_py.cli._options import (
     STACK_FILE,
+    callback_attempts_option,
     data_dir_option,
     parsed_by,
     python_option,
+    queue_concurrency_option,
+    queue_lease_option,
     shared_option,
     stack_file_option,
 )
@@ -341,14 +344,8 @@ def _check_policy(text: str) -> str:
     help="Async calls one function's queue may hold (429 beyond); a function's "
     "com.faasd-py.queue.max_depth annotation sets its own.",
 )
-@shared_option(
-    "--queue-concurrency",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Async calls of one function run at once, so that a backlog leaves instances to "
-    "synchronous callers; a function's com.faasd-py.queue.concurrency annotation sets its own.",
-)
+@queue_concurrency_option
+@queue_lease_option
 @click.option(
     "--queue-consumer/--no-queue-consumer",
     envvar="FAASD_QUEUE_CONSUMER",  # named by hand: shared_option derives it from one flag's name
@@ -358,14 +355,7 @@ def _check_policy(text: str) -> str:
     help="Run async calls here; with --no-queue-consumer only `faasd-py queue-worker` "
     "processes run them (a shared Redis --queue).",
 )
-@shared_option(
-    "--callback-attempts",
-    default=5,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="POSTs of an async call's result to its X-Callback-Url before it is given up "
-    "(connection errors, time-outs, 429 and 5xx are tried again, with a backoff).",
-)
+@callback_attempts_option
 @shared_option(
     "--log-level",
     default="info",
@@ -416,6 +406,7 @@ def up(
     queue: str | None,
     queue_max_depth: int,
     queue_concurrency: int,
+    queue_lease: float,
     queue_consumer: bool,
     callback_attempts: int,
     log_level: str,
@@ -475,6 +466,7 @@ def up(
             queue=queue,
             queue_max_depth=queue_max_depth,
             queue_concurrency=queue_concurrency,
+            queue_lease=queue_lease,
             queue_consumer=queue_consumer,
             callback_attempts=callback_attempts,
         )

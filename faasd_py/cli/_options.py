@@ -93,3 +93,32 @@ stack_file_option = click.option(
     default=None,
     help=f"The stack file [default: {STACK_FILE}].",
 )
+
+
+# The settings of a queue consumer, which `up` (its own consumer) and `queue-worker` share.
+queue_concurrency_option = shared_option(
+    "--queue-concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Calls of one function a consumer runs at once from the async queue, so that a "
+    "backlog cannot take every instance from synchronous callers (a function's "
+    "com.faasd-py.queue.concurrency annotation sets its own).",
+)
+queue_lease_option = shared_option(
+    "--queue-lease",
+    default="60s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="How long a call taken from the queue stays with its consumer without a renewal "
+    "(consumers renew it every third of it while the call runs); the calls of a consumer that "
+    "died are delivered again after it.",
+)
+callback_attempts_option = shared_option(
+    "--callback-attempts",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="POSTs of an async call's result to its X-Callback-Url before it is given up "
+    "(connection errors, time-outs, 429 and 5xx are tried again, with a backoff).",
+)

@@ -14,7 +14,14 @@ from yarl import URL
 
 from faasd_py.cli._app import add_row, bold, cli, err, new_table, out, print_table
 from faasd_py.cli._client import GatewayOptions, gateway_command
-from faasd_py.cli._options import data_dir_option, parsed_by, shared_option
+from faasd_py.cli._options import (
+    callback_attempts_option,
+    data_dir_option,
+    parsed_by,
+    queue_concurrency_option,
+    queue_lease_option,
+    shared_option,
+)
 from faasd_py.config import DEFAULT_GATEWAY
 from faasd_py.units import parse_duration
 
@@ -183,14 +190,9 @@ def _shared_queue(url: str) -> str:
     default=None,
     help="This consumer's name in the queue, unique among consumers [default: host:pid:random].",
 )
-@shared_option(
-    "--queue-concurrency",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Calls of one function this process runs at once (a function's "
-    "com.faasd-py.queue.concurrency annotation sets its own).",
-)
+@queue_concurrency_option
+@queue_lease_option
+@callback_attempts_option
 @shared_option(
     "--shutdown-timeout",
     default="30s",
@@ -213,6 +215,8 @@ def queue_worker(
     data_dir: Path,
     name: str | None,
     queue_concurrency: int,
+    queue_lease: float,
+    callback_attempts: int,
     shutdown_timeout: float,
     log_level: str,
 ) -> None:
@@ -249,6 +253,8 @@ def queue_worker(
                 name=name,
                 stop=stop,
                 default=default,
+                lease=queue_lease,
+                callback_attempts=callback_attempts,
                 drain_timeout=shutdown_timeout,
             )
         finally:

@@ -44,6 +44,7 @@ async def serve_queue_worker(
     default: QueuePolicy,
     refresh: float = 2.0,
     lease: float = DEFAULT_LEASE,
+    callback_attempts: int = 5,
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
 ) -> None:
     """Consume `queue_url` through the gateway at `gateway_url` until `stop` is set; then let
@@ -59,7 +60,7 @@ async def serve_queue_worker(
     queue = open_queue(queue_url, Path("."), lease=lease, timeout=DEFAULT_QUEUE_TIMEOUT)
     functions = DeployedFunctions(gateway_url, headers, default)
     invoker = GatewayInvoker(gateway_url, headers)
-    callbacks = CallbackSender()
+    callbacks = CallbackSender(callback_attempts)
     consumer = Consumer(queue, invoker, functions.policies, callbacks, name=name, lease=lease)
     watcher = asyncio.create_task(functions.watch(refresh), name="queue-worker functions")
     try:
