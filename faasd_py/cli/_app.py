@@ -19,6 +19,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 # Tables are as wide as their content when piped, instead of being cut at 80 columns.
 PIPE_WIDTH = 1000
+_piped = Console(highlight=False, soft_wrap=True, width=PIPE_WIDTH)
 
 
 class _Cli(click.Group):
@@ -61,7 +62,8 @@ def main() -> None:
 
 
 def print_table(table: Table) -> None:
-    out.print(table, width=None if out.is_terminal else PIPE_WIDTH)
+    # A print's width cannot exceed its console's (80 when piped): a wide console of its own.
+    (out if out.is_terminal else _piped).print(table)
 
 
 def add_row(table: Table, *cells: object) -> None:

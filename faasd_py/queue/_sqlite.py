@@ -290,7 +290,7 @@ class SqliteCallQueue:
     async def replay(self, function: str | None = None, ids: Sequence[str] = ()) -> int:
         args: tuple[str, ...]
         if ids:
-            numbers = [int(i) for i in ids if i.isdigit()]  # others name no dead letter
+            numbers = [int(i) for i in ids if i.isascii() and i.isdigit()]  # others name none
             where, args = "id IN (SELECT value FROM json_each(?))", (json.dumps(numbers),)
         elif function is not None:
             where, args = "function = ?", (function,)
