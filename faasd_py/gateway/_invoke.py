@@ -55,12 +55,7 @@ async def invoke(request: web.Request) -> web.StreamResponse:
         metrics.observe(ref, result.status, elapsed, outcome.cold_start_seconds)
         headers.update(trace)
         headers["X-Duration-Seconds"] = f"{elapsed:.6f}"
-        headers["Server-Timing"] = (
-            f"queue;dur={outcome.queue_seconds * 1e3:.3f}, "
-            f"cold-start;dur={outcome.cold_start_seconds * 1e3:.3f}, "
-            f"execution;dur={outcome.exec_seconds * 1e3:.3f}, "
-            f"total;dur={elapsed * 1e3:.3f}"
-        )
+        headers["Server-Timing"] = outcome.server_timing(elapsed)
         if result.error is not None:
             return error_response(result.status, f"function {ref} failed: {result.error}", headers)
         return web.Response(status=result.status, body=result.body, headers=headers)

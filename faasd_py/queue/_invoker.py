@@ -106,7 +106,9 @@ class WorkerInvoker:
             self._observe(ref, status, duration, cold_start)
         if failure is not None:
             return error_result(status, failure, started_at, duration)
-        return CallResult(status, list(result.headers), result.body, duration, started_at)
+        # The stages as /function/ reports them: the callback carries them to the caller.
+        headers = [*result.headers, ("Server-Timing", outcome.server_timing(duration))]
+        return CallResult(status, headers, result.body, duration, started_at)
 
 
 class GatewayInvoker:

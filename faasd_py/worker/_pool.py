@@ -77,6 +77,15 @@ class Outcome:
     cold_start_seconds: float
     exec_seconds: float
 
+    def server_timing(self, total: float) -> str:
+        """The Server-Timing header of the invocation, `total` seconds in all where it ran."""
+        return (
+            f"queue;dur={self.queue_seconds * 1e3:.3f}, "
+            f"cold-start;dur={self.cold_start_seconds * 1e3:.3f}, "
+            f"execution;dur={self.exec_seconds * 1e3:.3f}, "
+            f"total;dur={total * 1e3:.3f}"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PoolStatistics:

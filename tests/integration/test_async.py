@@ -188,6 +188,8 @@ async def test_a_call_is_stored_then_run_and_its_result_posted_to_the_callback(
     assert callback.headers["X-Function-Status"] == "200"
     assert callback.headers["X-Function-Name"] == "echo.openfaas-fn"
     assert callback.headers["X-Echo"] == "yes"  # the function's own headers come along
+    stages = callback.headers["Server-Timing"]  # where its time went, as /function/ says it
+    assert all(f"{stage};dur=" in stages for stage in ("queue", "cold-start", "execution"))
     seen = json.loads(callback.body)
     # The function saw what /function/ would have passed on.
     assert seen["method"] == "POST"
