@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import random
 import textwrap
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from multidict import CIMultiDictProxy
 from rich.console import Console
 
 from faasd_py import server
@@ -21,6 +24,7 @@ from faasd_py.config import Config
 from faasd_py.packages import PackageStore
 from faasd_py.spec import FunctionSpec, Resources, StackFunction
 from faasd_py.worker import Worker
+from tests.integration._redis import free_port
 
 
 @dataclass
@@ -174,3 +178,48 @@ HELLO = """
 def handle(event, context):
     return {"statusCode": 200, "body": "hello " + event.body.decode()}
 """
+
+
+# --- a callback receiver (async invocations) ----------------------------------------------------
+
+CALLBACK_WAIT = 30.0  # only catches a callback that never comes
+
+
+@dataclass
+class Callback:
+    path: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A callback receiver: every POST it gets, in order of arrival."""
+
+    url: str
+    received: asyncio.Queue[Callback] = field(default_factory=asyncio.Queue)
+
+    async def next(self) -> Callback:
+        async with asyncio.timeout(CALLBACK_WAIT):
+            return await self.received.get()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver("")
+
+    async def record(request: web.Request) -> web.Response:
+        await found.received.put(Callback(request.path, request.headers, await request.read()))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    found.url = f"http://127.0.0.1:{port}"
+    try:
+        yield found
+    finally:
+        await runner.cleanup()

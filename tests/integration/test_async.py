@@ -10,12 +10,10 @@ import hashlib
 import io
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from rich.console import Console
 
@@ -24,7 +22,7 @@ from faasd_py.config import Config
 from faasd_py.errors import FaasdError
 from faasd_py.spec import FunctionSpec
 from tests.integration._redis import RedisServer, free_port
-from tests.integration.conftest import Platform, start_platform, stop_platform
+from tests.integration.conftest import Platform, Receiver, start_platform, stop_platform
 from tests.integration.test_openapi import CHECKS, SCHEMA
 
 # Deadlines only catch hangs.
@@ -63,46 +61,6 @@ FAST_RETRIES = {
     "com.openfaas.retry.min_wait": "50ms",
     "com.openfaas.retry.max_wait": "100ms",
 }
-
-
-@dataclass
-class Callback:
-    path: str
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A callback receiver: every POST it gets, in order of arrival."""
-
-    url: str
-    received: asyncio.Queue[Callback] = field(default_factory=asyncio.Queue)
-
-    async def next(self) -> Callback:
-        async with asyncio.timeout(HANG):
-            return await self.received.get()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver("")
-
-    async def record(request: web.Request) -> web.Response:
-        await found.received.put(Callback(request.path, request.headers, await request.read()))
-        return web.Response(status=200)
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    found.url = f"http://127.0.0.1:{port}"
-    try:
-        yield found
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

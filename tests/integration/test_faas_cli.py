@@ -22,7 +22,13 @@ from typing import Any, Literal
 
 import pytest
 
-from tests.integration.conftest import Platform, json_or_text, start_platform, stop_platform
+from tests.integration.conftest import (
+    Platform,
+    Receiver,
+    json_or_text,
+    start_platform,
+    stop_platform,
+)
 
 DEFAULT = "openfaas-fn"
 CLI_AGENT = "faas-cli/0.18.12"  # proxy.NewClient: UserAgent "faas-cli/<version>"
@@ -157,10 +163,13 @@ async def cli_invoke(
     query: str = "",
     headers: Mapping[str, str] | None = None,
     subpath: str = "",
+    asynchronous: bool = False,
 ) -> tuple[int, bytes, Mapping[str, str]]:
-    """`faas-cli invoke`: go-sdk InvokeFunction always calls /function/NAME.NAMESPACE, with
-    faas-cli's Content-Type (default text/plain) and User-Agent, and no Authorization."""
-    url = f"{platform.url}/function/{name}.{namespace}{subpath}" + (f"?{query}" if query else "")
+    """`faas-cli invoke`: go-sdk InvokeFunction always calls /function/NAME.NAMESPACE (with
+    --async, /async-function/NAME.NAMESPACE), with faas-cli's Content-Type (default
+    text/plain) and User-Agent, and no Authorization."""
+    route = "async-function" if asynchronous else "function"
+    url = f"{platform.url}/{route}/{name}.{namespace}{subpath}" + (f"?{query}" if query else "")
     sent = {"Content-Type": "text/plain", "User-Agent": INVOKE_AGENT, **(headers or {})}
     async with platform.session.request(method, url, data=body, headers=sent) as response:
         return response.status, await response.read(), response.headers
@@ -318,6 +327,25 @@ async def test_invoke_by_name_dot_namespace(platform: Platform) -> None:
     status, body, _ = await cli_invoke(platform, "nope")
     assert status == 404 and b"nope" in body  # faas-cli prints the body with the code
     assert b"openfaas-fn.openfaas-fn" not in body
+
+
+async def test_invoke_async_with_a_callback_header(platform: Platform, receiver: Receiver) -> None:
+    """`faas-cli invoke --async -H X-Callback-Url=URL`: 202 is what it reports as "Function
+    submitted asynchronously"; the result then reaches the callback."""
+    await cli_deploy(platform, "echo", ECHO_REQUEST)
+    status, body, headers = await cli_invoke(
+        platform,
+        "echo",
+        b"later",
+        asynchronous=True,
+        headers={"X-Callback-Url": receiver.url},
+    )
+    assert (status, body) == (202, b"")
+    callback = await receiver.next()
+    assert callback.headers["X-Call-Id"] == headers["X-Call-Id"]
+    assert callback.headers["X-Function-Name"] == "echo.openfaas-fn"
+    seen = json.loads(callback.body)
+    assert seen["body"] == "later" and seen["agent"] == INVOKE_AGENT
 
 
 async def test_function_sees_forwarding_and_call_headers(platform: Platform) -> None:
