@@ -147,13 +147,39 @@ def kill_points(rng: random.Random, total: int, kills: int) -> list[int]:
     return sorted(rng.sample(range(total // 20, total * 9 // 10), kills))
 
 
-def deploy_hello(root: Path, env: dict[str, str]) -> Path:
-    """Write and build the hello function; its stack file, for `up --deploy`."""
-    cli = Cli(cwd=root, env=env)
-    cli.ok("new", "hello")
-    (root / "hello" / "handler.py").write_text(HELLO)
-    cli.ok("build", "hello")
-    return root / "stack.yml"
+class HelloUp:
+    """`faasd-py up` on a free port with a hello function built and deployed (`--deploy`),
+    started as a Process that tests can kill and start again; `env` points the CLI at it."""
+
+    def __init__(self, root: Path, *up_args: str) -> None:
+        port = free_port()
+        self.gateway = f"http://127.0.0.1:{port}"
+        self.url = f"{self.gateway}/async-function/hello"
+        self.root = root
+        self.env = {
+            **clean_environment(),
+            "FAASD_DATA_DIR": str(root / "data"),
+            "FAASD_GATEWAY": self.gateway,
+        }
+        cli = Cli(cwd=root, env=self.env)
+        cli.ok("new", "hello")
+        (root / "hello" / "handler.py").write_text(HELLO)
+        cli.ok("build", "hello")
+        args = ["up", "--port", str(port), "--deploy", str(root / "stack.yml"), *up_args]
+        self.up = Process(args, self.env, root / "up.log")
+
+    async def start(self) -> None:
+        """Start `up` and wait until it answers (the first time, until hello is deployed)."""
+        wait_healthy(self.gateway, self.up.start(), self.up.log)
+        await asyncio.to_thread(self._until_deployed)
+
+    def _until_deployed(self) -> None:
+        cli = Cli(cwd=self.root, env=self.env)
+        for _ in range(300):
+            if cli("invoke", "hello", input=b"x").returncode == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError("the hello function was never deployed")
 
 
 async def test_no_call_is_lost_while_the_queue_worker_is_killed_five_times(
@@ -161,33 +187,14 @@ async def test_no_call_is_lost_while_the_queue_worker_is_killed_five_times(
 ) -> None:
     redis = RedisServer(tmp_path, aof=True)
     redis.start()
-    port = free_port()
-    gateway = f"http://127.0.0.1:{port}"
-    data_dir = tmp_path / "data"
-    env = {**clean_environment(), "FAASD_DATA_DIR": str(data_dir), "FAASD_GATEWAY": gateway}
-    stack = deploy_hello(tmp_path, env)
-    up = Process(
-        [
-            "up",
-            "--port",
-            str(port),
-            "--queue",
-            redis.url,
-            "--no-queue-consumer",
-            "--deploy",
-            str(stack),
-            "--queue-concurrency",
-            "16",
-        ],
-        env,
-        tmp_path / "up.log",
-    )
+    hello = HelloUp(tmp_path, "--queue", redis.url, "--no-queue-consumer")
     consumer = Process(
-        ["queue-worker", "--queue", redis.url, "--queue-lease", LEASE], env, tmp_path / "qw.log"
+        ["queue-worker", "--queue", redis.url, "--queue-lease", LEASE, "--queue-concurrency", "16"],
+        hello.env,
+        tmp_path / "qw.log",
     )
     try:
-        wait_healthy(gateway, up.start(), up.log)
-        await asyncio.to_thread(_until_deployed, env, tmp_path)
+        await hello.start()
         consumer.start()
         points = kill_points(random.Random(12), CALLS, KILLS)
         call_ids = {f"qw-{n}" for n in range(CALLS)}
@@ -202,12 +209,11 @@ async def test_no_call_is_lost_while_the_queue_worker_is_killed_five_times(
 
         killer = asyncio.create_task(kill_at_points())
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            url = f"{gateway}/async-function/hello"
             sem = asyncio.Semaphore(32)
 
             async def one(call_id: str) -> str:
                 async with sem:
-                    return await enqueue(session, url, call_id, callbacks.url)
+                    return await enqueue(session, hello.url, call_id, callbacks.url)
 
             answers = await asyncio.gather(*(one(c) for c in sorted(call_ids)))
         assert Counter(answers) == {"202": CALLS}
@@ -215,7 +221,7 @@ async def test_no_call_is_lost_while_the_queue_worker_is_killed_five_times(
         await asyncio.wait_for(killer, DRAIN)
     finally:
         consumer.stop()
-        up.stop()
+        hello.up.stop()
         redis.stop()
     assert consumer.kills == KILLS
     assert callbacks.statuses.keys() == {"200"}
@@ -225,40 +231,19 @@ async def test_no_call_is_lost_while_the_queue_worker_is_killed_five_times(
     )
 
 
-def _until_deployed(env: dict[str, str], cwd: Path) -> None:
-    """`up --deploy` deploys after it answers /healthz: wait until the function answers."""
-    cli = Cli(cwd=cwd, env=env)
-    for _ in range(300):
-        if cli("invoke", "hello", input=b"x").returncode == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the hello function was never deployed")
-
-
 async def test_no_call_is_lost_while_up_is_killed_five_times_with_the_embedded_queue(
     tmp_path: Path, callbacks: Callbacks
 ) -> None:
     """Calls answered 202 are in queue.sqlite3 before the answer: a SIGKILL of `up` loses none,
     and the calls it was running are delivered again when it starts. Calls that got no answer
     (the connection died with `up`) may or may not have been stored: they are not counted."""
-    port = free_port()
-    gateway = f"http://127.0.0.1:{port}"
-    data_dir = tmp_path / "data"
-    env = {**clean_environment(), "FAASD_DATA_DIR": str(data_dir), "FAASD_GATEWAY": gateway}
-    stack = deploy_hello(tmp_path, env)
-    up = Process(
-        ["up", "--port", str(port), "--deploy", str(stack), "--queue-concurrency", "16"],
-        env,
-        tmp_path / "up.log",
-    )
+    hello = HelloUp(tmp_path, "--queue-concurrency", "16")
     accepted: set[str] = set()
     answers: Counter[str] = Counter()
     try:
-        wait_healthy(gateway, up.start(), up.log)
-        await asyncio.to_thread(_until_deployed, env, tmp_path)
+        await hello.start()
         points = kill_points(random.Random(21), CALLS, KILLS)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            url = f"{gateway}/async-function/hello"
             n = 0
             for point in [*points, CALLS]:
                 # Enqueue until `point` calls were accepted, then kill `up` mid-flight (with
@@ -269,7 +254,7 @@ async def test_no_call_is_lost_while_up_is_killed_five_times_with_the_embedded_q
                     for call_id, answer in zip(
                         batch,
                         await asyncio.gather(
-                            *(enqueue(session, url, c, callbacks.url) for c in batch)
+                            *(enqueue(session, hello.url, c, callbacks.url) for c in batch)
                         ),
                         strict=True,
                     ):
@@ -277,12 +262,12 @@ async def test_no_call_is_lost_while_up_is_killed_five_times_with_the_embedded_q
                         if answer == "202":
                             accepted.add(call_id)
                 if point < CALLS:
-                    up.kill()
-                    wait_healthy(gateway, up.start(), up.log)
+                    hello.up.kill()
+                    await hello.start()
         await callbacks.until_all(accepted)
     finally:
-        up.stop()
-    assert up.kills == KILLS
+        hello.up.stop()
+    assert hello.up.kills == KILLS
     assert set(answers) <= {
         "202",
         "ClientConnectionError",
@@ -302,24 +287,13 @@ async def test_redis_stopped_while_calls_are_enqueued_loses_none_that_got_202(
     was not stored); the consumer inside `up` resumes when Redis is back."""
     redis = RedisServer(tmp_path, aof=True)
     redis.start()
-    port = free_port()
-    gateway = f"http://127.0.0.1:{port}"
-    data_dir = tmp_path / "data"
-    env = {**clean_environment(), "FAASD_DATA_DIR": str(data_dir), "FAASD_GATEWAY": gateway}
-    stack = deploy_hello(tmp_path, env)
-    up = Process(
-        ["up", "--port", str(port), "--queue", redis.url, "--deploy", str(stack)],
-        env,
-        tmp_path / "up.log",
-    )
+    hello = HelloUp(tmp_path, "--queue", redis.url)
     accepted: set[str] = set()
     refusals: list[str] = []
     answers: Counter[str] = Counter()
     try:
-        wait_healthy(gateway, up.start(), up.log)
-        await asyncio.to_thread(_until_deployed, env, tmp_path)
+        await hello.start()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            url = f"{gateway}/async-function/hello"
             loop = asyncio.get_running_loop()
             started = loop.time()
             # Redis runs for the first 1.5 s, is down for 3 s, then back for 1.5 s.
@@ -335,7 +309,7 @@ async def test_redis_stopped_while_calls_are_enqueued_loses_none_that_got_202(
                 call_id = f"rd-{n}"
                 n += 1
                 headers = {"X-Call-Id": call_id, "X-Callback-Url": callbacks.url}
-                async with session.post(url, data=b"x", headers=headers) as response:
+                async with session.post(hello.url, data=b"x", headers=headers) as response:
                     body = await response.text()
                     answers[str(response.status)] += 1
                     if response.status == 202:
@@ -350,7 +324,7 @@ async def test_redis_stopped_while_calls_are_enqueued_loses_none_that_got_202(
         ), refusals[:3]
         await callbacks.until_all(accepted)
     finally:
-        up.stop()
+        hello.up.stop()
         redis.stop()
     print(
         f"\n{len(accepted)} calls accepted, {answers['503']} refused while Redis was down: "
