@@ -242,27 +242,32 @@ async def test_no_call_is_lost_while_up_is_killed_five_times_with_the_embedded_q
     answers: Counter[str] = Counter()
     try:
         await hello.start()
-        points = kill_points(random.Random(21), CALLS, KILLS)
+        rng = random.Random(21)
+        points = kill_points(rng, CALLS, KILLS)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             n = 0
+
+            async def send_batch() -> None:
+                nonlocal n
+                batch = [f"up-{n + i}" for i in range(32)]
+                n += len(batch)
+                sent = (enqueue(session, hello.url, c, callbacks.url) for c in batch)
+                for call_id, answer in zip(batch, await asyncio.gather(*sent), strict=True):
+                    answers[answer] += 1
+                    if answer == "202":
+                        accepted.add(call_id)
+
+            async def kill_soon() -> None:
+                await asyncio.sleep(rng.uniform(0.0, 0.02))
+                hello.up.kill()
+
             for point in [*points, CALLS]:
-                # Enqueue until `point` calls were accepted, then kill `up` mid-flight (with
-                # calls still arriving) and start it again.
                 while len(accepted) < point:
-                    batch = [f"up-{n + i}" for i in range(32)]
-                    n += len(batch)
-                    for call_id, answer in zip(
-                        batch,
-                        await asyncio.gather(
-                            *(enqueue(session, hello.url, c, callbacks.url) for c in batch)
-                        ),
-                        strict=True,
-                    ):
-                        answers[answer] += 1
-                        if answer == "202":
-                            accepted.add(call_id)
+                    await send_batch()
                 if point < CALLS:
-                    hello.up.kill()
+                    # The kill lands while a batch of enqueues is on its way (and while the
+                    # consumer runs calls); then `up` starts again on the same data dir.
+                    await asyncio.gather(send_batch(), kill_soon())
                     await hello.start()
         await callbacks.until_all(accepted)
     finally:
