@@ -19,7 +19,7 @@ The phases of one run, for each queue:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,11 +117,11 @@ class Cell:
             "cpu_ms_per_call_median": self.cpu_ms_per_call,
         }
 
-    def spread(self, figure: str, fmt: str = "{:,.0f}") -> str:
+    def spread(self, figure: str, fmt: Callable[[float], str] = "{:,.0f}".format) -> str:
         """`median (min..max)`, or "-" when no run has the figure."""
         if figure not in self.median:
             return "-"
-        lo, mid, hi = (fmt.format(d[figure]) for d in (self.minimum, self.median, self.maximum))
+        lo, mid, hi = (fmt(d[figure]) for d in (self.minimum, self.median, self.maximum))
         return mid if self.runs == 1 else f"{mid} ({lo}..{hi})"
 
 
@@ -165,6 +165,19 @@ def async_shares(records: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]
     return shares
 
 
+def beyond_throughput(records: Iterable[Mapping[str, Any]], phase: str) -> dict[str, list[int]]:
+    """Per queue, the runs whose open loop `phase` offered more calls a second than that run's
+    async closed loop completed: the backlog grew for the whole phase, and the callback
+    latency with it."""
+    completed = {(r["queue"], r["run"]): r["per_second"] for r in records if r["phase"] == "async"}
+    found: dict[str, list[int]] = {}
+    for rec in records:
+        limit = completed.get((rec["queue"], rec["run"]))
+        if rec["phase"] == phase and limit is not None and rec["offered_rate"] > limit:
+            found.setdefault(rec["queue"], []).append(rec["run"])
+    return found
+
+
 @dataclass(frozen=True)
 class Goal:
     queue: str
@@ -194,13 +207,14 @@ def goals(records: Sequence[Mapping[str, Any]]) -> list[Goal]:
 
 
 def _ms(value: float | None) -> str:
+    """Milliseconds: two decimals below 100, none above."""
     if value is None:
         return "-"
     return f"{value:.2f}" if value < 100 else f"{value:,.0f}"
 
 
 def _ms_spread(cell: Cell | None, figure: str) -> str:
-    return "-" if cell is None else cell.spread(figure, "{:.2f}")
+    return "-" if cell is None else cell.spread(figure, _ms)
 
 
 def markdown(
@@ -264,17 +278,27 @@ def markdown(
         "fixed-async": "async, half the async throughput",
         "fixed-sync": "sync, half the async throughput",
     }
+    beyond = beyond_throughput(records, "fixed-enqueue")
     for queue in queues:
         for phase, load in loads.items():
             cell = cells.get((queue, phase))
             if cell is None:
                 continue
+            mark = " *" if phase == "fixed-enqueue" and queue in beyond else ""
             lines.append(
-                f"| {queue} | {load} | {cell.spread('offered_rate')} "
+                f"| {queue} | {load}{mark} | {cell.spread('offered_rate')} "
                 f"| {_ms_spread(cell, 'answer_p50_ms')} | {_ms_spread(cell, 'answer_p99_ms')} "
                 f"| {_ms_spread(cell, 'callback_p50_ms')} "
                 f"| {_ms_spread(cell, 'callback_p99_ms')} |"
             )
+    for queue, runs in beyond.items():
+        which = ", ".join(map(str, runs))
+        lines += [
+            "",
+            f"\\* {queue}: in run(s) {which} half the enqueue rate was above the async "
+            "throughput of the same run: the backlog grew for the whole phase, and the callback "
+            "latency with it.",
+        ]
     lines += [
         "",
         "## CPU per completed call (ms, medians), throughput phases",
@@ -352,7 +376,9 @@ def plot(records: Sequence[Mapping[str, Any]], title: str, path: Path) -> bool:
     right.set_yscale("log")
     right.set_ylabel("ms (median over runs)")
     right.set_title("latency at fixed open-loop rates")
-    right.axhline(MAX_ENQUEUE_P99_MS, color="gray", lw=0.8, ls="--")
+    right.axhline(
+        MAX_ENQUEUE_P99_MS, color="gray", lw=0.8, ls="--", label="goal: enqueue p99 < 5 ms"
+    )
     for axis in (left, right):
         axis.grid(True, axis="y", alpha=0.25)
         axis.legend(fontsize=8)

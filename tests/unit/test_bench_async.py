@@ -111,7 +111,9 @@ def test_an_async_record_measures_callbacks_its_drain_and_cpu_per_completed_call
     assert rec["lost"] == 0
 
 
-def _run(queue: str, run: int, sync: float, asyn: float, p99: float) -> list[dict[str, Any]]:
+def _run(
+    queue: str, run: int, sync: float, asyn: float, p99: float, offered: float = 100.0
+) -> list[dict[str, Any]]:
     """The records of one run, with only the figures the goals read."""
     base: dict[str, Any] = {
         "queue": queue,
@@ -131,7 +133,13 @@ def _run(queue: str, run: int, sync: float, asyn: float, p99: float) -> list[dic
     return [
         {**base, "phase": "sync", "per_second": sync},
         {**base, "phase": "async", "per_second": asyn},
-        {**base, "phase": "fixed-enqueue", "per_second": 100.0, "answer_p99_ms": p99},
+        {
+            **base,
+            "phase": "fixed-enqueue",
+            "offered_rate": offered,
+            "per_second": offered,
+            "answer_p99_ms": p99,
+        },
     ]
 
 
@@ -176,3 +184,16 @@ def test_the_report_states_each_goal_and_whether_it_was_met() -> None:
     assert "| redis | enqueue p99 at half the enqueue rate < 5 ms | 6.00 | 6.00 | no |" in text
     assert "| embedded | 1,000 | 600 | 0.60 |" in text
     assert text.rstrip().endswith("- a note")
+
+
+def test_the_report_marks_a_fixed_rate_the_consumer_could_not_keep_up_with() -> None:
+    records = [
+        *_run("embedded", 1, 1000, 600, 3.0, offered=500),
+        *_run("redis", 1, 1000, 300, 6.0, offered=500),  # above redis's 300 calls/s
+        *_run("redis", 2, 1000, 600, 6.0, offered=500),
+    ]
+    text = markdown("Async", MACHINE, {"runs": 2}, records)
+    assert "| redis | async, half the enqueue rate * |" in text
+    assert "| embedded | async, half the enqueue rate |" in text
+    assert "\\* redis: in run(s) 1 half the enqueue rate was above the async throughput" in text
+    assert "embedded: in run(s)" not in text
