@@ -27,6 +27,7 @@ Every process it started is stopped at the end, also on Ctrl-C, SIGTERM or an er
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
@@ -362,6 +363,11 @@ def describe(rec: Mapping[str, Any]) -> str:
 async def measure(
     targets: Sequence[Target], args: argparse.Namespace, console: Console
 ) -> list[dict[str, Any]]:
+    # A SIGTERM cancels the measurement where it is (a KeyboardInterrupt raised from a signal
+    # handler would land in whichever task runs, and could be swallowed by it).
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     records: list[dict[str, Any]] = []
     receiver = load.Receiver()
     url = await receiver.start()
@@ -465,7 +471,13 @@ def run(args: argparse.Namespace, console: Console) -> None:
         with ExitStack() as stack:
             targets = start_targets(tmp, args, console, stack)
             load_before = os.getloadavg()
-            records = uvloop.run(measure(targets, args, console))
+            try:
+                records = uvloop.run(measure(targets, args, console))
+            except asyncio.CancelledError:
+                raise KeyboardInterrupt from None
+            finally:
+                # The loop's handler is gone with the loop: SIGTERM must still stop the servers.
+                signal.signal(signal.SIGTERM, _interrupt)
             load_after = os.getloadavg()
             channel = targets[0].platform.banner_value("channel")
         machine = {
