@@ -91,6 +91,20 @@ CREATE TABLE IF NOT EXISTS retries (
     function TEXT PRIMARY KEY,
     count INTEGER NOT NULL
 );
+-- Calls per function, kept by triggers in the same transaction as every insert and delete:
+-- the depth check of an enqueue reads one row instead of counting a backlog (a count costs
+-- ~0.3 ms at 10,000 calls and grows with them, on the queue's one thread).
+CREATE TABLE IF NOT EXISTS depths (
+    function TEXT PRIMARY KEY,
+    calls INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS depth_up AFTER INSERT ON calls BEGIN
+    INSERT INTO depths (function, calls) VALUES (NEW.function, 1)
+    ON CONFLICT (function) DO UPDATE SET calls = calls + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS depth_down AFTER DELETE ON calls BEGIN
+    UPDATE depths SET calls = calls - 1 WHERE function = OLD.function;
+END;
 """
 
 # Set a row back to waiting, due at `?`.
@@ -134,7 +148,14 @@ class SqliteCallQueue:
 
     def _release_abandoned(self, db: sqlite3.Connection) -> None:
         """On opening: the calls leased by queues not open now are due at once (their
-        consumers are gone with them)."""
+        consumers are gone with them); the depths are counted afresh (a file from before the
+        depths table has none)."""
+        with immediate(db):
+            db.execute("DELETE FROM depths")
+            db.execute(
+                "INSERT INTO depths (function, calls) "
+                "SELECT function, count(*) FROM calls GROUP BY function"
+            )
         held = json.dumps([queue._token for queue in _queues(self._key)])
         released = db.execute(
             f"UPDATE calls SET {_RELEASE} WHERE lease IS NOT NULL "
@@ -158,10 +179,10 @@ class SqliteCallQueue:
 
         def insert(db: sqlite3.Connection) -> bool:
             with immediate(db):
-                (depth,) = db.execute(
-                    "SELECT count(*) FROM calls WHERE function = ?", (call.function,)
+                row = db.execute(
+                    "SELECT calls FROM depths WHERE function = ?", (call.function,)
                 ).fetchone()
-                if depth >= max_depth:
+                if row is not None and row[0] >= max_depth:
                     return False
                 db.execute(
                     "INSERT INTO calls (function, call, attempt, due, enqueued_at) "

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from faasd_py.protocol import Request
-from faasd_py.queue import QueuedCall, QueueUnavailable, open_queue
+from faasd_py.queue import QueuedCall, QueueFull, QueueUnavailable, open_queue
 from faasd_py.queue._sqlite import SqliteCallQueue
 
 HANG = 30.0  # deadlines only catch hangs
@@ -189,3 +189,32 @@ async def test_a_file_locked_by_another_process_fails_after_the_timeout(
         assert [d.call.call_id for d in await queue.take("c1", "fn", 10)] == ["call-1"]
     finally:
         other.close()
+
+
+async def test_the_depth_limit_holds_across_a_reopen_and_every_way_out(tmp_path: Path) -> None:
+    """The depth an enqueue checks is kept per function (not counted): it must stay exact
+    through a reopen of the file, acks, dead letters, replays and purges."""
+    first = SqliteCallQueue(tmp_path / "queue.sqlite3", lease=60.0, timeout=5.0)
+    for n in range(3):
+        await first.enqueue(call(n), max_depth=3)
+    await first.close()
+    queue = SqliteCallQueue(tmp_path / "queue.sqlite3", lease=60.0, timeout=5.0)
+    try:
+        with pytest.raises(QueueFull):
+            await queue.enqueue(call(3), max_depth=3)
+        acked, dead, _ = await queue.take("c", "fn", 10)
+        await queue.ack(acked)
+        await queue.dead_letter(dead, "gone")
+        await queue.enqueue(call(4), max_depth=3)
+        await queue.enqueue(call(5), max_depth=3)  # 3 again: the ack and the dead letter left
+        with pytest.raises(QueueFull):
+            await queue.enqueue(call(6), max_depth=3)
+        assert await queue.replay("fn") == 1
+        with pytest.raises(QueueFull):  # the replayed one counts again
+            await queue.enqueue(call(7), max_depth=10 - 6)
+        assert await queue.purge("fn") == 4
+        for n in range(8, 11):
+            await queue.enqueue(call(n), max_depth=3)
+        await queue.enqueue(call(0, function="other"), max_depth=1)
+    finally:
+        await queue.close()
