@@ -18,7 +18,7 @@ NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard nati
 NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: install native-deps run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos clean
+.PHONY: install native-deps run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos bench-async clean
 
 $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
@@ -114,6 +114,9 @@ bench-soak: install
 bench-chaos: install
 	$(BIN)/python bench/chaos.py --target processes
 	$(BIN)/python bench/chaos.py --target up --every 20
+
+bench-async: install
+	$(BIN)/python bench/async.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info faasd_py/_native*.so .mypy_cache .pytest_cache .ruff_cache
