@@ -96,6 +96,10 @@ class Consumer:
         self._completed = self._retried = self._dead_lettered = 0
         # Set when a slot frees or stop() is called: the loop looks again at once.
         self._wakeup = asyncio.Event()
+        # Functions whose last take found fewer calls than it asked for: nothing of theirs is
+        # due, so a freed slot elsewhere does not ask the queue about them again. Cleared when
+        # the queue says a call may have come or become due (its wait_for_calls returned).
+        self._drained: set[str] = set()
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
         self._outage: str | None = None  # why the backend failed, while it does
@@ -151,6 +155,10 @@ class Consumer:
             while not self._stopping:
                 self._wakeup.clear()
                 try:
+                    if hint is not None and hint.done():
+                        done, hint = hint, None
+                        self._drained.clear()  # any function may have calls due now
+                        done.result()  # its QueueUnavailable, if any
                     if await self._take_round():
                         self._backend_back()
                         failures = 0
@@ -162,9 +170,6 @@ class Consumer:
                         await asyncio.wait({hint, woken}, return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         woken.cancel()
-                    if hint.done():
-                        done, hint = hint, None
-                        done.result()  # its QueueUnavailable, if any
                     self._backend_back()
                     failures = 0
                 except QueueUnavailable as exc:
@@ -181,15 +186,20 @@ class Consumer:
                 await cancel_and_wait(hint)
 
     async def _take_round(self) -> bool:
-        """Take what each deployed function has room for; whether anything was taken."""
+        """Take what each deployed function with calls has room for; whether anything was
+        taken. (Asking only those not drained keeps the cost of a freed slot independent of
+        how many functions are deployed.)"""
         took = False
         for ref, policy in list(self._policies().items()):
             if self._stopping:
                 break
             free = policy.limits.concurrency - self._in_flight.get(ref, 0)
-            if free <= 0:
+            if free <= 0 or ref in self._drained:
                 continue
-            for delivery in await self._queue.take(self.name, ref, free):
+            deliveries = await self._queue.take(self.name, ref, free)
+            if len(deliveries) < free:
+                self._drained.add(ref)
+            for delivery in deliveries:
                 took = True
                 self._launch(delivery, policy)
         return took

@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -384,6 +385,36 @@ async def test_no_more_than_the_concurrency_of_a_function_run_at_once(
         await eventually(lambda: consumer.statistics().completed == 24)
     assert invoker.most == {"a": 3, "b": 1}
     assert len(invoker.attempts) == 24 and set(invoker.attempts.values()) == {1}
+
+
+async def test_a_freed_slot_does_not_ask_the_queue_about_functions_without_calls(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many functions deployed, the call that ends must not cost a take per function:
+    only functions whose last take left calls behind are asked again, until the queue says a
+    call may have come (here it never does: its wait_for_calls never returns)."""
+    queue = make_queue()
+    takes: Counter[str] = Counter()
+    take = queue.take
+
+    async def counted(consumer: str, function: str, count: int) -> list[Delivery]:
+        takes[function] += 1
+        return await take(consumer, function, count)
+
+    async def silent(at_most: float) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(queue, "take", counted)
+    monkeypatch.setattr(queue, "wait_for_calls", silent)
+    for n in range(20):
+        await queue.enqueue(call("busy", n), 100)
+    policies = {"busy": fast_policy(concurrency=1)}
+    policies.update({f"idle-{n}": fast_policy() for n in range(50)})
+    invoker = Scripted(lambda c, n: answer(200))
+    async with consuming(queue, invoker, policies) as consumer:
+        await eventually(lambda: consumer.statistics().completed == 20)
+    assert takes["busy"] >= 20  # one per freed slot
+    assert {takes[f"idle-{n}"] for n in range(50)} == {1}  # the first round only
 
 
 async def test_calls_of_a_function_not_deployed_wait_until_it_is(make_queue: QueueFactory) -> None:
