@@ -27,8 +27,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 import _platform
 import _report
@@ -500,7 +499,7 @@ def run_long(
     """Run it and write its report; the exit status (1: the platform failed, and why). On
     SIGTERM as on Ctrl-C, `up` is stopped before the exit."""
     console = Console(stderr=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
     try:
         path = _run(name, title, duration, share, chaos, notes, console)
     except ServerError as exc:
@@ -558,10 +557,6 @@ def _run(
         console.print(f"reading back {len(run.acknowledged):,} acknowledged writes")
         asyncio.run(read_back(harness.url, run))
         return write_report(name, title, run, notes)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 def _mark_recoveries(run: LongRun) -> None:

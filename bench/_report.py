@@ -10,7 +10,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 # The machine's description is the load generator's, so every benchmark states it the same
 # way; warm.py reads it from here.
@@ -224,3 +225,8 @@ def plot(cells: Sequence[Cell], title: str, path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def interrupt_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
+    """A SIGTERM handler: stop a benchmark as Ctrl-C does (it cleans up what it started)."""
+    raise KeyboardInterrupt

@@ -41,8 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import _args
 import _async_load as load
@@ -477,7 +476,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
                 raise KeyboardInterrupt from None
             finally:
                 # The loop's handler is gone with the loop: SIGTERM must still stop the servers.
-                signal.signal(signal.SIGTERM, _interrupt)
+                signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
             load_after = os.getloadavg()
             channel = targets[0].platform.banner_value("channel")
         machine = {
@@ -512,15 +511,11 @@ def run(args: argparse.Namespace, console: Console) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # soft_wrap: a narrow or piped terminal must not break the markdown table's lines.
     console = Console(soft_wrap=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
     try:
         if args.from_json:
             rewrite_reports(args.from_json, args.out or HERE / "results", console)

@@ -38,8 +38,7 @@ import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 import _args
 import _cpu
@@ -630,14 +629,10 @@ def run(args: argparse.Namespace, console: Console) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(soft_wrap=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
     try:
         if args.from_json:
             write_reports(json.loads(args.from_json.read_text()), args.out, console)

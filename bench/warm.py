@@ -31,8 +31,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Any, NoReturn
+from typing import Any
 
 import _args
 import _platform
@@ -300,15 +299,11 @@ def _rounded(values: Sequence[float]) -> list[float]:
     return [round(v, 2) for v in values]
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # soft_wrap: a narrow or piped terminal must not break the markdown table's lines.
     console = Console(soft_wrap=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
     try:
         if args.from_json:
             rewrite_reports(args.from_json, args.out, console)

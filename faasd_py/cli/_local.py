@@ -15,6 +15,7 @@ from faasd_py.cli._options import (
     STACK_FILE,
     callback_attempts_option,
     data_dir_option,
+    log_level_option,
     parsed_by,
     python_option,
     queue_concurrency_option,
@@ -356,12 +357,7 @@ def _check_policy(text: str) -> str:
     "processes run them (a shared Redis --queue).",
 )
 @callback_attempts_option
-@shared_option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@log_level_option
 def up(
     host: str,
     port: int,

@@ -122,3 +122,10 @@ callback_attempts_option = shared_option(
     help="POSTs of an async call's result to its X-Callback-Url before it is given up "
     "(connection errors, time-outs, 429 and 5xx are tried again, with a backoff).",
 )
+log_level_option = shared_option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="What the process logs to stderr.",
+)

@@ -17,6 +17,7 @@ from faasd_py.cli._client import GatewayOptions, gateway_command
 from faasd_py.cli._options import (
     callback_attempts_option,
     data_dir_option,
+    log_level_option,
     parsed_by,
     queue_concurrency_option,
     queue_lease_option,
@@ -201,12 +202,7 @@ def _shared_queue(url: str) -> str:
     help="On Ctrl-C or SIGTERM, how long calls in flight may take to finish; the rest are "
     "delivered again later, to another consumer.",
 )
-@shared_option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-)
+@log_level_option
 def queue_worker(
     queue_url: str,
     gateway: str,
