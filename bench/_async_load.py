@@ -1,6 +1,6 @@
 """The load of the async benchmark, and the receiver of its callbacks, in the benchmark's process.
 
-The client is the load generator's own (faasd_py.loadgen: a lean HTTP/1.1 Protocol, one
+The client is the load generator's (faasd_py.http1: a lean HTTP/1.1 Protocol, one
 request at a time per keep-alive connection), not aiohttp's, whose ~130 us of CPU per request
 would make the client the limit on a small machine; the same client drives /function/ and
 /async-function/, so that their figures compare. The receiver is a plain aiohttp server on a
@@ -22,8 +22,8 @@ from _async_tally import Tally
 from _procs import free_port
 from aiohttp import web
 
-from faasd_py.loadgen._client import ConnectFailed, Disconnected, Pool
-from faasd_py.loadgen._http import ProtocolError, build_request
+from faasd_py.http1 import ConnectFailed, Disconnected, Pool, ProtocolError, build_request
+from faasd_py.loadgen._engine import USER_AGENT
 
 BODY = b"hi"
 TIMEOUT = 30.0  # seconds one request may take, and one call of the async closed loop
@@ -48,7 +48,9 @@ class Client:
         self.pool = Pool(base_url, TIMEOUT)
 
     def request(self, path: str, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
-        return build_request("POST", path, self.pool.authority, headers, BODY)
+        return build_request(
+            "POST", path, self.pool.authority, headers, BODY, user_agent=USER_AGENT
+        )
 
     async def send(self, data: bytes) -> str:
         try:

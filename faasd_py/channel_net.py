@@ -10,7 +10,7 @@ The client is a few lines over asyncio streams and the runtime's own head parser
 aiohttp's: its peer is always that server, whose answers always carry Content-Length, and the
 `Channel` protocol closes synchronously, which an aiohttp session cannot (its close must be
 awaited). It also keeps the baseline honest: aiohttp's client costs about 130 us of CPU per
-request on these machines (see faasd_py/loadgen/_http.py), more than the rest of this path.
+request on these machines (see faasd_py/http1/_wire.py), more than the rest of this path.
 
 Where the runtime listens is the handoff's business (faasd_py.channel): its own address on the
 worker's bridge when the instance is sandboxed (faasd_py.netns), a loopback port the worker

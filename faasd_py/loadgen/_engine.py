@@ -1,4 +1,4 @@
-"""One generator process: an HTTP client on uvloop (_client) that sends its share of a Plan.
+"""One generator process: a lean HTTP client on uvloop (faasd_py.http1) sending a Plan's share.
 
 Open loop (rates and traces): each request goes out at its intended time whether or not earlier
 ones have answered, and its latency counts from that intended time, so a slow gateway cannot
@@ -27,15 +27,16 @@ from typing import Any
 
 import uvloop
 
-from faasd_py.loadgen._client import Pool
+from faasd_py.http1 import Pool, build_request
 from faasd_py.loadgen._histogram import Histogram
-from faasd_py.loadgen._http import build_request
 from faasd_py.loadgen._outcome import OVERLOADED, describe, exception_kind, parse_server_timing
 from faasd_py.loadgen._plan import Plan
 from faasd_py.loadgen._schedule import Arrival
 from faasd_py.loadgen._stats import RunStats
 
 PROGRESS_EVERY = 0.5
+# What the generator's requests say they come from.
+USER_AGENT = "faasd-py-bench"
 # How often the process looks at the coordinator's stop flag.
 STOP_POLL = 0.1
 # Arrivals still unsent this long after the schedule's end are given up (counted as unsent):
@@ -256,7 +257,12 @@ class _Engine:
         if data is None:
             shape = self.plan.request
             data = build_request(
-                shape.method, self.prefix + target, self.pool.authority, shape.headers, shape.body
+                shape.method,
+                self.prefix + target,
+                self.pool.authority,
+                shape.headers,
+                shape.body,
+                user_agent=USER_AGENT,
             )
             if len(self.prepared) < 1024:
                 self.prepared[target] = data

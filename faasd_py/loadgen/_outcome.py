@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from faasd_py.loadgen._client import ConnectFailed
+from faasd_py.http1 import ConnectFailed
 
 # The stages faasd-py's gateway reports in Server-Timing (milliseconds), in the order reports
 # show them. `total` is the gateway's own time for the request (its handler's entry to the

@@ -1,5 +1,5 @@
-"""The generator's HTTP client against real servers: keep-alive, chunked bodies, servers that
-close connections or never answer."""
+"""faasd_py.http1's client (the load generator's and the callback sender's) against real
+servers: keep-alive, chunked bodies, servers that close connections or never answer."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from faasd_py.loadgen._client import Disconnected, Pool
-from faasd_py.loadgen._http import Response, build_request
+from faasd_py.http1 import ConnectFailed, Disconnected, Pool, Response, build_request
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A raw server's answer to a connection: the bytes to write back before closing it.
@@ -30,7 +29,8 @@ async def pool_for(url: str, deadline: float = 5.0) -> AsyncIterator[Pool]:
 
 
 async def get(pool: Pool, method: str = "GET", body: bytes = b"") -> Response:
-    return await pool.request(method, build_request(method, "/f", pool.authority, body=body))
+    data = build_request(method, "/f", pool.authority, body=body, user_agent="faasd-py-bench")
+    return await pool.request(method, data)
 
 
 @contextlib.asynccontextmanager
@@ -167,6 +167,26 @@ async def test_no_answer_by_the_deadline_is_a_timeout() -> None:
             await get(pool)
     # Not before the deadline; the upper bound only catches a deadline that never fires.
     assert 0.25 < time.monotonic() - started < 15
+
+
+async def test_a_closed_pool_fails_the_request_in_flight_and_keeps_no_connection() -> None:
+    connected = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader) -> bytes:
+        connected.set()
+        await reader.read()  # never answers; returns when the client closes
+        return b""
+
+    async with raw_server(silent) as url:
+        pool = Pool(url, 5.0)
+        waiting = asyncio.create_task(get(pool))
+        await asyncio.wait_for(connected.wait(), 5.0)
+        pool.close()
+        with pytest.raises(Disconnected, match="closed by this client"):
+            await waiting
+        # A connection made after close is closed at once, not kept where nobody closes it.
+        with pytest.raises(ConnectFailed, match="was closed"):
+            await get(pool)
 
 
 def test_only_http_urls_are_accepted() -> None:

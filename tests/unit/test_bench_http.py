@@ -1,4 +1,5 @@
-"""The generator's HTTP/1.1 without I/O: request bytes, and responses from bytes in any pieces."""
+"""faasd_py.http1's HTTP/1.1 without I/O (the load generator's and the callback sender's):
+request bytes, and responses from bytes in any pieces."""
 
 from __future__ import annotations
 
@@ -8,17 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faasd_py.loadgen._http import (
-    MAX_HEAD,
-    ProtocolError,
-    Response,
-    ResponseParser,
-    build_request,
-)
+from faasd_py.http1 import MAX_HEAD, ProtocolError, Response, ResponseParser, build_request
+
+AGENT = "faasd-py-bench"
 
 
 def test_a_post_carries_its_length_and_the_callers_headers() -> None:
-    data = build_request("POST", "/function/hello?x=1", "gw:8080", (("X-A", "1"),), b"hi")
+    data = build_request(
+        "POST", "/function/hello?x=1", "gw:8080", (("X-A", "1"),), b"hi", user_agent=AGENT
+    )
     assert data == (
         b"POST /function/hello?x=1 HTTP/1.1\r\nHost: gw:8080\r\nUser-Agent: faasd-py-bench\r\n"
         b"X-A: 1\r\nContent-Length: 2\r\n\r\nhi"
@@ -27,9 +26,23 @@ def test_a_post_carries_its_length_and_the_callers_headers() -> None:
 
 def test_a_get_without_body_has_no_length_and_framing_headers_are_the_generators() -> None:
     headers = (("Host", "other"), ("Content-Length", "99"), ("Connection", "close"))
-    data = build_request("GET", "/", "gw", headers)
+    data = build_request("GET", "/", "gw", headers, user_agent=AGENT)
     assert data == b"GET / HTTP/1.1\r\nUser-Agent: faasd-py-bench\r\nHost: other\r\n\r\n"
-    assert b"Content-Length: 0" in build_request("POST", "/", "gw")
+    assert b"Content-Length: 0" in build_request("POST", "/", "gw", user_agent=AGENT)
+
+
+def test_the_user_agent_is_the_callers_unless_a_header_names_one() -> None:
+    data = build_request("POST", "/done", "rx", user_agent="faasd-py-queue-worker")
+    assert b"\r\nUser-Agent: faasd-py-queue-worker\r\n" in data
+    mine = build_request("GET", "/", "rx", [("user-agent", "mine")], user_agent="faasd-py-bench")
+    assert mine == b"GET / HTTP/1.1\r\nHost: rx\r\nuser-agent: mine\r\n\r\n"
+
+
+def test_the_head_is_utf8_and_a_lone_surrogate_cannot_be_sent() -> None:
+    data = build_request("POST", "/", "rx", [("X-Name", "caf\u00e9 \u20ac")], user_agent=AGENT)
+    assert b"\r\nX-Name: caf\xc3\xa9 \xe2\x82\xac\r\n" in data
+    with pytest.raises(UnicodeEncodeError):
+        build_request("POST", "/", "rx", [("X-Bad", "\udcff")], user_agent=AGENT)
 
 
 def parse(data: bytes, method: str = "POST", pieces: int = 1) -> Response | None:

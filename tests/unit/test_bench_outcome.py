@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from faasd_py.loadgen._client import ConnectFailed, Disconnected, Pool
-from faasd_py.loadgen._http import ProtocolError, build_request
+from faasd_py.http1 import ConnectFailed, Disconnected, Pool, ProtocolError, build_request
 from faasd_py.loadgen._outcome import describe, exception_kind, parse_server_timing, status_error
 from tests.unit.test_cli_options import closed_port
 
@@ -57,7 +56,7 @@ def test_a_refused_connection_is_a_connect_error() -> None:
     async def attempt() -> BaseException:
         pool = Pool(f"http://127.0.0.1:{closed_port()}", timeout=5.0)
         try:
-            await pool.request("GET", build_request("GET", "/", "x"))
+            await pool.request("GET", build_request("GET", "/", "x", user_agent="test"))
         except Exception as exc:
             return exc
         raise AssertionError("the request to a closed port succeeded")

@@ -1,12 +1,14 @@
-"""HTTP/1.1 for the load generator, without I/O: request bytes in, responses out (as h11 does).
+"""HTTP/1.1 on the wire, without I/O: request bytes in, responses out (as h11 does).
 
 Why not aiohttp's client: it costs about 130 us of CPU per request (one process on uvloop did
-7,000 req/s against a trivial server, where a Protocol with this parser did 60,000), so on a
-small machine the generator, sharing the cores with the system under test, slowed that system
+7,000 req/s against a trivial server, where a Protocol with this parser did 60,000). On a small
+machine the load generator, sharing the cores with the system under test, slowed that system
 down and was itself the limit: 25-35% below wrk at the same concurrency against the bare aiohttp
-server of bench/. The generator needs far less than a general client: one request at a time per
-connection, keep-alive, and of each answer its status, its Server-Timing header and where it
-ends. That fits in this module.
+server of bench/. The queue's callback sender, which POSTs each async call's result from the
+event loop that also runs the gateway and the consumer, paid the same price (130-200 us a
+callback). Neither needs a general client: one request at a time per connection, keep-alive,
+and of each answer its status, its Server-Timing header and where it ends. That fits in this
+module.
 
 Responses end by Content-Length, by chunked transfer coding, or, with neither, when the server
 closes the connection. 1xx interim responses are skipped; answers to HEAD, 204 and 304 have no
@@ -15,12 +17,13 @@ body. Bodies are counted, not kept.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # A head larger than this is not an answer a function gives: the connection is given up.
 MAX_HEAD = 64 * 1024
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
-# Headers the generator sets itself from the body it sends.
+# Headers build_request sets itself from the body it sends.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
@@ -40,20 +43,25 @@ def build_request(
     method: str,
     target: str,
     host: str,
-    headers: tuple[tuple[str, str], ...] = (),
+    headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
+    *,
+    user_agent: str,
 ) -> bytes:
-    """The bytes of one request. The caller's headers come first, and may replace Host."""
+    """The bytes of one request. The caller's headers may replace Host and User-Agent; their
+    framing headers are left out (Content-Length is the body's own). `target` and the headers
+    must not hold CR, LF or NUL: they are written as given. The head is UTF-8, as aiohttp
+    writes it (UnicodeEncodeError for a lone surrogate)."""
     lines = [f"{method} {target} HTTP/1.1"]
     names = {name.lower() for name, _ in headers}
     if "host" not in names:
         lines.append(f"Host: {host}")
     if "user-agent" not in names:
-        lines.append("User-Agent: faasd-py-bench")
+        lines.append(f"User-Agent: {user_agent}")
     lines += [f"{name}: {value}" for name, value in headers if name.lower() not in _FRAMING]
     if body or method.upper() not in _NO_BODY_METHODS:
         lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 class ResponseParser:
