@@ -31,7 +31,7 @@ from faasd_py.queue._base import (
     statistics_json,
 )
 from faasd_py.queue._callback import CallbackSender, CallbackStatistics
-from faasd_py.queue._consumer import Consumer, ConsumerStatistics
+from faasd_py.queue._consumer import MAX_HELD, Consumer, ConsumerStatistics
 from faasd_py.queue._invoker import (
     CallResult,
     GatewayInvoker,
@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_LEASE",
     "DEFAULT_QUEUE_TIMEOUT",
     "DEFAULT_RETRY_CODES",
+    "MAX_HELD",
     "BadAnnotation",
     "CallQueue",
     "CallResult",

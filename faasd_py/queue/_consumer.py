@@ -8,8 +8,11 @@ What it guarantees:
   was delivered or given up. A call whose consumer stops (or dies) mid-way stays leased and is
   delivered again, with the same call id, once its lease runs out: the function may run twice
   and the callback may be POSTed twice. Calls of one function run in no particular order.
-- At most `policy.limits.concurrency` calls of a function in flight in this consumer, so that a
-  backlog cannot take every instance from synchronous callers.
+- At most `policy.limits.concurrency` invocations of a function at once in this consumer, so
+  that a backlog cannot take every instance from synchronous callers. A call's slot is free again
+  when its invocation ends: its callback and its settling in the queue hold no instance. The
+  calls a consumer holds in all (invoking or settling) are bounded too (`max_held`): callbacks to
+  a receiver that is down, retried for seconds, do not make it take the whole backlog.
 - A call is retried only for a status of its policy's codes, and at most `policy.retry.attempts`
   times in all; then it is dead-lettered, with a callback of its last failure. A failed callback
   never runs the function again.
@@ -50,11 +53,14 @@ _POLL = 0.5
 _OUTAGE_BACKOFF = RetryPolicy(attempts=1, min_wait=0.1, max_wait=5.0)
 # How much of a failed call's body its dead letter's reason keeps.
 _REASON_BODY = 200
+# The calls one consumer holds at most (invoking, or POSTing their callbacks): each keeps its
+# request and result in memory.
+MAX_HELD = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class ConsumerStatistics:
-    in_flight: Mapping[str, int]  # function ref -> calls running now (only those with any)
+    in_flight: Mapping[str, int]  # function ref -> invocations running now (only those with any)
     completed: int  # calls acked: ended for good without a retryable status
     retried: int  # attempts put back in the queue to be tried again
     dead_lettered: int  # calls that used up their attempts
@@ -83,6 +89,7 @@ class Consumer:
         name: str | None = None,
         rng: random.Random | None = None,
         lease: float = DEFAULT_LEASE,
+        max_held: int = MAX_HELD,
     ) -> None:
         self.name = name or default_consumer_name()
         self._queue = queue
@@ -91,8 +98,12 @@ class Consumer:
         self._callbacks = callbacks
         self._rng = rng or random.Random()
         self._lease = lease
-        self._in_flight: dict[str, int] = {}
+        self._max_held = max_held
+        self._in_flight: dict[str, int] = {}  # function ref -> invocations running
         self._deliveries: set[asyncio.Task[None]] = set()
+        # The calls taken and not yet settled, by delivery id: the delivery, and when its lease
+        # was last renewed (loop time).
+        self._held: dict[str, tuple[Delivery, float]] = {}
         self._completed = self._retried = self._dead_lettered = 0
         # Set when a slot frees or stop() is called: the loop looks again at once.
         self._wakeup = asyncio.Event()
@@ -102,12 +113,14 @@ class Consumer:
         self._drained: set[str] = set()
         self._stopping = False
         self._loop: asyncio.Task[None] | None = None
+        self._renewals: asyncio.Task[None] | None = None
         self._outage: str | None = None  # why the backend failed, while it does
 
     def start(self) -> None:
         if self._loop is not None:
             raise RuntimeError(f"consumer {self.name} was started already")
         self._loop = asyncio.create_task(self._run(), name=f"queue consumer {self.name}")
+        self._renewals = asyncio.create_task(self._renew(), name=f"leases of {self.name}")
 
     async def stop(self, drain_timeout: float) -> None:
         """Take no more calls; let those in flight end for up to `drain_timeout` seconds, then
@@ -136,6 +149,8 @@ class Consumer:
             )
         for task in unfinished:
             await cancel_and_wait(task)
+        if self._renewals is not None:
+            await cancel_and_wait(self._renewals)
 
     def statistics(self) -> ConsumerStatistics:
         return ConsumerStatistics(
@@ -165,11 +180,9 @@ class Consumer:
                         continue
                     if hint is None:
                         hint = asyncio.create_task(self._queue.wait_for_calls(_POLL))
-                    woken = asyncio.create_task(self._wakeup.wait())
-                    try:
-                        await asyncio.wait({hint, woken}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        woken.cancel()
+                        hint.add_done_callback(lambda _: self._wakeup.set())
+                    # Woken by the hint, a freed slot or stop(): one Event, no task per look.
+                    await self._wakeup.wait()
                     self._backend_back()
                     failures = 0
                 except QueueUnavailable as exc:
@@ -191,9 +204,12 @@ class Consumer:
         how many functions are deployed.)"""
         took = False
         for ref, policy in list(self._policies().items()):
-            if self._stopping:
+            if self._stopping or len(self._held) >= self._max_held:
                 break
-            free = policy.limits.concurrency - self._in_flight.get(ref, 0)
+            free = min(
+                policy.limits.concurrency - self._in_flight.get(ref, 0),
+                self._max_held - len(self._held),
+            )
             if free <= 0 or ref in self._drained:
                 continue
             deliveries = await self._queue.take(self.name, ref, free)
@@ -207,20 +223,20 @@ class Consumer:
     def _launch(self, delivery: Delivery, policy: QueuePolicy) -> None:
         ref = delivery.call.function
         self._in_flight[ref] = self._in_flight.get(ref, 0) + 1
+        self._held[delivery.id] = (delivery, asyncio.get_running_loop().time())
         task = asyncio.create_task(
             self._deliver(delivery, policy),
             name=f"call {delivery.call.call_id} of {ref} (attempt {delivery.attempt})",
         )
         self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
-        def done(task: asyncio.Task[None]) -> None:
-            self._deliveries.discard(task)
-            self._in_flight[ref] -= 1
-            if not self._in_flight[ref]:
-                del self._in_flight[ref]
-            self._wakeup.set()
-
-        task.add_done_callback(done)
+    def _invoked(self, ref: str) -> None:
+        """The function's slot is free: its invocation ended (or never started)."""
+        self._in_flight[ref] -= 1
+        if not self._in_flight[ref]:
+            del self._in_flight[ref]
+        self._wakeup.set()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but not past a stop()."""
@@ -250,9 +266,11 @@ class Consumer:
     # --- one delivery ----------------------------------------------------------------------
 
     async def _deliver(self, delivery: Delivery, policy: QueuePolicy) -> None:
-        renewal = asyncio.create_task(self._renew(delivery))
+        invoking = True
         try:
             result = await self._invoker.invoke(delivery.call)
+            invoking = False
+            self._invoked(delivery.call.function)
             await self._settle(delivery, policy, result)
         except QueueUnavailable as exc:
             logger.warning(
@@ -268,7 +286,11 @@ class Consumer:
                 delivery.call.function,
             )
         finally:
-            await cancel_and_wait(renewal)
+            if invoking:
+                self._invoked(delivery.call.function)
+            # (pop: a call this consumer took again, its own lease having run out, has one id.)
+            self._held.pop(delivery.id, None)
+            self._wakeup.set()
 
     async def _settle(self, delivery: Delivery, policy: QueuePolicy, result: CallResult) -> None:
         retry, attempt, status = policy.retry, delivery.attempt, result.status
@@ -288,15 +310,26 @@ class Consumer:
             await self._queue.ack(delivery)
             self._completed += 1
 
-    async def _renew(self, delivery: Delivery) -> None:
-        """Keep the lease while the call is worked on (a long invocation, a slow callback)."""
+    async def _renew(self) -> None:
+        """Keep the leases of the calls held (a long invocation, a slow callback): every third
+        of the lease, each call renewed more than a sixth of it ago is renewed. So a lease is
+        at most half spent when it is renewed, and a call that ends within a few seconds, as
+        most do, is never renewed at all."""
+        loop = asyncio.get_running_loop()
+        period = self._lease / 3
         while True:
-            await asyncio.sleep(self._lease / 3)
-            try:
-                await self._queue.extend(delivery)
-            except QueueUnavailable as exc:
-                # If it stays down past the lease, the call is delivered again: at least once.
-                logger.debug("call %s: lease not renewed: %s", delivery.call.call_id, exc)
+            await asyncio.sleep(period)
+            due = loop.time() - period / 2
+            for delivery in [d for d, renewed in self._held.values() if renewed <= due]:
+                try:
+                    await self._queue.extend(delivery)
+                except QueueUnavailable as exc:
+                    # If it stays down past the lease, the call is delivered again: at least
+                    # once.
+                    logger.debug("call %s: lease not renewed: %s", delivery.call.call_id, exc)
+                    continue
+                if delivery.id in self._held:  # (not settled meanwhile)
+                    self._held[delivery.id] = (delivery, loop.time())
 
 
 async def cancel_and_wait(task: asyncio.Task[None]) -> None:

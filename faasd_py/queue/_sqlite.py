@@ -15,7 +15,8 @@ Tables:
 - retries: per function, how many retries were scheduled (a counter, for statistics).
 
 Why each operation is atomic: every change is one statement, or a few in one write transaction
-(BEGIN IMMEDIATE: no other connection writes between its reads and its writes). enqueue counts
+(BEGIN IMMEDIATE: no other connection writes between its reads and its writes; the operations
+of every call share their round's transaction, see below). enqueue counts
 the function's calls and inserts in one; take leases the due calls in one UPDATE; ack, extend,
 retry and dead_letter act only on a row whose `lease` is still the delivery's (so a consumer
 whose lease ran out, and whose call another took, changes nothing), retry moving the row and
@@ -23,14 +24,12 @@ counting the retry in one transaction, dead_letter moving it to dead_letters in 
 and purge move or drop rows in one. A commit is in the WAL before the call returns
 (faasd_py.sqlite_thread): it survives a kill of `up`.
 
-wait_for_calls: an enqueue, retry or replay through any queue of the file in this process
-wakes the waiters of all; otherwise a waiter sleeps until the earliest time still ahead at which
-a call becomes due (a retry's wait, a lease that runs out), or `at_most`.
-
-The embedded queue has one user, the `up` process: calls leased by queues no longer open
-(a previous `up`, killed; or a queue of this process that was closed) are due again at once
-when a queue opens the file, rather than after their lease. Times are wall-clock seconds
-(time.time()): the file outlives the process.
+Where each operation runs: those of every call (enqueue, take, extend, ack, retry, dead_letter,
+the next due time) are a lookup in an index and a row or two written, and run in place on the
+event loop (faasd_py.sqlite_thread.SqliteOnLoop: a hand-off to a thread cost more than each of
+them, in CPU and above all in latency), those of one round of the loop in one transaction;
+those that scan or move many rows (statistics, dead_letters, replay, purge, the recount at
+opening) run on the file's thread.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ from faasd_py.queue._base import (
     QueueStatistics,
     QueueUnavailable,
 )
-from faasd_py.sqlite_thread import SqliteThread, immediate
+from faasd_py.sqlite_thread import SqliteOnLoop, SqliteThread, immediate
 
 __all__ = ["SqliteCallQueue"]
 
@@ -131,13 +130,15 @@ class SqliteCallQueue:
         self._token = secrets.token_hex(8)  # `holder` of the calls this queue leases
         self._key = path.resolve()
         self._woken = asyncio.Event()  # set by every enqueue, retry and replay of the file
-        self._file = SqliteThread(
-            path,
-            timeout=timeout,
-            schema=_SCHEMA,
-            unavailable=QueueUnavailable,
-            thread_name="faasd-queue",
-            setup=self._release_abandoned,
+        self._file = SqliteOnLoop(
+            SqliteThread(
+                path,
+                timeout=timeout,
+                schema=_SCHEMA,
+                unavailable=QueueUnavailable,
+                thread_name="faasd-queue",
+                setup=self._release_abandoned,
+            )
         )
         with _open_lock:
             _open.setdefault(self._key, weakref.WeakSet()).add(self)
@@ -168,7 +169,12 @@ class SqliteCallQueue:
             )
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A short operation: in place, on the loop."""
         return await self._file.run(fn)
+
+    async def _run_long(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A scan or a bulk move: on the file's thread."""
+        return await self._file.run_on_thread(fn)
 
     def _wake(self) -> None:
         for queue in _queues(self._key):
@@ -178,17 +184,16 @@ class SqliteCallQueue:
         data = call.encode()
 
         def insert(db: sqlite3.Connection) -> bool:
-            with immediate(db):
-                row = db.execute(
-                    "SELECT calls FROM depths WHERE function = ?", (call.function,)
-                ).fetchone()
-                if row is not None and row[0] >= max_depth:
-                    return False
-                db.execute(
-                    "INSERT INTO calls (function, call, attempt, due, enqueued_at) "
-                    "VALUES (?, ?, 1, ?, ?)",
-                    (call.function, data, time.time(), call.enqueued_at),
-                )
+            row = db.execute(
+                "SELECT calls FROM depths WHERE function = ?", (call.function,)
+            ).fetchone()
+            if row is not None and row[0] >= max_depth:
+                return False
+            db.execute(
+                "INSERT INTO calls (function, call, attempt, due, enqueued_at) "
+                "VALUES (?, ?, 1, ?, ?)",
+                (call.function, data, time.time(), call.enqueued_at),
+            )
             return True
 
         if not await self._run(insert):
@@ -254,18 +259,17 @@ class SqliteCallQueue:
         row_id, lease = _handle(delivery)
 
         def put_back(db: sqlite3.Connection) -> None:
-            with immediate(db):
-                row = db.execute(
-                    f"UPDATE calls SET attempt = attempt + 1, {_RELEASE} "
-                    "WHERE id = ? AND lease = ? RETURNING function",
-                    (time.time() + wait, row_id, lease),
-                ).fetchone()
-                if row is not None:
-                    db.execute(
-                        "INSERT INTO retries (function, count) VALUES (?, 1) "
-                        "ON CONFLICT(function) DO UPDATE SET count = count + 1",
-                        (row[0],),
-                    )
+            row = db.execute(
+                f"UPDATE calls SET attempt = attempt + 1, {_RELEASE} "
+                "WHERE id = ? AND lease = ? RETURNING function",
+                (time.time() + wait, row_id, lease),
+            ).fetchone()
+            if row is not None:
+                db.execute(
+                    "INSERT INTO retries (function, count) VALUES (?, 1) "
+                    "ON CONFLICT(function) DO UPDATE SET count = count + 1",
+                    (row[0],),
+                )
 
         await self._run(put_back)
         self._wake()  # waiters learn the new due time
@@ -274,25 +278,23 @@ class SqliteCallQueue:
         row_id, lease = _handle(delivery)
 
         def move(db: sqlite3.Connection) -> None:
-            with immediate(db):
-                row = db.execute(
-                    "DELETE FROM calls WHERE id = ? AND lease = ? "
-                    "RETURNING function, call, attempt",
-                    (row_id, lease),
-                ).fetchone()
-                if row is not None:
-                    db.execute(
-                        "INSERT INTO dead_letters (function, call, attempts, reason, failed_at) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        (*row, reason, time.time()),
-                    )
+            row = db.execute(
+                "DELETE FROM calls WHERE id = ? AND lease = ? RETURNING function, call, attempt",
+                (row_id, lease),
+            ).fetchone()
+            if row is not None:
+                db.execute(
+                    "INSERT INTO dead_letters (function, call, attempts, reason, failed_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*row, reason, time.time()),
+                )
 
         await self._run(move)
 
     async def dead_letters(self, function: str | None = None, limit: int = 100) -> list[DeadLetter]:
         where = "" if function is None else "WHERE function = ?"
         args = () if function is None else (function,)
-        rows = await self._run(
+        rows = await self._run_long(
             lambda db: db.execute(
                 f"SELECT id, call, attempts, reason, failed_at FROM dead_letters {where} "
                 "ORDER BY id LIMIT ?",
@@ -328,7 +330,7 @@ class SqliteCallQueue:
                 )
                 return db.execute(f"DELETE FROM dead_letters WHERE {where}", args).rowcount
 
-        replayed = await self._run(move)
+        replayed = await self._run_long(move)
         if replayed:
             self._wake()
         return replayed
@@ -353,7 +355,7 @@ class SqliteCallQueue:
             ).fetchall()
             return now, rows
 
-        now, rows = await self._run(read)
+        now, rows = await self._run_long(read)
         return {
             function: QueueStatistics(
                 function,
@@ -376,7 +378,7 @@ class SqliteCallQueue:
                 db.execute("DELETE FROM retries WHERE function = ?", (function,))
             return int(calls + dead)
 
-        return await self._run(drop)
+        return await self._run_long(drop)
 
     async def close(self) -> None:
         with _open_lock:

@@ -24,6 +24,7 @@ from faasd_py.protocol import Request, Result
 from faasd_py.queue import (
     ANNOTATION_ATTEMPTS,
     ANNOTATION_CONCURRENCY,
+    MAX_HELD,
     CallbackSender,
     CallQueue,
     CallResult,
@@ -171,10 +172,11 @@ async def consuming(
     policies: Mapping[str, QueuePolicy] | Callable[[], Mapping[str, QueuePolicy]],
     callbacks: CallbackSender | None = None,
     lease: float = 60.0,
+    max_held: int = MAX_HELD,
 ) -> AsyncIterator[Consumer]:
     sender = callbacks or fast_callbacks()
     read = policies if callable(policies) else lambda: policies
-    consumer = Consumer(queue, invoker, read, sender, lease=lease)
+    consumer = Consumer(queue, invoker, read, sender, lease=lease, max_held=max_held)
     consumer.start()
     try:
         yield consumer
@@ -385,6 +387,99 @@ async def test_no_more_than_the_concurrency_of_a_function_run_at_once(
         await eventually(lambda: consumer.statistics().completed == 24)
     assert invoker.most == {"a": 3, "b": 1}
     assert len(invoker.attempts) == 24 and set(invoker.attempts.values()) == {1}
+
+
+class HeldReceiver(Receiver):
+    """A callback receiver that answers nothing until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting = 0  # callbacks POSTed and not yet answered
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.waiting += 1
+        try:
+            await self.release.wait()
+            return await super().handle(request)
+        finally:
+            self.waiting -= 1
+
+
+@asynccontextmanager
+async def receiving_held() -> AsyncIterator[tuple[HeldReceiver, str]]:
+    receiver = HeldReceiver()
+    try:
+        async with aiohttp_server(receiver.handle) as url:
+            yield receiver, url + "/done"
+    finally:
+        receiver.release.set()
+
+
+async def test_a_slot_is_free_again_while_its_calls_callback_is_posted(
+    make_queue: QueueFactory,
+) -> None:
+    """The concurrency bounds invocations (instances), not callbacks: with a concurrency of 1
+    and the first call's callback not yet answered, the second call runs."""
+    queue = make_queue()
+    invoker = Scripted(lambda c, n: answer(200))
+    async with (
+        receiving_held() as (receiver, url),
+        consuming(queue, invoker, {"fn": fast_policy(concurrency=1)}) as consumer,
+    ):
+        for n in range(3):
+            await queue.enqueue(call("fn", n, callback=url), 100)
+        await eventually(lambda: len(invoker.attempts) == 3 and receiver.waiting == 3)
+        assert consumer.statistics().completed == 0  # none settled: their callbacks wait
+        assert invoker.most == {"fn": 1}
+        receiver.release.set()
+        await eventually(lambda: consumer.statistics().completed == 3)
+    assert consumer.statistics().callbacks.delivered == 3
+    assert await empty(queue)
+
+
+async def test_the_calls_a_consumer_holds_are_bounded_while_callbacks_wait(
+    make_queue: QueueFactory,
+) -> None:
+    queue = make_queue()
+    invoker = Scripted(lambda c, n: answer(200))
+    policies = {"fn": fast_policy(concurrency=10)}
+    async with (
+        receiving_held() as (receiver, url),
+        consuming(queue, invoker, policies, max_held=3) as consumer,
+    ):
+        for n in range(10):
+            await queue.enqueue(call("fn", n, callback=url), 100)
+        await eventually(lambda: receiver.waiting == 3)
+        await asyncio.sleep(0.3)  # a few rounds of the loop: no more is taken
+        assert len(invoker.attempts) == 3
+        assert (await queue.statistics())["fn"].in_flight == 3
+        receiver.release.set()
+        await eventually(lambda: consumer.statistics().completed == 10)
+    assert set(invoker.attempts.values()) == {1}
+    assert await empty(queue)
+
+
+async def test_a_call_whose_callback_outlasts_its_lease_is_not_delivered_again(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leases are renewed while a callback is POSTed, not only while the function runs."""
+    lease = 1.2
+    queue = make_queue(lease=lease)
+    attempts = seen_attempts(queue, monkeypatch)
+    invoker = Scripted(lambda c, n: answer(200))
+    async with (
+        receiving_held() as (receiver, url),
+        consuming(queue, invoker, {"fn": fast_policy()}, lease=lease) as consumer,
+    ):
+        await queue.enqueue(call("fn", 1, callback=url), 100)
+        await eventually(lambda: receiver.waiting == 1)
+        await asyncio.sleep(lease * 2.5)
+        receiver.release.set()
+        await eventually(lambda: consumer.statistics().completed == 1)
+    assert attempts == [1]
+    assert invoker.attempts == {"call-fn-1": 1}
+    assert await empty(queue)
 
 
 async def test_a_freed_slot_does_not_ask_the_queue_about_functions_without_calls(
