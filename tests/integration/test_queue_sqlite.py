@@ -218,3 +218,91 @@ async def test_the_depth_limit_holds_across_a_reopen_and_every_way_out(tmp_path:
         await queue.enqueue(call(0, function="other"), max_depth=1)
     finally:
         await queue.close()
+
+
+# --- in place on the loop, one transaction per round -------------------------------------------
+
+
+async def test_enqueues_of_one_round_share_a_commit_and_the_depth_limit_still_holds(
+    make_queue: QueueFactory,
+) -> None:
+    """Fifty enqueues at once run in one round's transaction: the depth check of each sees
+    the calls the others of its round inserted before it."""
+    queue = make_queue()
+    outcomes = await asyncio.gather(
+        *(queue.enqueue(call(n), max_depth=20) for n in range(50)), return_exceptions=True
+    )
+    assert outcomes[:20] == [None] * 20
+    assert all(isinstance(o, QueueFull) for o in outcomes[20:])
+    assert (await queue.statistics())["fn"].depth == 20
+    taken = await queue.take("c", "fn", 50)
+    assert [d.call.call_id for d in taken] == [f"call-{n}" for n in range(20)]
+
+
+async def test_a_lock_held_by_another_connection_is_waited_for_without_blocking_the_loop(
+    tmp_path: Path, make_queue: QueueFactory
+) -> None:
+    queue = make_queue(timeout=HANG)
+    await queue.enqueue(call(1), 10)
+    other = sqlite3.connect(tmp_path / "queue.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer, for a while
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        enqueue = asyncio.create_task(queue.enqueue(call(2), 10))
+        await asyncio.sleep(0.3)
+        assert not enqueue.done()  # waiting for the lock...
+        assert ticks >= 5  # ...while the loop goes on
+        other.execute("COMMIT")
+        await asyncio.wait_for(enqueue, HANG)
+    finally:
+        ticker.cancel()
+        other.close()
+    assert [d.call.call_id for d in await queue.take("c", "fn", 10)] == ["call-1", "call-2"]
+
+
+async def test_a_round_that_fails_fails_each_of_its_operations_and_keeps_none(
+    tmp_path: Path, make_queue: QueueFactory
+) -> None:
+    """A batch commits whole or not at all: an error in one operation of a round (here a
+    statement the file refuses) fails all of them, and none of their writes stays."""
+    queue = make_queue()
+    await queue.enqueue(call(0), 10)
+    file = queue._file
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO no_such_table VALUES (1)")
+
+    outcomes = await asyncio.gather(
+        queue.enqueue(call(1), 10),
+        file.run(broken),
+        queue.enqueue(call(2), 10),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, QueueUnavailable) for o in outcomes), outcomes
+    assert "no such table" in str(outcomes[1])
+    assert (await queue.statistics())["fn"].depth == 1
+    await queue.enqueue(call(3), 10)  # the next round works
+    assert [d.call.call_id for d in await queue.take("c", "fn", 10)] == ["call-0", "call-3"]
+
+
+async def test_a_closed_queue_commits_its_last_round_first(tmp_path: Path) -> None:
+    queue = SqliteCallQueue(tmp_path / "queue.sqlite3", lease=60.0, timeout=5.0)
+    await queue.enqueue(call(0), 100)  # the file is open
+    pending = [asyncio.create_task(queue.enqueue(call(n), 100)) for n in range(1, 10)]
+    await asyncio.sleep(0)  # each enqueue has joined the round's batch, not yet committed
+    assert len(queue._file._pending) == 9
+    await queue.close()
+    assert await asyncio.gather(*pending) == [None] * 9
+    reopened = SqliteCallQueue(tmp_path / "queue.sqlite3", lease=60.0, timeout=5.0)
+    try:
+        assert (await reopened.statistics())["fn"].depth == 10
+    finally:
+        await reopened.close()
