@@ -33,6 +33,11 @@ act only while the delivery is still leased to the consumer that took it (XPENDI
 a consumer whose lease ran out and was taken by another cannot steal it back, end it under the
 other's feet, or retry it a second time; its late ack is a harmless no-op.
 
+Round trips: the operations of every call (enqueue, take, ack, extend, retry, dead_letter) that
+start while the event loop goes round once are sent together, as one pipeline on one connection
+(`_Rounds`): under load one round trip and one reply parse serve many calls. Each is still its
+own script, atomic on its own; they succeed or fail one by one.
+
 Durability: an enqueue that returned was written by Redis; whether it survives a crash of Redis
 itself is Redis's AOF setting (appendonly yes with appendfsync always: every acknowledged
 enqueue survives; everysec: the last second may be lost; no AOF: a restart loses the queue).
@@ -51,7 +56,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from faasd_py.queue._base import (
     DeadLetter,
@@ -337,6 +343,7 @@ class RedisCallQueue:
         self._purge = self._redis.register_script(_PURGE)
         self._statistics = self._redis.register_script(_STATISTICS)
         self._next_due = self._redis.register_script(_NEXT_DUE)
+        self._rounds = _Rounds(self._redis)
         # The doorbell holds a connection of its own (a subscribed connection can do nothing
         # else); subscribed by the first wait_for_calls, and again after a failure.
         self._doorbell: PubSub | None = None
@@ -352,7 +359,9 @@ class RedisCallQueue:
     async def enqueue(self, call: QueuedCall, max_depth: int) -> None:
         calls, delayed, _, _ = _keys(call.function)
         args: list[bytes | str | int] = [_GROUP, call.encode(), max_depth, call.function, _DOORBELL]
-        stored = await self._call(self._enqueue(keys=[calls, delayed, _FUNCTIONS], args=args))
+        stored = await self._call(
+            self._rounds.run(self._enqueue, [calls, delayed, _FUNCTIONS], args)
+        )
         if not stored:
             raise QueueFull(call.function, max_depth)
 
@@ -361,7 +370,7 @@ class RedisCallQueue:
             return []
         calls, delayed, _, _ = _keys(function)
         args: list[str | int] = [_GROUP, consumer, count, self._lease_ms]
-        entries: list[Any] = await self._call(self._take(keys=[calls, delayed], args=args))
+        entries: list[Any] = await self._call(self._rounds.run(self._take, [calls, delayed], args))
         deliveries = []
         for entry_id, flat in entries:
             stream_id = _text(entry_id)
@@ -448,7 +457,7 @@ class RedisCallQueue:
 
     async def _leased(
         self,
-        script: Any,
+        script: AsyncScript,
         delivery: Delivery,
         args: list[str | int],
         keys: list[str] | None = None,
@@ -459,7 +468,7 @@ class RedisCallQueue:
         if not _STREAM_ID.fullmatch(stream_id):
             raise ValueError(f"not a delivery of the Redis queue: {delivery.id!r}")
         keys = keys or [_keys(delivery.call.function)[0]]
-        await self._call(script(keys=keys, args=[_GROUP, consumer, stream_id, *args]))
+        await self._call(self._rounds.run(script, keys, [_GROUP, consumer, stream_id, *args]))
 
     # --- dead letters --------------------------------------------------------------------------
 
@@ -541,6 +550,7 @@ class RedisCallQueue:
         return int(await self._call(self._purge(keys=keys, args=[function])))
 
     async def close(self) -> None:
+        await self._rounds.wait()
         await self._hang_up()
         await self._redis.aclose()
 
@@ -563,6 +573,75 @@ class RedisCallQueue:
             raise QueueUnavailable(self._name, f"{type(exc).__name__}: {exc}") from exc
         except OSError as exc:
             raise QueueUnavailable(self._name, str(exc)) from exc
+
+
+class _Rounds:
+    """Sends the scripts called while the loop goes round once as one pipeline (no MULTI: each
+    script is atomic by itself), and hands each caller its own reply or error. A script Redis
+    does not know (it restarted, or was flushed) is loaded and its call sent again, once."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._redis = redis
+        self._pending: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def run(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((script, [len(keys), *keys, *args], done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._send)
+        return await done
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.create_task(self._pipeline(batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _pipeline(
+        self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]
+    ) -> None:
+        try:
+            replies = await self._execute(batch)
+            unknown = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+            if unknown:
+                for script in {batch[i][0] for i in unknown}:
+                    await self._redis.script_load(script.script)
+                again = await self._execute([batch[i] for i in unknown])
+                for i, reply in zip(unknown, again, strict=True):
+                    replies[i] = reply
+        except BaseException as exc:  # (the connection failed, or this task was cancelled)
+            for _, _, done in batch:
+                if not done.done():
+                    done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, done), reply in zip(batch, replies, strict=True):
+            if done.done():  # (its caller gave up: timed out, or was cancelled)
+                continue
+            if isinstance(reply, Exception):
+                done.set_exception(reply)
+            else:
+                done.set_result(reply)
+
+    async def _execute(
+        self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]
+    ) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, args, _ in batch:
+                pipe.evalsha(script.sha, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def wait(self) -> None:
+        """Until what was sent has its replies (before the connections close)."""
+        while self._pending or self._sending:
+            if self._pending:
+                await asyncio.sleep(0)  # (the round's send is due at once)
+            else:
+                await asyncio.wait(set(self._sending))
 
 
 def _keys(function: str) -> tuple[str, str, str, str]:

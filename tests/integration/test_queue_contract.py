@@ -118,6 +118,32 @@ async def test_enqueue_beyond_the_depth_is_refused_naming_the_limit(
     await queue.enqueue(call(n=5), max_depth=3)
 
 
+async def test_operations_started_together_each_get_their_own_outcome(
+    make_queue: QueueFactory,
+) -> None:
+    """Both backends send the operations of one round of the loop together (one transaction,
+    or one pipeline): each must still get its own answer, and the depth limit must hold."""
+    queue = make_queue()
+    outcomes = await asyncio.gather(
+        *(queue.enqueue(call(n=n), max_depth=20) for n in range(30)), return_exceptions=True
+    )
+    assert sum(o is None for o in outcomes) == 20
+    assert all(isinstance(o, QueueFull) for o in outcomes if o is not None)
+    taken = await take_all(queue, "fn")
+    assert len(taken) == 20
+    # Acks, a retry and a dead letter of one round, and a take of another function.
+    await queue.enqueue(call("other", 1), 10)
+    _, others, _, _ = await asyncio.gather(
+        asyncio.gather(*(queue.ack(d) for d in taken[:18])),
+        take_all(queue, "other"),
+        queue.retry(taken[18], wait=0),
+        queue.dead_letter(taken[19], "gone"),
+    )
+    assert [d.call.call_id for d in others] == ["call-other-1"]
+    stats = (await queue.statistics())["fn"]
+    assert (stats.depth, stats.in_flight, stats.dead_letters) == (1, 0, 1)
+
+
 async def test_a_retried_call_comes_back_after_its_wait_with_the_next_attempt(
     make_queue: QueueFactory,
 ) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from faasd_py.protocol import Request
 from faasd_py.queue import CallQueue, QueuedCall, QueueUnavailable, open_queue
@@ -208,3 +209,21 @@ async def test_dead_letters_list_oldest_first_across_functions_with_when_they_fa
     assert await queue.replay(ids=["nonsense", "b:1-0", letters[1].id + "x"]) == 0
     assert await queue.replay("b", ids=[letters[1].id]) == 0  # a's letter, not b's
     assert await queue.replay(ids=[letters[1].id]) == 1
+
+
+async def test_scripts_redis_forgot_are_loaded_again(
+    make_queue: QueueFactory, server: RedisServer
+) -> None:
+    """Calls of one round go as one pipeline of EVALSHA: after SCRIPT FLUSH (or a restart),
+    each script is loaded again and its calls sent again, each once."""
+    queue = make_queue()
+    await queue.enqueue(call(n=0), 10)
+    admin = redis.Redis.from_url(server.url)
+    try:
+        admin.script_flush()
+        await asyncio.gather(*(queue.enqueue(call(n=n), 10) for n in range(1, 4)))
+        admin.script_flush()
+        taken = await queue.take("c1", "fn", 10)
+    finally:
+        admin.close()
+    assert sorted(d.call.call_id for d in taken) == [f"call-fn-{n}" for n in range(4)]
