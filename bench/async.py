@@ -13,7 +13,7 @@ What it does, all in one run:
 2. builds the warm benchmark's one-function stack (`hello`, python3-http) and starts one
    `faasd-py up --deploy` per queue (embedded SQLite in its data dir, or that Redis), each on a
    free port with a data dir of its own, and waits until hello answers;
-3. starts a callback receiver (aiohttp, a free port) in this process;
+3. starts a callback receiver (a lean HTTP/1.1 server, bench/_async_load.py) in this process;
 4. per run, per queue (the order alternates between runs, so that drift on the machine hits
    both alike), the phases of bench/_async_report.py: sync closed loop, async closed loop
    (callbacks per second), enqueue closed loop then its backlog's drain, and open loops at
@@ -402,9 +402,9 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def notes_of(args: argparse.Namespace, channel: str | None) -> list[str]:
     notes = [
-        "The client (faasd_py.loadgen's HTTP client on uvloop) and the callback receiver "
-        "(aiohttp, same event loop) run in the benchmark's process, on the same 2 cores as "
-        "`up`, its instances and redis-server.",
+        "The client (faasd_py.http1, the load generator's lean HTTP client, on uvloop) and the "
+        "callback receiver (a lean asyncio HTTP/1.1 server, same event loop) run in the "
+        "benchmark's process, on the same 2 cores as `up`, its instances and redis-server.",
         "hello: python3-http, the function's default settings (up to 5 instances, "
         "max_inflight 1); `up` with the default channel"
         + (f" ({channel})" if channel else "")
