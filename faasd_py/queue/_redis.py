@@ -33,10 +33,10 @@ act only while the delivery is still leased to the consumer that took it (XPENDI
 a consumer whose lease ran out and was taken by another cannot steal it back, end it under the
 other's feet, or retry it a second time; its late ack is a harmless no-op.
 
-Round trips: the operations of every call (enqueue, take, ack, extend, retry, dead_letter) that
-start while the event loop goes round once are sent together, as one pipeline on one connection
-(`_Rounds`): under load one round trip and one reply parse serve many calls. Each is still its
-own script, atomic on its own; they succeed or fail one by one.
+Round trips: the operations of every call (enqueue, take, ack, extend, retry, dead_letter) are
+sent together, as one pipeline on one connection, those of a round of the event loop or those
+that came while the last pipeline was out (`_Rounds`): under load one round trip serves many.
+Each is still its own script, atomic on its own; they succeed or fail one by one.
 
 Durability: an enqueue that returned was written by Redis; whether it survives a crash of Redis
 itself is Redis's AOF setting (appendonly yes with appendfsync always: every acknowledged
@@ -577,8 +577,12 @@ class RedisCallQueue:
 
 class _Rounds:
     """Sends the scripts called while the loop goes round once as one pipeline (no MULTI: each
-    script is atomic by itself), and hands each caller its own reply or error. A script Redis
-    does not know (it restarted, or was flushed) is loaded and its call sent again, once."""
+    script is atomic by itself), and hands each caller its own reply or error. One pipeline is
+    out at a time: the calls made meanwhile go together in the next, when its replies came.
+    (Measured against a pipeline per round, several out at once, on the async benchmark with
+    Redis: about 20% more calls/s and a lower enqueue p99; fewer, larger round trips wake
+    redis-server less often on a busy machine.) A script Redis does not know (it restarted,
+    or was flushed) is loaded and its call sent again, once."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self._redis = redis
@@ -589,15 +593,21 @@ class _Rounds:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         self._pending.append((script, [len(keys), *keys, *args], done))
-        if len(self._pending) == 1:
+        if len(self._pending) == 1 and not self._sending:
             loop.call_soon(self._send)
         return await done
 
     def _send(self) -> None:
+        if not self._pending or self._sending:
+            return
         batch, self._pending = self._pending, []
         task = asyncio.create_task(self._pipeline(batch))
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._send()  # what came meanwhile
 
     async def _pipeline(
         self, batch: list[tuple[AsyncScript, list[Any], asyncio.Future[Any]]]
