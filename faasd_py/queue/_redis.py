@@ -6,7 +6,8 @@ function's keys can spell another's, nor the two global ones):
 
     faasd:queue:functions          set of function refs      the functions statistics() and
                                                              the all-functions operations visit
-    faasd:queue:doorbell           pub/sub channel           rung by enqueue, retry and replay
+    faasd:queue:doorbell           pub/sub channel           rung by retry, replay, and an
+                                                             enqueue when no call waited
     faasd:queue:fn:<ref>:calls     stream {c: call, a: n}    calls waiting or in flight (XLEN),
                                    + consumer group          attempt n; the group's pending
                                      "consumers"             entries list (PEL) is the leases
@@ -118,11 +119,15 @@ end
 _ENQUEUE = (
     _LIB
     + """
-local depth = redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-if depth >= tonumber(ARGV[3]) then return 0 end
+local length = redis.call('XLEN', KEYS[1])
+if length + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
+-- Ring only when no call of the function was waiting (all of the stream leased): a consumer
+-- that asked for more than there was sleeps until a ring, and one already waiting rang it.
+local leased = 0
+if length > 0 then leased = redis.call('XPENDING', KEYS[1], ARGV[1])[1] end
 add_call(KEYS[1], ARGV[1], ARGV[2], 1)
 redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[4])
+if length - leased == 0 then redis.call('PUBLISH', ARGV[5], ARGV[4]) end
 return 1
 """
 )

@@ -227,3 +227,33 @@ async def test_scripts_redis_forgot_are_loaded_again(
     finally:
         admin.close()
     assert sorted(d.call.call_id for d in taken) == [f"call-fn-{n}" for n in range(4)]
+
+
+async def test_an_enqueue_rings_the_doorbell_only_when_no_call_was_waiting(
+    make_queue: QueueFactory, server: RedisServer
+) -> None:
+    """Consumers sleep until a ring only after a take found fewer calls than it asked for:
+    once a call waits, the next enqueues need not ring (each ring is a message every waiting
+    consumer reads)."""
+    queue = make_queue()
+    listener = redis.Redis.from_url(server.url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("faasd:queue:doorbell")
+
+    def rings() -> int:
+        """The rings that came within half a second (None also for a subscription's reply)."""
+        deadline, count = time.monotonic() + 0.5, 0
+        while (left := deadline - time.monotonic()) > 0:
+            count += listener.get_message(timeout=left) is not None
+        return count
+
+    try:
+        for n in range(3):
+            await queue.enqueue(call(n=n), 10)
+        assert rings() == 1
+        taken = await queue.take("c1", "fn", 10)
+        assert len(taken) == 3
+        await queue.enqueue(call(n=3), 10)  # all leased, none waiting: it rings
+        await queue.enqueue(call(n=4), 10)
+        assert rings() == 1
+    finally:
+        listener.close()
