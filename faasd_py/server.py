@@ -28,6 +28,7 @@ from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
 from faasd_py.gateway._keys import METRICS, AsyncCalls
 from faasd_py.gateway._metrics import GatewayMetrics, QueueSnapshot
+from faasd_py.heap import settle_heap
 from faasd_py.modes import private_dir
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
@@ -151,6 +152,7 @@ async def serve(
         _banner(console, platform)
         for stack in deploy:
             await _deploy_stack(stack, platform, console)
+        settle_heap()
         await stop_requested.wait()
         console.print("[bold]shutting down[/]: finishing in-flight invocations")
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
+from faasd_py.heap import settle_heap
 from faasd_py.queue._base import (
     DEFAULT_LEASE,
     DEFAULT_QUEUE_TIMEOUT,
@@ -64,6 +65,7 @@ async def serve_queue_worker(
     consumer = Consumer(queue, invoker, functions.policies, callbacks, name=name, lease=lease)
     watcher = asyncio.create_task(functions.watch(refresh), name="queue-worker functions")
     try:
+        settle_heap()
         consumer.start()
         logger.info(
             "queue-worker %s consuming %s through the gateway at %s",
