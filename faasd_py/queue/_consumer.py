@@ -289,8 +289,10 @@ class Consumer:
             if invoking:
                 self._invoked(delivery.call.function)
             # (pop: a call this consumer took again, its own lease having run out, has one id.)
-            self._held.pop(delivery.id, None)
-            self._wakeup.set()
+            if self._held.pop(delivery.id, None) is not None and (
+                len(self._held) == self._max_held - 1
+            ):
+                self._wakeup.set()  # it was holding all it may: it may take again
 
     async def _settle(self, delivery: Delivery, policy: QueuePolicy, result: CallResult) -> None:
         retry, attempt, status = policy.retry, delivery.attempt, result.status
