@@ -326,9 +326,18 @@ class Consumer:
                 try:
                     await self._queue.extend(delivery)
                 except QueueUnavailable as exc:
-                    # If it stays down past the lease, the call is delivered again: at least
-                    # once.
-                    logger.debug("call %s: lease not renewed: %s", delivery.call.call_id, exc)
+                    # Down: every call waits for the next tick rather than each for its own
+                    # timeout. If it stays down past the lease, the call is delivered again:
+                    # at least once.
+                    logger.debug("consumer %s: leases not renewed: %s", self.name, exc.message)
+                    break
+                except Exception:
+                    # A bug must not end the renewals of every call this consumer holds.
+                    logger.exception(
+                        "consumer %s: renewing the lease of call %s failed",
+                        self.name,
+                        delivery.call.call_id,
+                    )
                     continue
                 if delivery.id in self._held:  # (not settled meanwhile)
                     self._held[delivery.id] = (delivery, loop.time())

@@ -482,6 +482,35 @@ async def test_a_call_whose_callback_outlasts_its_lease_is_not_delivered_again(
     assert await empty(queue)
 
 
+async def test_a_lease_that_fails_to_renew_does_not_stop_the_others(
+    make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One timer renews every lease the consumer holds: a renewal that raises (a bug) must
+    not end the renewals of the other calls."""
+    lease = 1.2
+    queue = make_queue(lease=lease)
+    extend = queue.extend
+
+    async def broken_for_one(delivery: Delivery) -> None:
+        if delivery.call.call_id == "call-fn-1":
+            raise RuntimeError("a bug in renewing")
+        await extend(delivery)
+
+    monkeypatch.setattr(queue, "extend", broken_for_one)
+    held = Scripted(lambda c, n: answer(200), hold=asyncio.Event())
+    # A concurrency of 2: the consumer cannot take the expired call again itself.
+    async with consuming(queue, held, {"fn": fast_policy(concurrency=2)}, lease=lease):
+        for n in (1, 2):
+            await queue.enqueue(call("fn", n), 100)
+        await eventually(lambda: len(held.attempts) == 2)
+        await asyncio.sleep(lease * 2.5)
+        # Only the call whose renewal failed has run out its lease.
+        expired = await queue.take("another", "fn", 10)
+        assert [d.call.call_id for d in expired] == ["call-fn-1"]
+        assert held.hold is not None
+        held.hold.set()
+
+
 async def test_a_freed_slot_does_not_ask_the_queue_about_functions_without_calls(
     make_queue: QueueFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
