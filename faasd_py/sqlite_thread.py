@@ -22,6 +22,7 @@ pages: the price of not paying a thread hand-off per statement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -132,9 +133,9 @@ class SqliteThread:
 
 class SqliteOnLoop:
     """A file whose short operations run in place, on the event loop (`run`), and whose long
-    ones run on `thread` (`run_on_thread`), which it closes. The first call
-    of either kind opens the file on the thread first (schema, `setup`: a scan at start is no
-    work for the loop). Every `checkpoint_every` commits in place, the thread copies the WAL
+    ones run on `thread` (`run_on_thread`), which it closes. The first call of either kind
+    opens the file on the thread first (schema, `setup`: a scan at start is no work for the
+    loop). Every `checkpoint_every` commits in place, the thread copies the WAL
     back into the file and empties it (`_checkpoint_wal`). Meant for one event loop.
 
     Group commit: the operations `run` is given while the loop goes round once (the requests
@@ -201,7 +202,9 @@ class SqliteOnLoop:
             db.execute("COMMIT")
         except Exception as exc:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                # (A rollback that fails too must not leave the batch's callers waiting.)
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             self._fail(batch, exc)
             return
         for (_, done), result in zip(batch, results, strict=True):

@@ -326,4 +326,6 @@ async def test_the_wal_stays_small_while_calls_keep_coming(tmp_path: Path) -> No
         assert (await queue.statistics()).get("fn") is None
     finally:
         await queue.close()
-    assert largest < 4 * 1024 * 1024, f"the WAL grew to {largest:,} bytes"
+    # Without checkpoints that let it start again it grows past 60 MB here; with them, about
+    # 1-7 MB (more on a busy machine, where checkpoints take longer): the bound has room.
+    assert largest < 24 * 1024 * 1024, f"the WAL grew to {largest:,} bytes"
