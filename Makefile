@@ -33,8 +33,9 @@ install: $(STAMP)
 
 # In CI the real path must be proven: a compiler and Python's headers are installed if missing
 # (Debian's packages), redis-server, which the storage tests start on ports of their own, and
-# iproute2, whose `ip` the net channel's tests read the host's links with, and nftables, whose
-# rules keep net-channel functions off the host's services. Elsewhere a missing
+# iproute2, whose `ip` the net channel's tests read the host's links with, nftables, whose
+# rules keep net-channel functions off the host's services, and openssl, which makes the
+# certificate of the callback tests' TLS receiver. Elsewhere a missing
 # compiler only means the Python fallback.
 native-deps:
 	@if [ -n "$(IN_CI)" ] && command -v apt-get >/dev/null; then \
@@ -43,6 +44,7 @@ native-deps:
 		command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 		command -v ip >/dev/null || missing="$$missing iproute2"; \
 		command -v nft >/dev/null || missing="$$missing nftables"; \
+		command -v openssl >/dev/null || missing="$$missing openssl"; \
 		$(PYTHON) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 			|| missing="$$missing python3-dev"; \
 		if [ -n "$$missing" ]; then \
