@@ -15,7 +15,8 @@ also serves the gateway and runs the consumer, where aiohttp's client cost 80-20
 callback and this one 35-100 us (a process's CPU, kernel included, POSTing one callback at a
 time or 16 at once to a receiver in another process). Each receiver (scheme, host and port)
 has a Pool of keep-alive connections, at most MAX_ORIGINS of them kept; a Pool opens a
-connection per callback in flight, without a limit, which the consumer's concurrency bounds."""
+connection per callback in flight, without a limit of its own: the consumer's bound on the calls
+it holds (queue._consumer.MAX_HELD) bounds them."""
 
 from __future__ import annotations
 
