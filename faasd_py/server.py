@@ -25,6 +25,7 @@ from faasd_py.cache import CacheManager, CacheSettings, StorageLimits, WorkerSto
 from faasd_py.config import Config, live_policy
 from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
+from faasd_py.gateway._backend import LocalWorker
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
 from faasd_py.gateway._keys import METRICS, AsyncCalls
 from faasd_py.gateway._metrics import GatewayMetrics, QueueSnapshot
@@ -88,7 +89,7 @@ async def start(config: Config, console: Console | None = None) -> Platform:
             queue, invoker, worker.queue_policies, callbacks, lease=config.queue_lease
         )
     async_calls = AsyncCalls(queue, worker.queue_policy, _running(consumer))
-    app = make_app(config, registry, worker, credentials, async_calls, metrics)
+    app = make_app(config, registry, LocalWorker(worker), credentials, async_calls, metrics)
     app[METRICS].add_caches(worker.cache_statistics)
     app[METRICS].add_storage(worker.storage_statistics)
     app[METRICS].add_apps(worker.app_statistics)

@@ -51,5 +51,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_page(request: web.Request) -> web.Response:
+    await request.app[WORKER].refresh()
     await request.app[METRICS].refresh()
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})

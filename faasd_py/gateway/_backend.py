@@ -1,41 +1,66 @@
-"""The narrow interface through which the gateway drives workers (an in-process `Worker` for
-`faasd-py up`; remote workers later)."""
+"""The narrow interface through which the gateway drives workers: `LocalWorker` wraps the
+in-process `Worker` of `faasd-py up`; faasd_py.cluster's backend drives remote workers.
+
+Control calls are coroutines because a remote worker answers over the network; the figures
+(`statistics` and the like) are read synchronously from what the backend holds, which a remote
+backend brings up to date in `refresh` (the gateway awaits it before it reads them)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from faasd_py.protocol import Request
-from faasd_py.spec import FunctionSpec
-from faasd_py.worker import LifecycleStatistics, LogBuffer, Outcome, PoolStatistics
+from faasd_py.spec import DEFAULT_NAMESPACE, FunctionSpec
+from faasd_py.worker import (
+    LifecycleStatistics,
+    LogEntry,
+    Outcome,
+    PoolStatistics,
+    Worker,
+)
+
+
+class FunctionLogs(Protocol):
+    """One function's recent output, and what it prints from now on."""
+
+    async def recent(
+        self, tail: int | None = None, since: float | None = None, instance: str | None = None
+    ) -> list[LogEntry]: ...
+
+    def follow(self) -> AsyncIterator[LogEntry]:
+        """New entries from this call on (registered before it returns: nothing printed
+        between `recent` and the first entry is lost)."""
+        ...
 
 
 class FunctionWorker(Protocol):
     @property
     def isolation(self) -> str:
-        """How instances run: "sandbox" or "process"."""
+        """How instances run: "sandbox" or "process" (in a cluster: "cluster")."""
         ...
 
-    def check_deployable(self, spec: FunctionSpec) -> object:
-        """Raise BadRequest when the spec's image cannot run here (not built)."""
+    async def check_deployable(self, spec: FunctionSpec) -> None:
+        """Raise BadRequest when the spec's image cannot run (not built, or not pushed)."""
         ...
 
-    def apply(self, spec: FunctionSpec, secrets: Mapping[str, bytes]) -> None: ...
+    async def apply(self, spec: FunctionSpec, secrets: Mapping[str, bytes]) -> None: ...
 
-    def remove(self, name: str) -> None: ...
+    async def remove(self, name: str) -> None: ...
 
-    def scale(self, name: str, replicas: int) -> None: ...
+    async def scale(self, name: str, replicas: int) -> None: ...
 
-    def update_secret(self, name: str, value: bytes, *, namespace: str = ...) -> None:
+    async def update_secret(
+        self, name: str, value: bytes, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> None:
         """The secret's new value, for the running instances of the functions that use it."""
         ...
 
-    async def invoke(
-        self,
-        name: str,
-        request: Request,
-    ) -> Outcome: ...
+    async def invoke(self, name: str, request: Request) -> Outcome: ...
+
+    async def refresh(self) -> None:
+        """Make `statistics` and the like current (a no-op in process)."""
+        ...
 
     def statistics(self, name: str) -> PoolStatistics | None: ...
 
@@ -45,4 +70,57 @@ class FunctionWorker(Protocol):
         """The keep-alive lifecycle of the function's app (None: no policy)."""
         ...
 
-    def logs(self, name: str) -> LogBuffer: ...
+    def logs(self, name: str) -> FunctionLogs:
+        """NotFound when the function does not run here."""
+        ...
+
+
+class LocalWorker:
+    """The in-process worker of `faasd-py up`, as the gateway drives it."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.invoke = worker.invoke  # the hot path: no extra frame per call
+        self.statistics = worker.statistics
+        self.all_statistics = worker.all_statistics
+        self.policy_statistics = worker.policy_statistics
+
+    @property
+    def isolation(self) -> str:
+        return self.worker.isolation
+
+    async def check_deployable(self, spec: FunctionSpec) -> None:
+        self.worker.check_deployable(spec)
+
+    async def apply(self, spec: FunctionSpec, secrets: Mapping[str, bytes]) -> None:
+        self.worker.apply(spec, secrets)
+
+    async def remove(self, name: str) -> None:
+        self.worker.remove(name)
+
+    async def scale(self, name: str, replicas: int) -> None:
+        self.worker.scale(name, replicas)
+
+    async def update_secret(
+        self, name: str, value: bytes, *, namespace: str = DEFAULT_NAMESPACE
+    ) -> None:
+        self.worker.update_secret(name, value, namespace=namespace)
+
+    async def refresh(self) -> None:
+        pass
+
+    def logs(self, name: str) -> FunctionLogs:
+        return _LocalLogs(self.worker, name)
+
+
+class _LocalLogs:
+    def __init__(self, worker: Worker, name: str) -> None:
+        self._buffer = worker.logs(name)  # NotFound now, not at the first read
+
+    async def recent(
+        self, tail: int | None = None, since: float | None = None, instance: str | None = None
+    ) -> list[LogEntry]:
+        return self._buffer.recent(tail, since, instance)
+
+    def follow(self) -> AsyncIterator[LogEntry]:
+        return self._buffer.follow()

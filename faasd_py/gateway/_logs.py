@@ -27,13 +27,13 @@ async def logs(request: web.Request) -> web.StreamResponse:
     follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
     instance = request.query.get("instance") or None  # faas-cli logs --instance
     stored = await stored_function(request, name, requested_namespace(request))
-    buffer = request.app[WORKER].logs(stored.spec.ref)
+    logs = request.app[WORKER].logs(stored.spec.ref)
     line = functools.partial(_line, stored.spec.service, stored.spec.namespace)
 
-    followed = buffer.follow() if follow else None  # subscribe before the snapshot: no gap
+    followed = logs.follow() if follow else None  # subscribe before the snapshot: no gap
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
-    for entry in buffer.recent(tail, since, instance):
+    for entry in await logs.recent(tail, since, instance):
         await response.write(line(entry))
     if followed is not None:
         async for entry in followed:

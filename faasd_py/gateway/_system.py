@@ -67,6 +67,7 @@ def _status(request: web.Request, stored: StoredFunction) -> dict[str, Any]:
 async def list_functions(request: web.Request) -> web.Response:
     namespace = await namespace_of(request)
     stored = await request.app[REGISTRY].list_functions(namespace)
+    await request.app[WORKER].refresh()
     return web.json_response([_status(request, s) for s in stored])
 
 
@@ -84,6 +85,7 @@ async def stored_function(request: web.Request, name: str, namespace: str) -> St
 async def get_function(request: web.Request) -> web.Response:
     name = validate_name(request.match_info["name"], "name")
     stored = await stored_function(request, name, requested_namespace(request))
+    await request.app[WORKER].refresh()
     return web.json_response(_status(request, stored))
 
 
@@ -96,10 +98,10 @@ async def _deploy(request: web.Request, *, must_exist: bool) -> FunctionSpec:
     await require_namespace(registry, spec.namespace)
     if must_exist:
         await stored_function(request, spec.service, spec.namespace)
-    worker.check_deployable(spec)
+    await worker.check_deployable(spec)
     secrets = await fetch_secrets(registry, spec.secrets, spec.namespace)
     await registry.put_function(spec)
-    worker.apply(spec, secrets)
+    await worker.apply(spec, secrets)
     return spec
 
 
@@ -131,7 +133,7 @@ async def delete_function(request: web.Request) -> web.Response:
     await request.app[REGISTRY].delete_function(ref)
     # NotFound: registered but never started here (its package was gone at restore).
     with contextlib.suppress(NotFound):
-        request.app[WORKER].remove(ref)
+        await request.app[WORKER].remove(ref)
     return web.Response(status=200)
 
 
@@ -145,7 +147,7 @@ async def scale_function(request: web.Request) -> web.Response:
     ref = (await stored_function(request, name, requested_namespace(request, body))).spec.ref
     # Remembered with the function, so that a restart brings the same replicas back.
     await request.app[REGISTRY].set_replicas(ref, replicas)
-    request.app[WORKER].scale(ref, replicas)
+    await request.app[WORKER].scale(ref, replicas)
     return web.Response(status=202)
 
 
@@ -189,7 +191,7 @@ async def update_secret(request: web.Request) -> web.Response:
     namespace, name, value = await _secret_body(request)
     if not await request.app[REGISTRY].put_secret(namespace, name, value, create=False):
         raise NotFound(f"secret {name!r} not found in namespace {namespace!r}")
-    request.app[WORKER].update_secret(name, value, namespace=namespace)
+    await request.app[WORKER].update_secret(name, value, namespace=namespace)
     return web.Response(status=200)
 
 

@@ -76,11 +76,16 @@ class Outcome:
     queue_seconds: float
     cold_start_seconds: float
     exec_seconds: float
+    # Time between the gateway and a remote worker, both ways (None: the worker is in process).
+    network_seconds: float | None = None
 
     def server_timing(self, total: float) -> str:
         """The Server-Timing header of the invocation, `total` seconds in all where it ran."""
+        network = (
+            "" if self.network_seconds is None else f"network;dur={self.network_seconds * 1e3:.3f}, "
+        )
         return (
-            f"queue;dur={self.queue_seconds * 1e3:.3f}, "
+            f"{network}queue;dur={self.queue_seconds * 1e3:.3f}, "
             f"cold-start;dur={self.cold_start_seconds * 1e3:.3f}, "
             f"execution;dur={self.exec_seconds * 1e3:.3f}, "
             f"total;dur={total * 1e3:.3f}"
