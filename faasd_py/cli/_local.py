@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import yaml
@@ -38,10 +42,12 @@ from faasd_py.config import (
     live_policy,
 )
 from faasd_py.errors import SpecError
-from faasd_py.packages import PackageStore
+from faasd_py.packages import Package, PackageStore
 from faasd_py.spec import load_stack, parse_yaml, validate_name
 from faasd_py.storage import parse_bandwidth
 from faasd_py.units import parse_duration, parse_size
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_policy(text: str) -> str:
@@ -50,7 +56,6 @@ def _check_policy(text: str) -> str:
     return text.strip()
 
 
-@cli.command()
 @shared_option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @shared_option("--port", "-p", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @data_dir_option
@@ -162,14 +167,6 @@ def _check_policy(text: str) -> str:
     show_default=True,
     type=click.IntRange(min=1),
     help="Connections open at once; one more is answered 503 and closed.",
-)
-@shared_option(
-    "--deploy",
-    "-d",
-    "stacks",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Build and deploy this stack.yml at start (repeatable).",
 )
 @python_option
 @shared_option(
@@ -358,55 +355,45 @@ def _check_policy(text: str) -> str:
 )
 @callback_attempts_option
 @log_level_option
-def up(
-    host: str,
-    port: int,
-    data_dir: Path,
-    max_body: int,
-    max_queue: int,
-    log_bytes: int,
-    log_total_bytes: int,
-    max_scale: int,
-    max_instances: int,
-    memory_budget: int | None,
-    instance_memory: int,
-    zygote_memory: int,
-    scale_down_after: float,
-    start_timeout: float,
-    shutdown_timeout: float,
-    header_timeout: float,
-    idle_timeout: float,
-    max_connections: int,
-    stacks: tuple[Path, ...],
-    python: str,
-    channel: str | None,
-    net_bridge: str,
-    net_subnet: str,
-    net_allow_ports: tuple[int, ...],
-    isolation: str,
-    zygote: bool,
-    io_engine: str,
-    storage: str | None,
-    storage_latency: float,
-    storage_version_latency: float | None,
-    storage_bandwidth: float | None,
-    storage_timeout: float,
-    storage_calls_in_flight: int,
-    storage_bytes_in_flight: int,
-    storage_max_bytes: int,
-    storage_max_keys: int,
-    cache: str,
-    cache_prewarm: bool,
-    policy: str,
-    bin_width: float,
-    queue: str | None,
-    queue_max_depth: int,
-    queue_concurrency: int,
-    queue_lease: float,
-    queue_consumer: bool,
-    callback_attempts: int,
-    log_level: str,
-) -> None:
+def _platform_params() -> None:
+    """Holds the options that `up`, `worker` and `gateway` share (see platform_options)."""
+
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Config))
+
+
+def platform_options(command: F) -> F:
+    """Give `command` every option of the platform (as keyword arguments: see config_of)."""
+    # click's decorators collect a function's options in its __click_params__ (the last first).
+    params: list[click.Parameter] = _platform_params.__dict__["__click_params__"]
+    own: list[click.Parameter] = command.__dict__.get("__click_params__", [])
+    command.__dict__["__click_params__"] = [*own, *params]
+    return command
+
+
+def config_of(options: dict[str, Any]) -> Config:
+    """The Config that the platform options give (UsageError for settings that disagree)."""
+    # The options are named as Config's fields, but for the two that need a conversion.
+    values = {k: v for k, v in options.items() if k in _CONFIG_FIELDS}
+    values["channel"] = options["channel"] or default_channel()
+    values["cache"] = options["cache"] == "on"
+    try:
+        return Config(**values)
+    except ValueError as exc:  # settings checked together: --policy and --bin-width, --net-*
+        raise click.UsageError(str(exc)) from None
+
+
+@cli.command()
+@shared_option(
+    "--deploy",
+    "-d",
+    "stacks",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Build and deploy this stack.yml at start (repeatable).",
+)
+@platform_options
+def up(stacks: tuple[Path, ...], log_level: str, **options: Any) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
 
     Runs until Ctrl-C or SIGTERM, then lets running invocations finish. On first start it
@@ -418,56 +405,7 @@ def up(
       faasd-py up --port 8080 --deploy stack.yml
     """
     configure_logging(log_level)
-    try:
-        config = Config(
-            data_dir=data_dir,
-            host=host,
-            port=port,
-            max_body=max_body,
-            max_queue=max_queue,
-            log_bytes=log_bytes,
-            log_total_bytes=log_total_bytes,
-            max_scale=max_scale,
-            max_instances=max_instances,
-            memory_budget=memory_budget,
-            instance_memory=instance_memory,
-            zygote_memory=zygote_memory,
-            scale_down_after=scale_down_after,
-            start_timeout=start_timeout,
-            shutdown_timeout=shutdown_timeout,
-            header_timeout=header_timeout,
-            idle_timeout=idle_timeout,
-            max_connections=max_connections,
-            python=python,
-            channel=channel or default_channel(),
-            net_bridge=net_bridge,
-            net_subnet=net_subnet,
-            net_allow_ports=net_allow_ports,
-            isolation=isolation,
-            zygote=zygote,
-            io_engine=io_engine,
-            storage=storage,
-            storage_latency=storage_latency,
-            storage_version_latency=storage_version_latency,
-            storage_bandwidth=storage_bandwidth,
-            storage_timeout=storage_timeout,
-            storage_calls_in_flight=storage_calls_in_flight,
-            storage_bytes_in_flight=storage_bytes_in_flight,
-            storage_max_bytes=storage_max_bytes,
-            storage_max_keys=storage_max_keys,
-            cache=cache == "on",
-            cache_prewarm=cache_prewarm,
-            policy=policy,
-            bin_width=bin_width,
-            queue=queue,
-            queue_max_depth=queue_max_depth,
-            queue_concurrency=queue_concurrency,
-            queue_lease=queue_lease,
-            queue_consumer=queue_consumer,
-            callback_attempts=callback_attempts,
-        )
-    except ValueError as exc:  # settings checked together: --policy and --bin-width, --net-*
-        raise click.UsageError(str(exc)) from None
+    config = config_of(options)
     # Imported here: the client commands should not pay for loading the whole server.
     from faasd_py.server import run
 
@@ -591,7 +529,26 @@ def _report_templates(written: list[Path]) -> None:
 @click.argument("names", nargs=-1)
 @data_dir_option
 @python_option
-def build(stack_file: Path | None, names: tuple[str, ...], data_dir: Path, python: str) -> None:
+@click.option(
+    "--push",
+    is_flag=True,
+    help="Also send each package to the cluster named by --cluster, where workers fetch it.",
+)
+@shared_option(
+    "--cluster",
+    default=None,
+    metavar="URL",
+    help="The cluster's Redis, for --push: redis://host:port[/db], rediss://..., "
+    "redis+sentinel://...",
+)
+def build(
+    stack_file: Path | None,
+    names: tuple[str, ...],
+    data_dir: Path,
+    python: str,
+    push: bool,
+    cluster: str | None,
+) -> None:
     """Build the functions of a stack file (all, or those NAMES) into local packages.
 
     Each function's handler folder is copied and its requirements.txt installed with pip into
@@ -600,15 +557,29 @@ def build(stack_file: Path | None, names: tuple[str, ...], data_dir: Path, pytho
     template/LANG/template.yml that faas-cli reads next to the stack file is written when
     missing.
 
+    With --push, each package is also sent to the cluster's Redis (by the digest of its
+    content: an unchanged package is not sent again); workers fetch it from there.
+
     \b
     Example:
       faasd-py build -f stack.yml hello
+      faasd-py build -f stack.yml --push --cluster redis://10.0.0.5:6379/0
     """
+    if push and not cluster:
+        raise click.UsageError(
+            "--push needs the cluster's Redis: give --cluster redis://HOST:PORT[/DB] "
+            "(or set FAASD_CLUSTER)"
+        )
+    if push and cluster:
+        from faasd_py.redis_connect import parse  # (redis-py loads only when pushing)
+
+        parse(cluster)  # a bad URL is refused before anything is built
     path = stack_file or Path(STACK_FILE)
     stack = load_stack(path)
     functions = stack.select(names)
     store = PackageStore(Config(data_dir=data_dir).packages_dir)
     summary = new_table("FUNCTION", "IMAGE", "REQUIREMENTS", "SECONDS")
+    built = []
     for fn in functions:
         name = fn.spec.service
         started = time.monotonic()
@@ -619,14 +590,33 @@ def build(stack_file: Path | None, names: tuple[str, ...], data_dir: Path, pytho
                 err.print(f"  {name}: {step}", style="dim", markup=False)
 
             package = store.build(fn, progress=show, python=python)
+        built.append(package)
         seconds = time.monotonic() - started
         sha = package.requirements_sha256
         add_row(summary, name, package.image, sha[:12] if sha else "-", f"{seconds:.1f}")
     print_table(summary)
     out.print(f"Built {len(functions)} function(s) into {store.root}", markup=False)
+    if push and cluster:
+        with err.status("pushing to the cluster"):
+            pushed = asyncio.run(_push(cluster, built))
+        for image, digest in pushed:
+            out.print(f"Pushed {image} {digest}", markup=False)
     try:
         # Every function's: `faas-cli deploy -f stack.yml` reads the template of each.
         written = ensure_templates(path.parent, {fn.lang for fn in stack.functions})
     except OSError as exc:
         fail(f"cannot write the template folder that faas-cli reads: {exc}")
     _report_templates(written)
+
+
+async def _push(url: str, packages: list[Package]) -> list[tuple[str, str]]:
+    """`build --push`: send each package to the cluster's Redis; (image, digest) of each."""
+    from faasd_py.cluster._packages import push_package
+    from faasd_py.redis_connect import connect
+
+    # Generous per call: a chunk of a package may cross a slow link.
+    redis = connect(url, timeout=30.0)
+    try:
+        return [(package.image, await push_package(redis, package)) for package in packages]
+    finally:
+        await redis.aclose()

@@ -348,6 +348,10 @@ class Worker:
         finally:
             driver.end()
 
+    def apps_of_functions(self) -> dict[str, str]:
+        """Each deployed function's app, by function ref."""
+        return {ref: pool.spec.app for ref, pool in self._pools.items()}
+
     def statistics(self, name: str) -> PoolStatistics | None:
         pool = self._pools.get(name)
         return None if pool is None else pool.statistics()
