@@ -24,10 +24,11 @@ from faasd_py.cli._options import (
     shared_option,
 )
 from faasd_py.config import DEFAULT_GATEWAY
+from faasd_py.redis_connect import REDIS_SCHEMES, redact
 from faasd_py.units import parse_duration
 
 # The queues that several processes can share (faasd_py.queue.open_queue's schemes).
-_SHARED_SCHEMES = ("redis", "rediss", "unix")
+_SHARED_SCHEMES = REDIS_SCHEMES
 
 
 @cli.group(invoke_without_command=True)
@@ -154,10 +155,11 @@ def replay(target: GatewayOptions, name: str | None, ids: tuple[str, ...]) -> No
 def _shared_queue(url: str) -> str:
     if url.split("://", 1)[0] not in _SHARED_SCHEMES:
         raise ValueError(
-            f"expected a Redis queue (redis://host:port[/db], rediss://... or unix://...), got "
-            f"{url!r}: the embedded queue lives in the data dir of `faasd-py up`, which consumes "
-            "it itself; to share a queue, run `faasd-py up --queue redis://...` and give this "
-            "command the same URL"
+            "expected a Redis queue (redis://host:port[/db], rediss://..., unix://... or "
+            f"redis+sentinel://host:port[,host:port...]/SERVICE[/db]), got {redact(url)!r}: the "
+            "embedded queue lives in the data dir of `faasd-py up`, which consumes it itself; to "
+            "share a queue, run `faasd-py up --queue redis://...` and give this command the same "
+            "URL"
         )
     return url
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from faasd_py.queue._base import DEFAULT_LEASE, DEFAULT_QUEUE_TIMEOUT, CallQueue
+from faasd_py.redis_connect import REDIS_SCHEMES, redact
 
 
 def open_queue(
@@ -14,14 +15,18 @@ def open_queue(
     lease: float = DEFAULT_LEASE,
     timeout: float = DEFAULT_QUEUE_TIMEOUT,
 ) -> CallQueue:
-    """The queue `url` names: redis://, rediss:// or unix:// (Redis Streams), or None / "" for
-    the embedded one (data_dir/queue.sqlite3). ValueError naming what is wrong with `url`."""
+    """The queue `url` names: redis://, rediss://, unix:// or redis+sentinel:// (Redis Streams,
+    see faasd_py.redis_connect), or None / "" for the embedded one (data_dir/queue.sqlite3).
+    ValueError naming what is wrong with `url`."""
     if not url:
         from faasd_py.queue._sqlite import SqliteCallQueue
 
         return SqliteCallQueue(data_dir / "queue.sqlite3", lease=lease, timeout=timeout)
-    if url.split("://", 1)[0] in ("redis", "rediss", "unix"):
+    if url.split("://", 1)[0] in REDIS_SCHEMES:
         from faasd_py.queue._redis import RedisCallQueue
 
         return RedisCallQueue(url, lease=lease, timeout=timeout)
-    raise ValueError(f"expected redis://host:port[/db], rediss://... or unix://..., got {url!r}")
+    raise ValueError(
+        "expected redis://host:port[/db], rediss://..., unix://... or "
+        f"redis+sentinel://host:port[,host:port...]/SERVICE[/db], got {redact(url)!r}"
+    )

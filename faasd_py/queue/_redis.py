@@ -55,8 +55,6 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
@@ -68,7 +66,7 @@ from faasd_py.queue._base import (
     QueueStatistics,
     QueueUnavailable,
 )
-from faasd_py.storage._redis import redact
+from faasd_py.redis_connect import connect, redact
 
 T = TypeVar("T")
 
@@ -329,15 +327,13 @@ class RedisCallQueue:
         # connection Redis closed while idle; more would only delay the 503 a caller gets when
         # Redis is down. (A retried enqueue may store its call twice: delivery is at least once
         # anyway.)
-        pool = aioredis.BlockingConnectionPool.from_url(
+        self._redis: aioredis.Redis = connect(
             url,
-            max_connections=_MAX_CONNECTIONS,
             timeout=timeout,
-            socket_connect_timeout=min(connect_timeout, timeout),
-            socket_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
+            connect_timeout=connect_timeout,
+            max_connections=_MAX_CONNECTIONS,
+            blocking=True,
         )
-        self._redis: aioredis.Redis = aioredis.Redis.from_pool(pool)
         self._enqueue = self._redis.register_script(_ENQUEUE)
         self._take = self._redis.register_script(_TAKE)
         self._ack = self._redis.register_script(_ACK)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from faasd_py.errors import StorageQuotaExceeded, StorageUnavailable
+from faasd_py.redis_connect import REDIS_SCHEMES, redact
 from faasd_py.units import parse_size
 
 if TYPE_CHECKING:
@@ -201,12 +202,13 @@ def open_store(
     *,
     timeout: float = DEFAULT_STORE_TIMEOUT,
 ) -> ObjectStore:
-    """The store `url` names: redis://..., rediss://..., unix://... (Redis), or None / "" /
-    "embedded" / sqlite:///path (the embedded SQLite store, in the data dir by default);
+    """The store `url` names: redis://..., rediss://..., unix://..., redis+sentinel://... (Redis,
+    see faasd_py.redis_connect), or None / "" / "embedded" / sqlite:///path (the embedded SQLite
+    store, in the data dir by default);
     wrapped in a LatencyStore when `latency` (seconds per call, or a LatencyModel) adds any.
     Each call fails with StorageUnavailable after `timeout` seconds without an answer."""
     store: ObjectStore
-    if url and url.split("://", 1)[0] in ("redis", "rediss", "unix"):
+    if url and url.split("://", 1)[0] in REDIS_SCHEMES:
         from faasd_py.storage._redis import RedisStore
 
         store = RedisStore(url, timeout=timeout)
@@ -220,7 +222,8 @@ def open_store(
         store = SqliteStore(Path(url.removeprefix("sqlite://")), timeout=timeout)
     else:
         raise ValueError(
-            f"storage must be redis://host:port[/db], sqlite:///path or 'embedded', got {url!r}"
+            f"storage must be redis://host:port[/db] (or another Redis URL: rediss://, unix://, "
+            f"redis+sentinel://), sqlite:///path or 'embedded', got {redact(url)!r}"
         )
     from faasd_py.storage._latency import LatencyModel, LatencyStore
 

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from faasd_py.errors import StorageUnavailable
+from faasd_py.redis_connect import connect
+from faasd_py.redis_connect import redact as redact  # its old home: imports of it here still work
 from faasd_py.storage._base import (
     DEFAULT_STORE_TIMEOUT,
     Quota,
@@ -112,16 +111,6 @@ return {b, k}
 )
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class RedisStore:
     def __init__(
         self, url: str, *, connect_timeout: float = 2.0, timeout: float = DEFAULT_STORE_TIMEOUT
@@ -130,14 +119,10 @@ class RedisStore:
         # A whole call (its retry included) is bounded by `timeout`: a Redis that accepts
         # connections and never answers fails the call, not the invocation that made it.
         self._timeout = timeout
-        # One quick retry covers a connection Redis closed while idle; more would only delay the
-        # 503 a caller gets when Redis is down (the next call reconnects by itself).
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=min(connect_timeout, timeout),
-            socket_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
-        )
+        # connect() opens every form of Redis URL (Sentinel's too) with one quick retry: it covers
+        # a connection Redis closed while idle; more would only delay the 503 a caller gets when
+        # Redis is down (the next call reconnects by itself).
+        self._redis: aioredis.Redis = connect(url, timeout=timeout, connect_timeout=connect_timeout)
         self._put = self._redis.register_script(_PUT)
         self._delete = self._redis.register_script(_DELETE)
         self._read_usage = self._redis.register_script(_READ_USAGE)
