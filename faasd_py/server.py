@@ -22,10 +22,11 @@ from rich.console import Console
 
 from faasd_py import doorbells
 from faasd_py.cache import CacheManager, CacheSettings, StorageLimits, WorkerStorage
+from faasd_py.cache._manager import StatsStore
 from faasd_py.config import Config, live_policy
 from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
-from faasd_py.gateway._backend import LocalWorker
+from faasd_py.gateway._backend import FunctionWorker, LocalWorker
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
 from faasd_py.gateway._keys import METRICS, AsyncCalls
 from faasd_py.gateway._metrics import GatewayMetrics, QueueSnapshot
@@ -33,7 +34,14 @@ from faasd_py.heap import settle_heap
 from faasd_py.modes import private_dir
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
-from faasd_py.queue import CallbackSender, CallQueue, Consumer, WorkerInvoker, open_queue
+from faasd_py.queue import (
+    CallbackSender,
+    CallQueue,
+    Consumer,
+    QueuePolicy,
+    WorkerInvoker,
+    open_queue,
+)
 from faasd_py.spec import load_stack
 from faasd_py.storage import Quota, open_store
 from faasd_py.store import Registry, SqliteRegistry, fetch_secrets
@@ -49,14 +57,11 @@ def run(config: Config, deploy: Sequence[Path] = ()) -> None:
 
 
 @dataclass
-class Platform:
-    """A started gateway and worker; `stop` it."""
+class Gateway:
+    """The gateway's HTTP side with the async queue it fills and (unless --no-queue-consumer)
+    the consumer that empties it: `listen`, then `stop` and `close`."""
 
-    config: Config
-    credentials: Credentials
-    credentials_created: bool
-    registry: Registry
-    worker: Worker
+    app: web.Application
     runner: web.AppRunner
     queue: CallQueue  # of async invocations
     consumer: Consumer | None  # None: --no-queue-consumer
@@ -67,6 +72,102 @@ class Platform:
         host, port = self.runner.addresses[0][:2]
         return f"http://{host}:{port}"
 
+    async def listen(self, host: str, port: int) -> None:
+        await self.runner.setup()
+        try:
+            await web.TCPSite(self.runner, host, port, reuse_address=True).start()
+        except OSError as exc:
+            raise FaasdError(
+                f"cannot listen on {host}:{port}: {exc.strerror}; "
+                "is another gateway running? choose one with --port"
+            ) from None
+        if self.consumer is not None:
+            self.consumer.start()
+
+    async def stop(self, drain_timeout: float, turn_away: Callable[[], None]) -> None:
+        """The consumer stops taking async calls, then `turn_away` makes queued and new
+        invocations 503, the gateway stops listening, and in-flight calls, sync and async,
+        finish (up to `drain_timeout`)."""
+        draining = None
+        if self.consumer is not None:
+            # Its drain runs beside the gateway's: the two share one timeout.
+            draining = asyncio.create_task(self.consumer.stop(drain_timeout))
+            await asyncio.sleep(0)  # it stops taking calls before the worker turns calls away
+        turn_away()
+        await self.runner.cleanup()
+        if draining is not None:
+            await draining
+
+    async def close(self) -> None:
+        """After the workers closed: a call that the drain cut short was retried or left
+        leased, both in the queue."""
+        await self.callbacks.close()
+        await self.queue.close()
+
+
+def open_gateway(
+    config: Config,
+    registry: Registry,
+    backend: FunctionWorker,
+    credentials: Credentials,
+    metrics: GatewayMetrics,
+    policies: Callable[[], Mapping[str, QueuePolicy]],
+    policy: Callable[[str], QueuePolicy | None],
+) -> Gateway:
+    """The gateway over `backend`, its async queue (--queue) and, unless --no-queue-consumer,
+    a consumer that runs queued calls through `backend` (by the functions' `policies`)."""
+    queue = _open_queue(config)
+    callbacks = CallbackSender(config.callback_attempts)
+    consumer = None
+    if config.queue_consumer:
+        # Async calls run in the same pools, and count in the same gateway_function_* series
+        # as /function/ calls.
+        invoker = WorkerInvoker(backend, observe=metrics.observe)
+        consumer = Consumer(queue, invoker, policies, callbacks, lease=config.queue_lease)
+    async_calls = AsyncCalls(queue, policy, _running(consumer))
+    app = make_app(config, registry, backend, credentials, async_calls, metrics)
+    # Slow and idle clients are let go, and open connections are capped (gateway/_connections).
+    limits = ConnectionLimits(config.header_timeout, config.idle_timeout, config.max_connections)
+    app[METRICS].add_host("connections", limits.statistics)
+    app[METRICS].add_queue(QueueSnapshot(queue.statistics), _counts(callbacks))
+    runner = GuardedRunner(
+        app, limits, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
+    )
+    return Gateway(app, runner, queue, consumer, callbacks)
+
+
+def add_worker_metrics(metrics: GatewayMetrics, worker: Worker) -> None:
+    """The figures only a worker in this process has: caches, storage, policies, host."""
+    metrics.add_caches(worker.cache_statistics)
+    metrics.add_storage(worker.storage_statistics)
+    metrics.add_apps(worker.app_statistics)
+    metrics.add_host("logs", worker.log_statistics)
+    metrics.add_host("admission", worker.admission_statistics)
+
+
+@dataclass
+class Platform:
+    """A started gateway and worker; `stop` it."""
+
+    config: Config
+    credentials: Credentials
+    credentials_created: bool
+    registry: Registry
+    worker: Worker
+    gateway: Gateway
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def queue(self) -> CallQueue:
+        return self.gateway.queue
+
+    @property
+    def consumer(self) -> Consumer | None:
+        return self.gateway.consumer
+
 
 async def start(config: Config, console: Console | None = None) -> Platform:
     """Open the registry, start the worker, restore deployed functions, listen."""
@@ -74,48 +175,26 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     private_dir(config.data_dir)
     credentials, created = load_or_create_credentials(config.credentials_dir)
     registry = SqliteRegistry(config.registry_path)
-    queue = _open_queue(config)
-    worker = Worker(config, _worker_storage(config, registry), policy_states=registry)
+    worker = Worker(config, worker_storage(config, registry), policy_states=registry)
     await worker.start()
     await _restore(registry, worker, console)
     metrics = GatewayMetrics(worker.all_statistics)
-    callbacks = CallbackSender(config.callback_attempts)
-    consumer = None
-    if config.queue_consumer:
-        # Async calls run in the worker's pools, and count in the same gateway_function_*
-        # series as /function/ calls.
-        invoker = WorkerInvoker(worker, observe=metrics.observe)
-        consumer = Consumer(
-            queue, invoker, worker.queue_policies, callbacks, lease=config.queue_lease
-        )
-    async_calls = AsyncCalls(queue, worker.queue_policy, _running(consumer))
-    app = make_app(config, registry, LocalWorker(worker), credentials, async_calls, metrics)
-    app[METRICS].add_caches(worker.cache_statistics)
-    app[METRICS].add_storage(worker.storage_statistics)
-    app[METRICS].add_apps(worker.app_statistics)
-    # Slow and idle clients are let go, and open connections are capped (gateway/_connections).
-    limits = ConnectionLimits(config.header_timeout, config.idle_timeout, config.max_connections)
-    app[METRICS].add_host("logs", worker.log_statistics)
-    app[METRICS].add_host("admission", worker.admission_statistics)
-    app[METRICS].add_host("connections", limits.statistics)
-    app[METRICS].add_queue(QueueSnapshot(queue.statistics), _counts(callbacks))
-    runner = GuardedRunner(
-        app, limits, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_timeout
+    add_worker_metrics(metrics, worker)
+    gateway = open_gateway(
+        config,
+        registry,
+        LocalWorker(worker),
+        credentials,
+        metrics,
+        worker.queue_policies,
+        worker.queue_policy,
     )
-    await runner.setup()
-    platform = Platform(
-        config, credentials, created, registry, worker, runner, queue, consumer, callbacks
-    )
+    platform = Platform(config, credentials, created, registry, worker, gateway)
     try:
-        await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
-    except OSError as exc:
+        await gateway.listen(config.host, config.port)
+    except FaasdError:
         await stop(platform)
-        raise FaasdError(
-            f"cannot listen on {config.host}:{config.port}: {exc.strerror}; "
-            "is another gateway running? choose one with --port"
-        ) from None
-    if consumer is not None:
-        consumer.start()
+        raise
     return platform
 
 
@@ -124,20 +203,14 @@ async def stop(platform: Platform) -> None:
     listening; in-flight ones, sync and async, finish (up to shutdown_timeout); then every
     instance stops, and the queue and the registry close."""
     timeout = platform.config.shutdown_timeout
-    draining = None
-    if platform.consumer is not None:
-        # Its drain runs beside the gateway's: the two share one shutdown_timeout.
-        draining = asyncio.create_task(platform.consumer.stop(timeout))
-        await asyncio.sleep(0)  # it stops taking calls before the worker turns calls away
-    platform.worker.reject_new("faasd-py is shutting down; retry later")
-    await platform.runner.cleanup()
-    if draining is not None:
-        await draining
-    await platform.worker.close(timeout)
-    await platform.callbacks.close()
-    # Last: a call that the drain cut short was retried or left leased, both in the queue.
-    await platform.queue.close()
+    worker = platform.worker
+    await platform.gateway.stop(timeout, lambda: worker.reject_new(SHUTTING_DOWN))
+    await worker.close(timeout)
+    await platform.gateway.close()
     await platform.registry.close()
+
+
+SHUTTING_DOWN = "faasd-py is shutting down; retry later"
 
 
 async def serve(
@@ -233,7 +306,7 @@ def _counts(callbacks: CallbackSender) -> Callable[[], Mapping[str, int]]:
     return counts
 
 
-def _worker_storage(config: Config, registry: SqliteRegistry) -> WorkerStorage:
+def worker_storage(config: Config, registry: StatsStore) -> WorkerStorage:
     """context.storage for the worker's instances: the store --storage names (nothing is
     connected until the first call), with a cache per app whose statistics the registry keeps."""
     try:
