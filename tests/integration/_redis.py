@@ -164,7 +164,9 @@ class SentinelGroup:
     """`count` Sentinels (redis-server --sentinel) on free ports that monitor `primary` as
     `service` with a quorum of `quorum`: the primary is down for them after `down_after`
     seconds without an answer, and a failover that stalls is tried again after
-    `failover_timeout`. Their config files (which Sentinel rewrites) live in `workdir`."""
+    `failover_timeout`. Their config files (which Sentinel rewrites) live in `workdir`. With a
+    primary that serves TLS, they also listen with TLS (`tls_ports`), watch the primary on its
+    TLS port, and `url(tls=True)` is the rediss+sentinel:// URL of them."""
 
     def __init__(
         self,
@@ -184,28 +186,36 @@ class SentinelGroup:
         self.down_after = down_after
         self.failover_timeout = failover_timeout
         self.ports = [free_port() for _ in range(count)]
+        self.tls_ports = [free_port() for _ in range(count)] if primary.tls else []
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
 
-    def url(self, db: int = 0, *, password: str | None = None) -> str:
-        """The redis+sentinel:// URL of the service (the primary's password by default)."""
+    def url(self, db: int = 0, *, password: str | None = None, tls: bool = False) -> str:
+        """The redis+sentinel:// URL of the service (the primary's password by default);
+        `tls`: rediss+sentinel:// to the TLS ports, trusting the primary's certificate."""
         password = self.primary.password if password is None else password
         auth = f":{password}@" if password else ""
-        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports)
-        return f"redis+sentinel://{auth}{hosts}/{self.service}/{db}"
+        hosts = ",".join(f"127.0.0.1:{port}" for port in (self.tls_ports if tls else self.ports))
+        if not tls or self.primary.tls is None:
+            return f"redis+sentinel://{auth}{hosts}/{self.service}/{db}"
+        query = f"ssl_cert_reqs=required&ssl_ca_certs={self.primary.tls[0]}"
+        return f"rediss+sentinel://{auth}{hosts}/{self.service}/{db}?{query}"
 
     def start(self) -> None:
-        for port in self.ports:
-            self._start(port)
+        for n, port in enumerate(self.ports):
+            self._start(port, self.tls_ports[n] if self.tls_ports else None)
 
-    def _start(self, port: int) -> None:
+    def _start(self, port: int, tls_port: int | None) -> None:
         conf = self.workdir / f"sentinel-{port}.conf"
         service, primary = self.service, self.primary
-        lines = [
-            f"port {port}",
-            "bind 127.0.0.1",
-            "protected-mode no",
-            f"dir {self.workdir}",
-            f"sentinel monitor {service} 127.0.0.1 {primary.port} {self.quorum}",
+        watched = primary.port
+        lines = [f"port {port}", "bind 127.0.0.1", "protected-mode no", f"dir {self.workdir}"]
+        if primary.tls is not None and primary.tls_port is not None:
+            cert, key = primary.tls
+            watched = primary.tls_port
+            lines += [f"tls-port {tls_port}", f"tls-cert-file {cert}", f"tls-key-file {key}"]
+            lines += [f"tls-ca-cert-file {cert}", "tls-auth-clients no", "tls-replication yes"]
+        lines += [
+            f"sentinel monitor {service} 127.0.0.1 {watched} {self.quorum}",
             f"sentinel down-after-milliseconds {service} {round(self.down_after * 1000)}",
             f"sentinel failover-timeout {service} {round(self.failover_timeout * 1000)}",
             f"sentinel parallel-syncs {service} 1",

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from faasd_py.errors import BadRequest, StorageUnavailable
 from faasd_py.protocol import Request
@@ -25,6 +26,7 @@ from faasd_py.storage import open_store
 from tests._ci import in_ci
 from tests.integration._redis import (
     RedisServer,
+    SentinelGroup,
     SentinelSetup,
     free_port,
     need_redis_server,
@@ -164,6 +166,28 @@ async def test_a_rediss_url_connects_over_tls_and_checks_the_certificate(
         await client.aclose()
     finally:
         server.stop()
+
+
+async def test_a_rediss_sentinel_url_reaches_the_primary_over_tls(
+    tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    primary = RedisServer(tmp_path, tls=certificate)
+    sentinels = SentinelGroup(tmp_path, primary)
+    try:
+        primary.start()
+        sentinels.start()
+        sentinels.wait_ready(replicas=0)
+        client = await round_trip(sentinels.url(db=4, tls=True))
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        assert pool.master_address == ("127.0.0.1", primary.tls_port)  # its TLS port
+        await client.aclose()
+        with primary.client() as check:
+            check.select(4)
+            assert check.get("probe") == b"1"
+    finally:
+        sentinels.stop()
+        primary.stop()
 
 
 # --- URLs it cannot open -----------------------------------------------------------------------
