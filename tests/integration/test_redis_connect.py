@@ -50,16 +50,22 @@ async def round_trip(url: str) -> aioredis.Redis:
     return client
 
 
+def probe_in(server: RedisServer, db: int) -> bytes | None:
+    """The probe key round_trip wrote, read from `server`'s database `db` directly."""
+    with server.client() as check:
+        check.select(db)
+        value: bytes | None = check.get("probe")
+        return value
+
+
 # --- every form of URL connects ------------------------------------------------------------------
 
 
 async def test_a_redis_url_names_its_database(redis_server: RedisServer) -> None:
     client = await round_trip(f"redis://127.0.0.1:{redis_server.port}/3")
     await client.aclose()
-    with redis_server.client() as check:
-        assert check.exists("probe") == 0  # not in db 0
-        check.select(3)
-        assert check.get("probe") == b"1"
+    assert probe_in(redis_server, db=3) == b"1"
+    assert probe_in(redis_server, db=0) is None
 
 
 async def test_a_password_in_the_url_authenticates(tmp_path: Path) -> None:
@@ -88,9 +94,7 @@ async def test_a_unix_socket_url_connects_with_its_database(tmp_path: Path) -> N
     try:
         client = await round_trip(f"unix://{server.socket_path}?db=2")
         await client.aclose()
-        with server.client() as check:
-            check.select(2)
-            assert check.get("probe") == b"1"
+        assert probe_in(server, db=2) == b"1"
     finally:
         server.stop()
 
@@ -182,9 +186,7 @@ async def test_a_rediss_sentinel_url_reaches_the_primary_over_tls(
         assert isinstance(pool, SentinelConnectionPool)
         assert pool.master_address == ("127.0.0.1", primary.tls_port)  # its TLS port
         await client.aclose()
-        with primary.client() as check:
-            check.select(4)
-            assert check.get("probe") == b"1"
+        assert probe_in(primary, db=4) == b"1"
     finally:
         sentinels.stop()
         primary.stop()
@@ -254,9 +256,7 @@ def test_redact_hides_every_password(url: str, shown: str) -> None:
 async def test_a_sentinel_url_reaches_the_primary(sentinel_setup: SentinelSetup) -> None:
     client = await round_trip(sentinel_setup.url(db=1))
     await client.aclose()
-    with sentinel_setup.primary.client() as check:
-        check.select(1)
-        assert check.get("probe") == b"1"
+    assert probe_in(sentinel_setup.primary, db=1) == b"1"
 
 
 async def test_a_sentinel_client_follows_a_failover_without_losing_replicated_writes(
