@@ -15,6 +15,7 @@ from __future__ import annotations
 # Importing the command modules registers their commands on the group.
 from faasd_py.cli import (  # noqa: F401
     _bench,
+    _cluster,
     _functions,
     _local,
     _namespaces,

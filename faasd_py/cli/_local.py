@@ -7,9 +7,8 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import yaml
@@ -17,8 +16,11 @@ import yaml
 from faasd_py.cli._app import add_row, cli, err, fail, new_table, out, print_table
 from faasd_py.cli._options import (
     STACK_FILE,
+    F,
     callback_attempts_option,
+    cluster_options,
     data_dir_option,
+    host_options,
     log_level_option,
     parsed_by,
     python_option,
@@ -26,6 +28,7 @@ from faasd_py.cli._options import (
     queue_lease_option,
     shared_option,
     stack_file_option,
+    with_params,
 )
 from faasd_py.cli._templates import copy_scaffold, ensure_templates, scaffold_langs
 from faasd_py.config import (
@@ -46,8 +49,6 @@ from faasd_py.packages import Package, PackageStore
 from faasd_py.spec import load_stack, parse_yaml, validate_name
 from faasd_py.storage import parse_bandwidth
 from faasd_py.units import parse_duration, parse_size
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_policy(text: str) -> str:
@@ -364,19 +365,39 @@ _CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(Config))
 
 def platform_options(command: F) -> F:
     """Give `command` every option of the platform (as keyword arguments: see config_of)."""
-    # click's decorators collect a function's options in its __click_params__ (the last first).
+    return with_params(command, _platform_params.__dict__["__click_params__"])
+
+
+# What only a gateway uses: a worker alone (`faasd-py worker`) has no such options.
+GATEWAY_ONLY = frozenset(
+    {
+        "host",
+        "port",
+        "header_timeout",
+        "idle_timeout",
+        "max_connections",
+        "queue",
+        "queue_max_depth",
+        "queue_concurrency",
+        "queue_lease",
+        "queue_consumer",
+        "callback_attempts",
+    }
+)
+
+
+def worker_options(command: F) -> F:
+    """The platform's options that a worker uses (config_of gives the rest their defaults)."""
     params: list[click.Parameter] = _platform_params.__dict__["__click_params__"]
-    own: list[click.Parameter] = command.__dict__.get("__click_params__", [])
-    command.__dict__["__click_params__"] = [*own, *params]
-    return command
+    return with_params(command, [p for p in params if p.name not in GATEWAY_ONLY])
 
 
 def config_of(options: dict[str, Any]) -> Config:
     """The Config that the platform options give (UsageError for settings that disagree)."""
     # The options are named as Config's fields, but for the two that need a conversion.
     values = {k: v for k, v in options.items() if k in _CONFIG_FIELDS}
-    values["channel"] = options["channel"] or default_channel()
-    values["cache"] = options["cache"] == "on"
+    values["channel"] = options.get("channel") or default_channel()
+    values["cache"] = options.get("cache", "on") == "on"
     try:
         return Config(**values)
     except ValueError as exc:  # settings checked together: --policy and --bin-width, --net-*
@@ -392,6 +413,8 @@ def config_of(options: dict[str, Any]) -> Config:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Build and deploy this stack.yml at start (repeatable).",
 )
+@cluster_options
+@host_options
 @platform_options
 def up(stacks: tuple[Path, ...], log_level: str, **options: Any) -> None:
     """Run the platform: gateway and worker in one process, state in --data-dir.
@@ -404,6 +427,16 @@ def up(stacks: tuple[Path, ...], log_level: str, **options: Any) -> None:
     Example:
       faasd-py up --port 8080 --deploy stack.yml
     """
+    if options["cluster"]:
+        if stacks:
+            raise click.UsageError(
+                "--deploy works with `up` alone; in a cluster, build with --push and deploy "
+                "through a gateway"
+            )
+        from faasd_py.cli._cluster import run_cluster
+
+        run_cluster(options, gateway=True, worker=True, log_level=log_level)
+        return
     configure_logging(log_level)
     config = config_of(options)
     # Imported here: the client commands should not pay for loading the whole server.

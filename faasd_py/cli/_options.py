@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -129,3 +130,106 @@ log_level_option = shared_option(
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help="What the process logs to stderr.",
 )
+
+
+# --- cluster -----------------------------------------------------------------------------------
+
+KEY_FILE = "cluster.key"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_params(command: F, params: list[click.Parameter]) -> F:
+    """`command` with `params` added to the options its decorators gave it."""
+    # click's decorators collect a function's options in its __click_params__ (the last first).
+    own: list[click.Parameter] = command.__dict__.get("__click_params__", [])
+    command.__dict__["__click_params__"] = [*own, *params]
+    return command
+
+
+def _check_url(text: str) -> str:
+    from faasd_py.redis_connect import parse  # redis-py loads only for cluster commands
+
+    parse(text)  # BadRequest (a usage error) naming the forms it accepts
+    return text
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, such as 10.0.0.7:7070, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+@shared_option(
+    "--cluster",
+    metavar="URL",
+    default=None,
+    callback=parsed_by(_check_url),
+    help="The cluster's Redis: redis://host:port[/db], rediss://... (TLS), "
+    "redis://:PASSWORD@host:port, or redis+sentinel://host1:port1,host2:port2/SERVICE[/db] "
+    "(through Sentinel). Registry, placements, leases, packages, the async queue and (unless "
+    "--storage/--queue name others) the functions' storage live there.",
+)
+@click.option(
+    "--cluster-key",
+    envvar="FAASD_CLUSTER_KEY_FILE",  # named by hand: FAASD_CLUSTER_KEY is the key itself
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default=f"DATA_DIR/{KEY_FILE}",
+    help="The cluster's secret key file (mode 0600), which seals secrets in Redis and "
+    "authenticates gateways and workers to each other. The first gateway creates it; copy it "
+    "to every other host. FAASD_CLUSTER_KEY (hex) overrides it.",
+)
+def _cluster_params() -> None:
+    """Holds the options that every cluster command shares."""
+
+
+@click.option(
+    "--name",
+    envvar="FAASD_WORKER_NAME",  # named by hand: FAASD_NAME would be unclear
+    show_envvar=True,
+    default=socket.gethostname,
+    show_default="this host's name",
+    help="The worker's name in the cluster (unique; a restart under the same name and address "
+    "takes over its registration).",
+)
+@click.option(
+    "--listen",
+    envvar="FAASD_WORKER_LISTEN",  # named by hand: FAASD_LISTEN would be unclear
+    show_envvar=True,
+    metavar="HOST:PORT",
+    default=None,
+    show_default="--advertise",
+    callback=parsed_by(lambda text: _address(text) if text else None),
+    help="Where the worker listens, when not where it is advertised (behind NAT: 0.0.0.0:7070).",
+)
+@shared_option(
+    "--advertise",
+    metavar="HOST:PORT",
+    default="127.0.0.1:7070",
+    show_default=True,
+    callback=parsed_by(_address),
+    help="Where gateways reach this worker (port 0: any free one, for tests).",
+)
+@shared_option(
+    "--lease",
+    default="6s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="How long the worker's registration lives without a heartbeat (sent every third of "
+    "it): a dead worker's apps are placed elsewhere after it; a worker that cannot renew it "
+    "stops taking calls (fencing).",
+)
+def _worker_params() -> None:
+    """Holds the options of a worker host."""
+
+
+def cluster_options(command: F) -> F:
+    """--cluster and --cluster-key."""
+    return with_params(command, _cluster_params.__dict__["__click_params__"])
+
+
+def host_options(command: F) -> F:
+    """A worker host's --name, --advertise, --listen and --lease."""
+    return with_params(command, _worker_params.__dict__["__click_params__"])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -34,3 +35,5 @@ REGISTRY = web.AppKey("registry", Registry)
 WORKER = web.AppKey("worker", FunctionWorker)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 ASYNC_CALLS = web.AppKey("async_calls", AsyncCalls)
+# A cluster gateway's view of its workers and placements (/system/cluster); absent with `up`.
+CLUSTER_INFO: web.AppKey[Callable[[], Awaitable[dict[str, Any]]]] = web.AppKey("cluster_info")

@@ -16,7 +16,7 @@ import faasd_py
 from faasd_py import doorbells, native
 from faasd_py.errors import BadRequest, Conflict, NotFound
 from faasd_py.gateway._errors import read_json
-from faasd_py.gateway._keys import CONFIG, REGISTRY, WORKER
+from faasd_py.gateway._keys import CLUSTER_INFO, CONFIG, REGISTRY, WORKER
 from faasd_py.gateway._namespaces import namespace_of, requested_namespace, require_namespace
 from faasd_py.spec import (
     FunctionSpec,
@@ -211,8 +211,11 @@ async def delete_secret(request: web.Request) -> web.Response:
 @routes.get("/system/info")
 async def info(request: web.Request) -> web.Response:
     version = {"sha": "", "release": faasd_py.__version__}
+    cluster = request.app.get(CLUSTER_INFO)
+    extra = {} if cluster is None else {"cluster": _cluster_summary(await cluster())}
     return web.json_response(
         {
+            **extra,
             "provider": {
                 "provider": "faasd-py",
                 # How instances run: "sandbox" (namespaces, cgroups, seccomp) or "process".
@@ -238,3 +241,20 @@ async def info(request: web.Request) -> web.Response:
             "bin_width_seconds": request.app[CONFIG].bin_width,
         }
     )
+
+
+def _cluster_summary(view: dict[str, Any]) -> dict[str, Any]:
+    workers = view["workers"]
+    return {"workers": len(workers), "apps": len(view["placements"])}
+
+
+@routes.get("/system/cluster")
+async def cluster(request: web.Request) -> web.Response:
+    """The cluster's workers (capacity, use, heartbeat age) and where each app is placed."""
+    view = request.app.get(CLUSTER_INFO)
+    if view is None:
+        raise NotFound(
+            "this gateway is not part of a cluster (`faasd-py up` runs one host); "
+            "start gateways with `faasd-py gateway --cluster REDIS_URL`"
+        )
+    return web.json_response(await view())
