@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -233,12 +234,14 @@ class ClusterWorker:
     def _usable(self) -> list[str]:
         return [name for name in self._workers if name not in self._suspects]
 
-    def _demand(self, app: str) -> AppDemand:
-        specs = [s for s in self._specs.values() if s.app == app]
+    def _demand(self, spec: FunctionSpec) -> AppDemand:
+        """What `spec`'s app needs: its largest instance, times the most instances one of its
+        functions asks for (its scale floor, or what scale-function set)."""
+        specs = [s for s in self._specs.values() if s.app == spec.app and s.ref != spec.ref]
+        specs.append(spec)  # (a reload of the specs may not have it yet)
         memory = max((s.limits.memory_bytes or self._config.instance_memory) for s in specs)
-        wanted = [max(1, s.scale_min) for s in specs]
-        wanted += [r for ref, r in self._replicas.items() if r and self._specs.get(ref) in specs]
-        return AppDemand(app, instance_memory=memory, instances=max(wanted))
+        wanted = [max(1, s.scale_min, self._replicas.get(s.ref) or 0) for s in specs]
+        return AppDemand(spec.app, instance_memory=memory, instances=max(wanted))
 
     async def _placement(self, spec: FunctionSpec, *, fresh: bool = False) -> Placement:
         """The app's workers, placing it when it has none that this gateway can use."""
@@ -246,15 +249,35 @@ class ClusterWorker:
         now = time.monotonic()
         if cached is not None and not fresh and now - cached[1] < _PLACEMENT_FRESH:
             return cached[0]
+        await self._refresh_workers()  # placing is rare: on the freshest view of the workers
         usable = [self._workers[name] for name in self._usable()]
         if not usable:
             raise Unavailable(
                 "no worker is alive in the cluster; start one: "
                 "`faasd-py worker --cluster REDIS_URL --name NAME --advertise ADDR:PORT`"
             )
-        placement = await place_app(self._placements, self._demand(spec.app), usable)
+        placed = await self._placements.all()
+        usable = [self._with_placed(info, placed, spec.app) for info in usable]
+        placement = await place_app(self._placements, self._demand(spec), usable)
         self._placed[spec.app] = (placement, now)
         return placement
+
+    def _with_placed(
+        self, info: WorkerInfo, placed: Mapping[str, Placement], app: str
+    ) -> WorkerInfo:
+        """`info` with what the apps placed on it reserve before its heartbeat reports them
+        (a burst of deploys would otherwise all land on the worker that looked emptiest)."""
+        one_of = {s.app: s for s in self._specs.values()}  # a function of each app
+        pending = sum(
+            self._demand(one_of[other]).instance_memory
+            for other, placement in placed.items()
+            if other != app
+            and other in one_of
+            and info.name in placement.workers
+            and other not in info.apps
+        )
+        load = replace(info.load, memory_reserved=info.load.memory_reserved + pending)
+        return replace(info, load=load)
 
     def _suspect(self, worker: str) -> None:
         info = self._workers.get(worker)

@@ -47,8 +47,11 @@ class RedisServer:
         unix_socket: bool = False,
         tls: tuple[Path, Path] | None = None,
         replica_of: RedisServer | None = None,
+        also_bind: str | None = None,
     ) -> None:
         self.port = free_port()
+        # An address beside 127.0.0.1 to listen on (a test bridge's, for hosts in namespaces).
+        self.also_bind = also_bind
         self.workdir = workdir
         self.aof = aof
         self.password = password
@@ -91,6 +94,8 @@ class RedisServer:
     def _options(self) -> list[str]:
         """What the password, socket, TLS and replica settings add to the command line."""
         options = ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after 5 s
+        if self.also_bind is not None:
+            options += ["--bind", "127.0.0.1", self.also_bind]
         if self.password is not None:
             options += ["--requirepass", self.password]
         if self.socket_path is not None:

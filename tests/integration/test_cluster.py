@@ -1,0 +1,193 @@
+"""Several hosts for real: gateways in this namespace, workers each in a network namespace of
+their own on a test bridge, Redis on the bridge, the faasd-py processes as a user starts them.
+
+A function here answers with the address it runs at (so a test sees which worker ran it) and
+the value of its secret."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._cluster import (
+    FAASD_PY,
+    Cluster,
+    Gateway,
+    NetHost,
+    NetLab,
+    clean_environment,
+    network,
+)
+from tests.integration._redis import RedisServer, free_port, need_redis_server
+
+__all__ = ["network"]
+
+HANDLER = """\
+import json
+import os
+import socket
+
+
+def handle(event, context):
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.connect((os.environ["PEER"], 9))  # no packet: only picks the route
+    try:
+        secret = context.secret("token")
+    except KeyError:
+        secret = None
+    answer = {"address": probe.getsockname()[0], "secret": secret}
+    return {"statusCode": 200, "body": json.dumps(answer)}
+"""
+STACK = """\
+version: 1.0
+provider:
+  name: openfaas
+functions:
+  where:
+    lang: python3-http
+    handler: ./where
+    image: where:latest
+"""
+
+
+@pytest.fixture
+def cluster(network: NetLab, tmp_path: Path) -> Iterator[Cluster]:
+    need_redis_server()
+    redis = RedisServer(tmp_path, also_bind=network.gateway_address)
+    redis.start()
+    made = Cluster(tmp_path, network, redis)
+    try:
+        yield made
+    finally:
+        made.stop()
+        redis.stop()
+
+
+def push_function(cluster: Cluster) -> None:
+    """Build the `where` function and push it to the cluster."""
+    source = cluster.root / "src"
+    (source / "where").mkdir(parents=True)
+    (source / "where" / "handler.py").write_text(HANDLER)
+    (source / "stack.yml").write_text(STACK)
+    done = subprocess.run(
+        [FAASD_PY, "build", "--push", "--cluster", cluster.url],
+        cwd=source,
+        env={**clean_environment(), "FAASD_DATA_DIR": str(cluster.root / "builder")},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def deploy(gateway: Gateway, name: str, peer: str, **extra: Any) -> None:
+    spec = {"service": name, "image": "where:latest", "envVars": {"PEER": peer}, **extra}
+    status, _, body = gateway.request("POST", "/system/functions", spec)
+    assert status == 202, body
+
+
+def invoke(gateway: Gateway, name: str) -> dict[str, Any]:
+    status, headers, body = gateway.request("POST", f"/function/{name}", raw=b"hi")
+    assert status == 200, (status, body)
+    assert "network;dur=" in headers["Server-Timing"]
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+def address_of(hosts: list[NetHost]) -> dict[str, str]:
+    return {h.address: h.name for h in hosts}
+
+
+def start(cluster: Cluster, workers: int, gateways: int = 1) -> tuple[list[Gateway], list[NetHost]]:
+    first = cluster.gateway("g1", free_port())
+    made = [first] + [cluster.gateway(f"g{i + 2}", free_port()) for i in range(gateways - 1)]
+    hosts = [cluster.network.add_host(f"w{i + 1}") for i in range(workers)]
+    for host in hosts:
+        cluster.worker(host)
+    first.wait_workers(workers)
+    push_function(cluster)
+    return made, hosts
+
+
+def test_deploy_through_one_gateway_and_invoke_through_another(cluster: Cluster) -> None:
+    (g1, g2), hosts = start(cluster, workers=1, gateways=2)
+    peer = cluster.network.gateway_address
+    deploy(g1, "where", peer)
+    answer = invoke(g2, "where")
+    assert answer["address"] == hosts[0].address  # it ran on the worker's host
+    # Both gateways list it, with the worker's figures.
+    for gateway in (g1, g2):
+        (listed,) = gateway.json("/system/functions")
+        assert listed["name"] == "where" and listed["invocationCount"] >= 1
+    # The second gateway wrote the cluster's credentials under its own data dir.
+    assert (g2.data_dir / "credentials" / "basic-auth-password").read_text() == (
+        g1.data_dir / "credentials" / "basic-auth-password"
+    ).read_text()
+
+
+def test_six_apps_spread_over_three_workers_each_fetching_the_package(cluster: Cluster) -> None:
+    (gateway,), hosts = start(cluster, workers=3)
+    peer = cluster.network.gateway_address
+    for i in range(6):
+        deploy(gateway, f"app{i}", peer)
+    ran_at = {invoke(gateway, f"app{i}")["address"] for i in range(6)}
+    # Placement by free memory spreads six equal apps over all three workers.
+    assert ran_at == {h.address for h in hosts}
+    placements = gateway.json("/system/cluster")["placements"]
+    assert sorted(placements) == [f"app{i}" for i in range(6)]
+    assert all(len(workers) == 1 for workers in placements.values())
+    # Every worker fetched the package once from the cluster (no shared filesystem).
+    for host in hosts:
+        digest = cluster.root / host.name / "packages"
+        assert list(digest.glob("*/.cluster-digest")), f"{host.name} has no fetched package"
+
+
+def test_a_secret_update_reaches_every_worker(cluster: Cluster) -> None:
+    (gateway,), hosts = start(cluster, workers=3)
+    peer = cluster.network.gateway_address
+    status, _, body = gateway.request("POST", "/system/secrets", {"name": "token", "value": "v1"})
+    assert status == 201, body
+    for i in range(3):
+        deploy(gateway, f"s{i}", peer, secrets=["token"])
+    assert {invoke(gateway, f"s{i}")["secret"] for i in range(3)} == {"v1"}
+    assert {invoke(gateway, f"s{i}")["address"] for i in range(3)} == {h.address for h in hosts}
+    status, _, body = gateway.request("PUT", "/system/secrets", {"name": "token", "value": "v2"})
+    assert status == 200, body
+    assert {invoke(gateway, f"s{i}")["secret"] for i in range(3)} == {"v2"}
+
+
+def test_a_killed_worker_fails_calls_fast_and_its_apps_move(cluster: Cluster) -> None:
+    (gateway,), hosts = start(cluster, workers=2)
+    peer = cluster.network.gateway_address
+    deploy(gateway, "where", peer)
+    first = invoke(gateway, "where")["address"]
+    victim = next(p for p in cluster.processes if p.name == address_of(hosts)[first])
+    victim.kill()
+    killed_at = time.monotonic()
+    failures: list[tuple[int, bytes]] = []
+    while time.monotonic() - killed_at < 60:
+        status, _, body = gateway.request("POST", "/function/where", raw=b"hi")
+        if status == 200:
+            break
+        failures.append((status, body))
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"no call succeeded within 60 s of the kill: {failures[-3:]}")
+    moved = invoke(gateway, "where")["address"]
+    assert moved != first
+    # What failed meanwhile failed as a gateway error naming the worker, or a 503 while no
+    # worker had it: never a hang, never a 500.
+    for status, body in failures:
+        assert status in (502, 503), (status, body)
+        if status == 502:
+            assert victim.name.encode() in body, body
+    # Its lease runs out: it leaves the cluster's view.
+    deadline = time.monotonic() + 30
+    while victim.name in gateway.workers():
+        assert time.monotonic() < deadline, "the killed worker is still listed after 30 s"
+        time.sleep(0.2)
