@@ -18,7 +18,7 @@ from tests.integration.conftest import HELLO, Platform, start_platform, stop_pla
 async def raw_response(platform: Platform, head: bytes, body: bytes = b"") -> bytes:
     """Send a request's bytes as they are (no client library re-encodes them) and read the
     whole response."""
-    host, port = platform.running.runner.addresses[0][:2]
+    host, port = platform.running.gateway.runner.addresses[0][:2]
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode())
@@ -197,7 +197,7 @@ async def test_a_client_that_closes_mid_body_leaves_no_traceback(
     platform: Platform, caplog: pytest.LogCaptureFixture
 ) -> None:
     await platform.deploy("hello", HELLO)
-    host, port = platform.running.runner.addresses[0][:2]
+    host, port = platform.running.gateway.runner.addresses[0][:2]
     for _ in range(3):
         _, writer = await asyncio.open_connection(host, port)
         writer.write(b"POST /function/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
@@ -266,7 +266,7 @@ HANG = 30.0
 
 
 async def open_raw(platform: Platform) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    host, port = platform.running.runner.addresses[0][:2]
+    host, port = platform.running.gateway.runner.addresses[0][:2]
     return await asyncio.open_connection(host, port)
 
 

@@ -130,7 +130,7 @@ async def test_a_function_reaches_the_bridge_and_nothing_else(net: Platform) -> 
         assert other.startswith(gateway.rsplit(".", 1)[0] + ".")
         targets = {
             "bridge": [gateway, port],
-            "gateway_loopback": ["127.0.0.1", net.running.runner.addresses[0][1]],
+            "gateway_loopback": ["127.0.0.1", net.running.gateway.runner.addresses[0][1]],
             "other_instance": [other, 8080],
         }
         host = host_address()

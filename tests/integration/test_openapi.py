@@ -75,7 +75,7 @@ async def test_the_gateway_serves_its_openapi_document(platform: Platform) -> No
 
 
 async def test_every_route_of_the_gateway_is_documented(platform: Platform) -> None:
-    router = platform.running.runner.app.router
+    router = platform.running.gateway.runner.app.router
     served = {
         (route.method, route.resource.canonical)
         for route in router.routes()
