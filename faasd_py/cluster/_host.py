@@ -150,6 +150,8 @@ class WorkerHost:
         spec = parse_deployment(args["spec"])
         secrets = {str(k): bytes(v) for k, v in args["secrets"].items()}
         await fetch_package(self._redis, spec.image, self._packages)
+        if spec.app not in self._apps():  # it may have run elsewhere: its policy's history
+            await self.worker.load_policy_states()
         self.worker.apply(spec, secrets)
         return {}
 

@@ -348,6 +348,12 @@ class Worker:
         finally:
             driver.end()
 
+    async def load_policy_states(self) -> None:
+        """Read the apps' saved policy states again: in a cluster, an app that arrives here
+        keeps what the policy learnt of it on the worker it ran on before."""
+        if self._policy_states is not None:
+            self._saved_states = await self._policy_states.get_policy_states()
+
     def apps_of_functions(self) -> dict[str, str]:
         """Each deployed function's app, by function ref."""
         return {ref: pool.spec.app for ref, pool in self._pools.items()}
