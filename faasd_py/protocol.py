@@ -363,11 +363,15 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 class FrameDecoder:
-    """Accumulates bytes and yields whole messages; rejects frames above `max_frame`."""
+    """Accumulates bytes and yields whole messages; rejects frames above `max_frame`.
 
-    def __init__(self, max_frame: int) -> None:
+    Every frame must be a map; with `require_op` (the sandbox channels) a map with an 'op'.
+    The cluster transport's replies carry an id and no op, so it passes False."""
+
+    def __init__(self, max_frame: int, *, require_op: bool = True) -> None:
         self._buffer = bytearray()
         self._max_frame = max_frame
+        self._require_op = require_op
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._buffer += data
@@ -386,7 +390,8 @@ class FrameDecoder:
             except (ValueError, msgpack.UnpackException) as exc:
                 raise ProtocolError(f"undecodable frame: {exc}") from exc
             del self._buffer[:end]
-            if not isinstance(message, dict) or "op" not in message:
-                raise ProtocolError("a frame must be a map with an 'op' key")
+            if not isinstance(message, dict) or (self._require_op and "op" not in message):
+                with_op = " with an 'op' key" if self._require_op else ""
+                raise ProtocolError(f"a frame must be a map{with_op}")
             messages.append(message)
         return messages
