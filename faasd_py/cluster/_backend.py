@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -75,6 +76,7 @@ class ClusterWorker:
         self._placed: dict[str, tuple[Placement, float]] = {}  # by app, with when it was read
         self._suspects: dict[str, tuple[int, float]] = {}  # worker -> (epoch, since)
         self._outstanding: dict[str, int] = {}  # calls in flight, by worker
+        self._turns = itertools.count()
         self._stats: dict[str, PoolStatistics] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -132,13 +134,11 @@ class ClusterWorker:
         spec = self._spec(name)
         self._replicas[name] = replicas
         placement = await self._placement(spec, fresh=True)
-        share = math.ceil(replicas / len(placement.workers))
+        args = {"ref": name, "replicas": math.ceil(replicas / self._spread(spec.app))}
         for worker in placement.workers:
-            try:
-                await self._control(worker, "scale", {"ref": name, "replicas": share})
-            except NotFound:  # newly placed there: apply first
-                await self._apply_on(worker, spec, await self._secrets(spec))
-                await self._control(worker, "scale", {"ref": name, "replicas": share})
+            if (await self._control(worker, "scale", args)).get("missing"):
+                # Newly placed there: applying it brings the replicas (self._replicas).
+                await self._apply_on(worker, spec, await self._secrets(spec), quiet=False)
 
     async def update_secret(
         self, name: str, value: bytes, *, namespace: str = DEFAULT_NAMESPACE
@@ -153,7 +153,10 @@ class ClusterWorker:
     async def invoke(self, name: str, request: Request) -> Outcome:
         spec = self._spec(name)
         placement = await self._placement(spec)
-        worker = pick(placement.workers, self._outstanding)
+        # Least calls in flight; ties go round the app's workers (instances on each are used).
+        workers = placement.workers
+        turn = next(self._turns) % len(workers)
+        worker = pick(workers[turn:] + workers[:turn], self._outstanding)
         client = self._client(worker)
         args = _wire.invoke_args(name, request, spec.exec_timeout)
         timeout = spec.exec_timeout + self._config.start_timeout + 5
@@ -326,11 +329,17 @@ class ClusterWorker:
             await self._control(worker, "apply", args)
             replicas = self._replicas.get(spec.ref)
             if replicas is not None:
-                await self._control(worker, "scale", {"ref": spec.ref, "replicas": replicas})
+                share = math.ceil(replicas / self._spread(spec.app))
+                await self._control(worker, "scale", {"ref": spec.ref, "replicas": share})
         except PeerUnreachable:
             if not quiet:
                 raise
             logger.warning("cannot apply %s on worker %s now", spec.ref, worker)
+
+    def _spread(self, app: str) -> int:
+        """Workers the app is placed on (as last read): each runs a share of its replicas."""
+        cached = self._placed.get(app)
+        return 1 if cached is None else len(cached[0].workers)
 
     async def _secrets(self, spec: FunctionSpec) -> dict[str, bytes]:
         return await fetch_secrets(self._registry, spec.secrets, spec.namespace)

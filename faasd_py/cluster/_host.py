@@ -163,7 +163,10 @@ class WorkerHost:
         return {"removed": True}
 
     async def _scale(self, args: dict[str, Any]) -> dict[str, Any]:
-        self.worker.scale(str(args["ref"]), int(args["replicas"]))
+        ref = str(args["ref"])
+        if self.worker.statistics(ref) is None:
+            return {"missing": True}  # the gateway applies it here first
+        self.worker.scale(ref, int(args["replicas"]))
         return {}
 
     async def _secret(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -148,17 +148,13 @@ class Process:
 
 
 @dataclass
-class Cluster:
-    """A Redis on the bridge, and gateways and workers started on demand."""
+class Processes:
+    """faasd-py processes of the cluster whose Redis is at `url`, started on demand: gateways
+    here, workers here or in a test host's namespace."""
 
     root: Path
-    network: NetLab
-    redis: RedisServer
+    url: str
     processes: list[Process] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.network.gateway_address}:{self.redis.port}/0"
 
     @property
     def key_file(self) -> Path:
@@ -169,6 +165,7 @@ class Cluster:
         prefix = [] if namespace is None else ["ip", "netns", "exec", namespace]
         env = {**clean_environment(), "FAASD_CLUSTER": self.url}
         env["FAASD_CLUSTER_KEY_FILE"] = str(self.key_file)
+        env["COLUMNS"] = "500"  # log lines unwrapped, for the tests that read them
         with log.open("wb") as sink:
             popen = subprocess.Popen(
                 [*prefix, FAASD_PY, *args], env=env, stdout=sink, stderr=subprocess.STDOUT
@@ -177,22 +174,46 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def gateway(self, name: str, port: int) -> Gateway:
+    def gateway(self, name: str, port: int, *extra: str) -> Gateway:
         data_dir = self.root / name
-        process = self._start(name, ["gateway", "--port", str(port), "--data-dir", str(data_dir)])
+        args = ["gateway", "--port", str(port), "--data-dir", str(data_dir), *extra]
+        process = self._start(name, args)
         gateway = Gateway(f"http://127.0.0.1:{port}", data_dir, process)
         gateway.wait_healthy()
         return gateway
 
-    def worker(self, host: NetHost, *extra: str, isolation: str = "process") -> Process:
-        args = ["worker", "--name", host.name, "--advertise", f"{host.address}:7070"]
-        args += ["--data-dir", str(self.root / host.name), "--isolation", isolation]
+    def worker_at(
+        self,
+        name: str,
+        advertise: str,
+        *extra: str,
+        isolation: str = "process",
+        namespace: str | None = None,
+    ) -> Process:
+        """A worker advertised at `advertise` ("host:port"), in `namespace` or this one."""
+        args = ["worker", "--name", name, "--advertise", advertise]
+        args += ["--data-dir", str(self.root / name), "--isolation", isolation]
         args += ["--lease", "2s", "--policy", "none", *extra]
-        return self._start(host.name, args, host.namespace)
+        return self._start(name, args, namespace)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+class Cluster(Processes):
+    """A Redis on the bridge, and gateways and workers started on demand."""
+
+    def __init__(self, root: Path, network: NetLab, redis: RedisServer) -> None:
+        super().__init__(root, f"redis://{network.gateway_address}:{redis.port}/0")
+        self.network = network
+        self.redis = redis
+
+    def worker(self, host: NetHost, *extra: str, isolation: str = "process") -> Process:
+        advertise = f"{host.address}:7070"
+        return self.worker_at(
+            host.name, advertise, *extra, isolation=isolation, namespace=host.namespace
+        )
 
 
 @dataclass
@@ -214,19 +235,30 @@ class Gateway:
         pytest.fail(f"{self.process.name} did not answer /healthz:\n{self.process.output()}")
 
     def request(
-        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60,
     ) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers, body) of a request with the gateway's credentials."""
+        """(status, headers, body) of a request with the gateway's credentials; `timeout`
+        bounds each socket operation."""
         credentials = self.data_dir / "credentials"
         user = (credentials / "basic-auth-user").read_text().strip()
         password = (credentials / "basic-auth-password").read_text().strip()
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Authorization": f"Basic {token}"}
+            self.url + path,
+            data=data,
+            method=method,
+            headers={**(headers or {}), "Authorization": f"Basic {token}"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()

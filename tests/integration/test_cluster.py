@@ -6,9 +6,12 @@ the value of its secret."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ import socket
 
 
 def handle(event, context):
+    print("where was called", flush=True)
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.connect((os.environ["PEER"], 9))  # no packet: only picks the route
     try:
@@ -103,12 +107,14 @@ def address_of(hosts: list[NetHost]) -> dict[str, str]:
     return {h.address: h.name for h in hosts}
 
 
-def start(cluster: Cluster, workers: int, gateways: int = 1) -> tuple[list[Gateway], list[NetHost]]:
+def start(
+    cluster: Cluster, workers: int, gateways: int = 1, *worker_args: str
+) -> tuple[list[Gateway], list[NetHost]]:
     first = cluster.gateway("g1", free_port())
     made = [first] + [cluster.gateway(f"g{i + 2}", free_port()) for i in range(gateways - 1)]
     hosts = [cluster.network.add_host(f"w{i + 1}") for i in range(workers)]
     for host in hosts:
-        cluster.worker(host)
+        cluster.worker(host, *worker_args)
     first.wait_workers(workers)
     push_function(cluster)
     return made, hosts
@@ -191,3 +197,112 @@ def test_a_killed_worker_fails_calls_fast_and_its_apps_move(cluster: Cluster) ->
     while victim.name in gateway.workers():
         assert time.monotonic() < deadline, "the killed worker is still listed after 30 s"
         time.sleep(0.2)
+
+
+def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
+    """check()'s first true value, polled; fails naming `what` after `timeout` (a hang)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what}: not within {timeout} s")
+
+
+def holders(gateway: Gateway, app: str) -> list[str]:
+    """The workers whose heartbeat says they run `app`."""
+    return sorted(name for name, w in gateway.workers().items() if app in w["apps"])
+
+
+def test_a_worker_cut_off_is_fenced_and_rejoins_without_its_apps(cluster: Cluster) -> None:
+    (gateway,), hosts = start(cluster, workers=2)
+    peer = cluster.network.gateway_address
+    deploy(gateway, "where", peer)
+    first = address_of(hosts)[invoke(gateway, "where")["address"]]
+    cut = next(h for h in hosts if h.name == first)
+    cluster.network.set_link(cut, up=False)
+    # Its lease runs out; the gateway stops sending it calls, and the app moves.
+    wait_for("the cut-off worker leaves", lambda: first not in gateway.workers())
+    moved = wait_for(
+        "a call succeeds elsewhere",
+        lambda: gateway.request("POST", "/function/where", raw=b"hi")[0] == 200,
+    )
+    assert moved
+    other = address_of(hosts)[invoke(gateway, "where")["address"]]
+    assert other != first
+    # The link comes back: the worker joins again under a new epoch, without the app, so the
+    # app runs on one worker only.
+    cluster.network.set_link(cut, up=True)
+    wait_for("the worker joins again", lambda: first in gateway.workers())
+    wait_for("the app on one worker only", lambda: holders(gateway, "where") == [other])
+    assert (
+        "joined the cluster again" in next(p for p in cluster.processes if p.name == first).output()
+    )
+    assert {address_of(hosts)[invoke(gateway, "where")["address"]] for _ in range(5)} == {other}
+
+
+def test_an_app_scaled_beyond_one_worker_spreads_to_another(cluster: Cluster) -> None:
+    budget = ["--memory-budget", "600Mi", "--instance-memory", "128Mi", "--no-zygote"]
+    (gateway,), hosts = start(cluster, 2, 1, *budget)
+    peer = cluster.network.gateway_address
+    deploy(gateway, "where", peer)
+    invoke(gateway, "where")
+    assert len(gateway.json("/system/cluster")["placements"]["where"]) == 1
+    # Six instances of 128 MiB do not fit in one worker's 600 MiB.
+    body = {"serviceName": "where", "replicas": 6}
+    status, _, answer = gateway.request("POST", "/system/scale-function/where", body)
+    assert status == 202, answer
+    assert len(gateway.json("/system/cluster")["placements"]["where"]) == 2
+    wait_for(
+        "six instances ready over the two workers",
+        lambda: gateway.json("/system/function/where")["availableReplicas"] == 6,
+    )
+    ran_at = {invoke(gateway, "where")["address"] for _ in range(20)}
+    assert ran_at == {h.address for h in hosts}
+
+
+def test_async_calls_run_on_the_workers_and_call_back(cluster: Cluster) -> None:
+    (gateway,), hosts = start(cluster, workers=1)
+    deploy(gateway, "where", cluster.network.gateway_address)
+    received: list[bytes] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        callback = f"http://127.0.0.1:{server.server_address[1]}/done"
+        for _ in range(5):
+            request = urllib.request.Request(
+                gateway.url + "/async-function/where",
+                data=b"hi",
+                method="POST",
+                headers={"X-Callback-Url": callback},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 202
+        wait_for("five callbacks", lambda: len(received) == 5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert {json.loads(body)["address"] for body in received} == {hosts[0].address}
+
+
+def test_logs_come_from_the_workers(cluster: Cluster) -> None:
+    (gateway,), _ = start(cluster, workers=1)
+    deploy(gateway, "where", cluster.network.gateway_address)
+    invoke(gateway, "where")
+
+    def logged() -> bool:
+        status, _, body = gateway.request("GET", "/system/logs?name=where")
+        return status == 200 and b"where was called" in body
+
+    wait_for("the function's output in /system/logs", logged)
