@@ -244,7 +244,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, max_frame: int) -> None:
         self.loop = asyncio.get_running_loop()
         self.closed = False
-        self.reason = ""  # why this end closed it; "" when the peer or the network did
+        self.reason = ""  # why it closed, for the calls on it
         self.lost: asyncio.Future[None] = self.loop.create_future()
         self._decoder = FrameDecoder(max_frame, require_op=False)
         self._transport: asyncio.Transport | None = None
@@ -297,6 +297,7 @@ class _Connection(asyncio.Protocol):
             self._flush()
         self.reason = reason
         self.closed = True
+        self._writable.set()  # wake writers: what they wait for will not come
         self._lost()
         if self._transport is not None:
             if flush:
@@ -321,7 +322,9 @@ class _Connection(asyncio.Protocol):
         self._writable.set()  # wake writers: what they wait for will not come
         if not self.closed:
             self.closed = True
-            self.reason = f"the connection broke ({exc})" if exc else "the peer closed it"
+            self.reason = (
+                f"the connection broke ({exc})" if exc else "the peer closed the connection"
+            )
             self._lost()
         if not self.lost.done():
             self.lost.set_result(None)
@@ -379,7 +382,7 @@ class _ClientConnection(_Connection):
 
     def _lost(self) -> None:
         client = self._client
-        client.lost += bool(self.pending)
+        client.broken += bool(self.pending)
         if self._handshake is not None:
             if not self.ready.done():
                 self.ready.set_exception(client.unreachable(self.reason))
@@ -403,7 +406,7 @@ class ClientStatistics:
     in_flight: int
     calls: int
     connects: int
-    lost: int  # connections that broke with calls in flight
+    broken: int  # connections that broke with calls in flight
 
 
 class RpcClient:
@@ -438,7 +441,7 @@ class RpcClient:
         self._in_flight = 0
         self._calls = 0
         self._connects = 0
-        self.lost = 0
+        self.broken = 0  # connections that broke with calls in flight
 
     @property
     def in_flight(self) -> int:
@@ -452,7 +455,7 @@ class RpcClient:
             in_flight=self._in_flight,
             calls=self._calls,
             connects=self._connects,
-            lost=self.lost,
+            broken=self.broken,
         )
 
     def unreachable(self, reason: str) -> PeerUnreachable:
