@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -47,6 +47,16 @@ _PLACEMENT_FRESH = 1.0  # seconds a placement read from Redis is used without re
 _CONTROL_TIMEOUT = 30.0  # seconds a control call (apply, scale, ...) may take on a worker
 _STATS_TIMEOUT = 2.0
 _LOG_POLL = 0.5  # seconds between reads of a followed function's logs
+
+
+@dataclass(frozen=True)
+class WorkerGauges:
+    heartbeat_age: float
+    cores: float
+    cpu_load: float
+    memory: int
+    memory_reserved: int
+    apps: int
 
 
 class ClusterWorker:
@@ -202,6 +212,21 @@ class ClusterWorker:
 
     def logs(self, name: str) -> _ClusterLogs:
         return _ClusterLogs(self, self._spec(name))
+
+    def worker_gauges(self) -> dict[str, WorkerGauges]:
+        """Each live worker's figures for /metrics, as its last heartbeat gave them."""
+        now = time.time()
+        return {
+            w.name: WorkerGauges(
+                heartbeat_age=max(0.0, now - w.heartbeat_at),
+                cores=w.load.cores,
+                cpu_load=w.load.cpu_load,
+                memory=w.load.memory,
+                memory_reserved=w.load.memory_reserved,
+                apps=len(w.apps),
+            )
+            for w in self._workers.values()
+        }
 
     def queue_policy(self, name: str) -> QueuePolicy | None:
         spec = self._specs.get(name)

@@ -112,6 +112,7 @@ async def _start_gateway(platform: ClusterPlatform, key: ClusterKey) -> None:
     platform.backend = backend
     await backend.start()
     metrics = GatewayMetrics(backend.all_statistics)
+    metrics.add_workers(backend.worker_gauges)
     if platform.worker is not None:
         add_worker_metrics(metrics, platform.worker)
     gateway = open_gateway(

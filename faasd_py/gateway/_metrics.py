@@ -91,6 +91,10 @@ class GatewayMetrics:
         "admission", "connections")."""
         self.registry.register(SeriesCollector(lambda: {"": read()}, HOST_SERIES[name], None))
 
+    def add_workers(self, read: Callable[[], Mapping[str, object]]) -> None:
+        """Expose a cluster's workers (faasd_py.cluster's WorkerGauges), labelled worker."""
+        self.registry.register(SeriesCollector(read, WORKER_SERIES, "worker"))
+
     def add_queue(self, queue: QueueSnapshot, callbacks: Callable[[], Mapping[str, int]]) -> None:
         """Expose the async queue of each function (as `queue` last read it) and the callbacks
         sent, by result ("delivered", "failed")."""
@@ -232,6 +236,22 @@ CACHE_SERIES = (
     ("faasd_cache_prewarmed_keys", "Objects pre-warmed at load", "prewarmed_keys", "gauge"),
     ("faasd_cache_prewarmed_read", "Pre-warmed objects read since", "prewarmed_read", "gauge"),
     ("faasd_cache_storage_errors", "Store calls that failed", "storage_errors", "counter"),
+    # An app spread over workers: reads the key's owner answered, owners asked in vain, and the
+    # answers this worker gave the others as an owner (from its cache, or from the store).
+    ("faasd_cache_peer_hits", "Reads served by the key's owner", "peer_hits", "counter"),
+    ("faasd_cache_peer_misses", "Owners asked in vain", "peer_misses", "counter"),
+    (
+        "faasd_cache_peer_served_hits",
+        "Reads of other workers served from this cache",
+        "peer_served_hits",
+        "counter",
+    ),
+    (
+        "faasd_cache_peer_served_misses",
+        "Reads of other workers served from the store",
+        "peer_served_misses",
+        "counter",
+    ),
 )
 
 
@@ -303,6 +323,30 @@ STORAGE_SERIES = (
 # Process-wide bounds (issue 11's limits), each read from its own statistics object:
 # the worker's log buffers (LogBudgetStatistics), memory admission (AdmissionStatistics) and
 # the gateway's connections (ConnectionStatistics).
+# Each worker of a cluster, as the gateway last read the cluster's leases.
+WORKER_SERIES = (
+    (
+        "faasd_cluster_worker_heartbeat_age_seconds",
+        "Seconds since the worker's last heartbeat",
+        "heartbeat_age",
+        "gauge",
+    ),
+    ("faasd_cluster_worker_cores", "Cores of the worker's host", "cores", "gauge"),
+    ("faasd_cluster_worker_cpu_busy_cores", "Cores the worker kept busy", "cpu_load", "gauge"),
+    (
+        "faasd_cluster_worker_memory_bytes",
+        "Memory the worker's instances may reserve",
+        "memory",
+        "gauge",
+    ),
+    (
+        "faasd_cluster_worker_memory_reserved_bytes",
+        "Memory the worker's instances reserve now",
+        "memory_reserved",
+        "gauge",
+    ),
+    ("faasd_cluster_worker_apps", "Apps with functions on the worker", "apps", "gauge"),
+)
 HOST_SERIES: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     "logs": (
         ("faasd_log_buffers", "Functions' log buffers held", "buffers", "gauge"),

@@ -130,6 +130,18 @@ def test_deploy_through_one_gateway_and_invoke_through_another(cluster: Cluster)
     for gateway in (g1, g2):
         (listed,) = gateway.json("/system/functions")
         assert listed["name"] == "where" and listed["invocationCount"] >= 1
+    # Each gateway's /metrics has the workers; `faasd-py cluster` shows them.
+    series = f'faasd_cluster_worker_apps{{worker="{hosts[0].name}"}} 1.0'.encode()
+    wait_for("the worker's app in /metrics", lambda: series in g2.request("GET", "/metrics")[2])
+    shown = subprocess.run(
+        [FAASD_PY, "cluster"],
+        env={**clean_environment(), "FAASD_GATEWAY": g1.url, "FAASD_DATA_DIR": str(g1.data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert hosts[0].name in shown.stdout and hosts[0].address in shown.stdout
     # The second gateway wrote the cluster's credentials under its own data dir.
     assert (g2.data_dir / "credentials" / "basic-auth-password").read_text() == (
         g1.data_dir / "credentials" / "basic-auth-password"
