@@ -192,6 +192,7 @@ class WorkerHost:
             memory=admission.budget,
             memory_reserved=admission.reserved,
             cpu_load=self._cpu.busy_cores(),
+            app_reserved=tuple(sorted(self.worker.reserved_by_app().items())),
         )
         return WorkerReport(
             load=load,

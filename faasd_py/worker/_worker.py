@@ -354,6 +354,15 @@ class Worker:
         if self._policy_states is not None:
             self._saved_states = await self._policy_states.get_policy_states()
 
+    def reserved_by_app(self) -> dict[str, int]:
+        """Bytes each app's running and starting instances reserve here."""
+        reserved: dict[str, int] = {}
+        for pool in self._pools.values():
+            stats = pool.statistics()
+            own = (stats.available + stats.starting) * self._host.reserve(pool.spec)
+            reserved[pool.spec.app] = reserved.get(pool.spec.app, 0) + own
+        return reserved
+
     def apps_of_functions(self) -> dict[str, str]:
         """Each deployed function's app, by function ref."""
         return {ref: pool.spec.app for ref, pool in self._pools.items()}
