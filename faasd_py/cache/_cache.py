@@ -7,6 +7,14 @@ read) and cached. So a read never returns bytes older than a write that finished
 started, whoever wrote them, and when the store cannot be reached the read fails rather than
 serving what the cache holds. Writes go to the store first, then into the cache.
 
+Across workers (an app placed on several): each key has an owner among the app's workers
+(`Peers`, by consistent hashing). A read of a key this worker does not own, after the version
+check and a miss here, asks the owner for exactly that version; the owner answers from its cache,
+or reads the store, caches it there and answers (`serve_peer`); an owner that has nothing as
+fresh, is down or is slow (its wait is bounded by the `Peers`) leaves the read to the store. A
+peer never makes a read fail, and never skips the version check. An app on one worker (no owner
+elsewhere) reads exactly as without peers.
+
 Concurrent misses of one key share one fetch when that fetch's version is at least the one the
 reader checked (versions only grow, so it is at least as fresh); a pre-warm fetch is shared the
 same way, so a read of a key being pre-warmed waits for that fetch alone.
@@ -42,15 +50,15 @@ PREWARM_CONCURRENCY = 8
 
 class Peers(Protocol):
     """The multi-host seam: an app's keys spread over workers by consistent hashing, and a miss
-    asks the key's owner before the store. Nothing implements it yet (one worker per host);
-    the multi-host issue will."""
+    asks the key's owner before the store (faasd_py.cluster._peers implements it)."""
 
     def owner(self, app: str, key: str) -> str | None:
         """The worker that owns `key` of `app`, or None when it is this one."""
         ...
 
     async def fetch(self, owner: str, app: str, key: str, version: int) -> bytes | None:
-        """The owner's cached bytes of `key` at exactly `version`, or None (then the store)."""
+        """The owner's bytes of `key` at `version` (or newer), or None (then the store); within
+        a bounded wait. An exception counts as None."""
         ...
 
 
@@ -72,11 +80,23 @@ class CacheStatistics:
     prewarmed_keys: int
     prewarmed_read: int
     storage_errors: int
+    # Of an app spread over workers: reads that missed here and that the key's owner answered
+    # (not counted in `misses`), owners asked in vain (then the store: counted in `misses`),
+    # and this worker's answers as the owner to the others: from its cache, or from the store.
+    peer_hits: int = 0
+    peer_misses: int = 0
+    peer_served_hits: int = 0
+    peer_served_misses: int = 0
+
+    @property
+    def reads(self) -> int:
+        return self.hits + self.peer_hits + self.misses + self.bypassed_reads
 
     @property
     def hit_rate(self) -> float:
-        reads = self.hits + self.misses + self.bypassed_reads
-        return self.hits / reads if reads else 0.0
+        """Reads served from the app's cache, here or at the key's owner."""
+        reads = self.reads
+        return (self.hits + self.peer_hits) / reads if reads else 0.0
 
     @property
     def version_check_seconds_mean(self) -> float:
@@ -104,6 +124,9 @@ class AppCache:
         self._peers = peers
         # Fetches under way, per key: a reader's (a task) or a pre-warm batch's (a future).
         self._fetches: dict[str, asyncio.Future[Versioned | None]] = {}
+        # Those of them that ask another worker: an owner's answer to a peer never waits on
+        # one (two workers that disagree on the owner would wait on each other).
+        self._relaying: set[asyncio.Future[Versioned | None]] = set()
         self._prewarm_task: asyncio.Task[None] | None = None
         # Keys the pre-warm set out to fetch, those it did fetch, and the planned ones read since.
         self._prewarm_planned: set[str] = set()
@@ -113,6 +136,8 @@ class AppCache:
         self._checks = 0
         self._check_total = self._check_max = 0.0
         self._errors = 0
+        self._peer_hits = self._peer_misses = 0
+        self._served_hits = self._served_misses = 0
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -136,7 +161,8 @@ class AppCache:
         self.access.record(key, self._clock())
         if key in self._prewarm_planned:
             self._prewarm_touched.add(key)
-        if self._peers is None and key not in self._lru and key not in self._fetches:
+        owner = None if self._peers is None else self._peers.owner(self.app, key)
+        if owner is None and key not in self._lru and key not in self._fetches:
             # Nothing cached, no fetch under way: a version check could only answer "fetch".
             # The fetch itself (bytes and version together, read after this read began) is as
             # fresh, and a miss costs one round trip, as it would without a cache.
@@ -152,11 +178,13 @@ class AppCache:
                 self._hits += 1
                 self.access.note_size(key, len(data))
                 return data
-            fetched = await self._fetch(key, version)
+            fetched = await self._fetch(key, version, owner)
         if fetched is None:  # absent, or deleted between the check and the fetch
             self._misses += 1
             return None
-        if self._lru.bypasses(len(fetched.data)):
+        if isinstance(fetched, _Relayed):
+            self._peer_hits += 1
+        elif self._lru.bypasses(len(fetched.data)):
             self._bypassed_reads += 1
         else:
             self._misses += 1
@@ -176,44 +204,85 @@ class AppCache:
         self._check_max = max(self._check_max, elapsed)
         return version
 
-    async def _fetch(self, key: str, version: int) -> Versioned | None:
-        """Bytes of `key` at `version` or newer: a fetch already under way if it will do."""
+    async def _fetch(
+        self, key: str, version: int, owner: str | None = None, *, relayed: bool = True
+    ) -> Versioned | None:
+        """Bytes of `key` at `version` or newer: a fetch already under way if it will do (with
+        `relayed` False, not one that asks another worker)."""
         shared = self._fetches.get(key)
-        if shared is not None:
+        if shared is not None and (relayed or shared not in self._relaying):
             result = await asyncio.shield(shared)
             # None or an older version: that fetch read the store before the write this reader
             # saw; only a fetch of its own will do.
             if result is not None and result.version >= version:
                 return result
-        return await asyncio.shield(self._start_fetch(key, version))
+        return await asyncio.shield(self._start_fetch(key, version, owner))
 
-    def _start_fetch(self, key: str, version: int | None) -> asyncio.Task[Versioned | None]:
+    def _start_fetch(
+        self, key: str, version: int | None, owner: str | None = None
+    ) -> asyncio.Task[Versioned | None]:
         """A fetch other readers may join: its readers await it shielded, so one that gives up
         (its caller's deadline) does not cancel it for the rest."""
-        task = asyncio.create_task(self._fetch_from_source(key, version))
+        task = asyncio.create_task(self._fetch_from_source(key, version, owner))
         self._fetches[key] = task
+        if owner is not None:
+            self._relaying.add(task)
 
         def done(t: asyncio.Task[Versioned | None]) -> None:
             if self._fetches.get(key) is t:
                 del self._fetches[key]
+            self._relaying.discard(t)
             if not t.cancelled() and isinstance(t.exception(), FaasdError):
                 self._errors += 1
 
         task.add_done_callback(done)
         return task
 
-    async def _fetch_from_source(self, key: str, version: int | None) -> Versioned | None:
-        if self._peers is not None and version is not None:
-            owner = self._peers.owner(self.app, key)
-            if owner is not None:
-                data = await self._peers.fetch(owner, self.app, key, version)
-                if data is not None:
-                    # Not cached here as well: one copy per app across workers, at its owner.
-                    return Versioned(data, version)
+    async def _fetch_from_source(
+        self, key: str, version: int | None, owner: str | None
+    ) -> Versioned | None:
+        if owner is not None and version is not None and not self._known_too_large(key):
+            data = await self._ask(owner, key, version)
+            if data is not None:
+                # Not cached here as well: one copy per app across workers, at its owner.
+                return _Relayed(data, version)
+            self._peer_misses += 1
         fetched = await self.store.get(self.app, key)
         if fetched is not None:
             self._lru.insert(key, fetched.version, fetched.data)
         return fetched
+
+    async def _ask(self, owner: str, key: str, version: int) -> bytes | None:
+        """The owner's answer; None for anything else: a read never fails because of a peer."""
+        assert self._peers is not None
+        try:
+            return await self._peers.fetch(owner, self.app, key, version)
+        except Exception as exc:
+            logger.debug("app %s: owner %s of %r did not answer: %s", self.app, owner, key, exc)
+            return None
+
+    def _known_too_large(self, key: str) -> bool:
+        """Its owner would not cache it either: no use asking."""
+        stats = self.access.get(key)
+        return stats is not None and self._lru.bypasses(stats.size)
+
+    async def serve_peer(self, key: str, version: int) -> bytes | None:
+        """For another worker of the app that found `key` at `version` in the store and asks
+        this one, the key's owner: the bytes at `version` or newer, from this cache, else from
+        the store (cached here then). None when the store has nothing that fresh, or the object
+        is too large to cache (the asking worker reads it itself). Never asks another worker."""
+        self.access.record(key, self._clock())
+        data = self._lru.lookup(key, version)
+        if data is not None:
+            self._served_hits += 1
+            self.access.note_size(key, len(data))
+            return data
+        self._served_misses += 1
+        fetched = await self._fetch(key, version, relayed=False)
+        if fetched is None or fetched.version < version:
+            return None
+        self.access.note_size(key, len(fetched.data))
+        return None if self._lru.bypasses(len(fetched.data)) else fetched.data
 
     # -- writes and the rest -------------------------------------------------------------------
 
@@ -274,6 +343,8 @@ class AppCache:
         for key in keys:
             if key in self._fetches or key in self._lru:
                 continue
+            if self._peers is not None and self._peers.owner(self.app, key) is not None:
+                continue  # another worker's share: read from it when needed
             size = getattr(self.access.get(key), "size", 0)
             if batches[-1] and (len(batches[-1]) >= max_keys or batch_bytes + size > max_bytes):
                 batches.append([])
@@ -339,6 +410,10 @@ class AppCache:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def set_peers(self, peers: Peers | None) -> None:
+        """The app's other workers (None: this one alone); reads after this use them."""
+        self._peers = peers
+
     def statistics(self) -> CacheStatistics:
         lru = self._lru.statistics()
         return CacheStatistics(
@@ -357,4 +432,14 @@ class AppCache:
             prewarmed_keys=len(self._prewarmed),
             prewarmed_read=len(self._prewarm_touched & self._prewarmed),
             storage_errors=self._errors,
+            peer_hits=self._peer_hits,
+            peer_misses=self._peer_misses,
+            peer_served_hits=self._served_hits,
+            peer_served_misses=self._served_misses,
         )
+
+
+class _Relayed(Versioned):
+    """Bytes the key's owner answered with (not the store): counted as a peer hit."""
+
+    __slots__ = ()

@@ -227,6 +227,13 @@ class CacheManager:
             self._decisions[decision.app] = decision
         return decisions
 
+    def set_peers(self, peers: Peers | None) -> None:
+        """The other workers of apps spread over several (a cluster's worker host sets it once
+        it serves them); the caches loaded now and later ask them."""
+        self._peers = peers
+        for loaded in self._apps.values():
+            loaded.cache.set_peers(peers)
+
     def decisions(self) -> dict[str, Decision]:
         return dict(self._decisions)
 
