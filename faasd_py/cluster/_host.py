@@ -30,8 +30,10 @@ from faasd_py import native
 from faasd_py.channel import KINDS
 from faasd_py.cluster import _wire
 from faasd_py.cluster._keys import ClusterKey
-from faasd_py.cluster._membership import Membership, Placements, WorkerReport
+from faasd_py.cluster._membership import Membership, Placements, WorkerReport, live_workers
 from faasd_py.cluster._packages import fetch_package
+from faasd_py.cluster._peers import OP as CACHE_GET
+from faasd_py.cluster._peers import CachePeers, cache_get_op
 from faasd_py.cluster._placement import WorkerLoad
 from faasd_py.cluster._transport import RpcServer
 from faasd_py.config import Config
@@ -82,6 +84,14 @@ class WorkerHost:
             "stats": self._stats,
             "logs": self._logs,
         }
+        # An app on several workers has one cache across them (faasd_py.cluster._peers): the
+        # worker's caches ask the owners of keys, and answer them as owners.
+        self.peers = CachePeers(settings.name, key.mac, max_frame=config.max_body + FRAME_OVERHEAD)
+        storage = worker._storage  # its context.storage (None: a worker without storage)
+        caches = None if storage is None else storage.manager
+        self._ops[CACHE_GET] = cache_get_op(caches.cache_of if caches else lambda app: None)
+        if caches is not None:
+            caches.set_peers(self.peers)
         self._server = RpcServer(
             self._handle, key.mac, max_frame=config.max_body + FRAME_OVERHEAD, name=settings.name
         )
@@ -124,6 +134,7 @@ class WorkerHost:
             with contextlib.suppress(Unavailable):
                 await self._membership.leave()
         await self._server.close()
+        await self.peers.close()
 
     # --- the ops ------------------------------------------------------------------------------
 
@@ -235,8 +246,13 @@ class WorkerHost:
             await asyncio.sleep(self.settings.lease / 3)
             try:
                 placements = await self._placements.all()
+                workers = await live_workers(self._redis)
             except Unavailable:
                 continue  # the membership's heartbeat fences this worker if it lasts
+            self.peers.update(
+                {app: p.workers for app, p in placements.items()},
+                {w.name: w.address for w in workers},
+            )
             for app, refs in self._apps().items():
                 placement = placements.get(app)
                 if placement is None or self.settings.name not in placement.workers:
