@@ -35,10 +35,12 @@ HANDLER = """\
 import json
 import os
 import socket
+import time
 
 
 def handle(event, context):
     print("where was called", flush=True)
+    time.sleep(float(event.query.get("sleep", "0")))
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.connect((os.environ["PEER"], 9))  # no packet: only picks the route
     try:
@@ -274,38 +276,85 @@ def test_an_app_scaled_beyond_one_worker_spreads_to_another(cluster: Cluster) ->
     assert ran_at == {h.address for h in hosts}
 
 
-def test_async_calls_run_on_the_workers_and_call_back(cluster: Cluster) -> None:
+class Callbacks:
+    """A receiver of async calls' callbacks on 127.0.0.1: what came, by call id."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[tuple[int, bytes]]] = {}
+        lock = threading.Lock()
+        received = self.received
+
+        class Receiver(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = int(self.headers["X-Function-Status"])
+                with lock:
+                    received.setdefault(self.headers["X-Call-Id"], []).append((status, body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/done"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def callbacks() -> Iterator[Callbacks]:
+    receiver = Callbacks()
+    yield receiver
+    receiver.close()
+
+
+def enqueue(gateway: Gateway, callbacks: Callbacks, call_id: str, query: str = "") -> None:
+    request = urllib.request.Request(
+        f"{gateway.url}/async-function/where{query}",
+        data=b"hi",
+        method="POST",
+        headers={"X-Callback-Url": callbacks.url, "X-Call-Id": call_id},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202
+
+
+def test_async_calls_run_on_the_workers_and_call_back(
+    cluster: Cluster, callbacks: Callbacks
+) -> None:
     (gateway,), hosts = start(cluster, workers=1)
     deploy(gateway, "where", cluster.network.gateway_address)
-    received: list[bytes] = []
+    for i in range(5):
+        enqueue(gateway, callbacks, f"call-{i}")
+    wait_for("five callbacks", lambda: len(callbacks.received) == 5)
+    answers = [json.loads(body) for (_, body), *_ in callbacks.received.values()]
+    assert {a["address"] for a in answers} == {hosts[0].address}
 
-    class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.end_headers()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        callback = f"http://127.0.0.1:{server.server_address[1]}/done"
-        for _ in range(5):
-            request = urllib.request.Request(
-                gateway.url + "/async-function/where",
-                data=b"hi",
-                method="POST",
-                headers={"X-Callback-Url": callback},
-            )
-            with urllib.request.urlopen(request, timeout=30) as response:
-                assert response.status == 202
-        wait_for("five callbacks", lambda: len(received) == 5)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert {json.loads(body)["address"] for body in received} == {hosts[0].address}
+def test_async_calls_on_a_killed_worker_are_run_again_elsewhere(
+    cluster: Cluster, callbacks: Callbacks
+) -> None:
+    (gateway,), hosts = start(cluster, workers=2)
+    retry = {"com.openfaas.retry.min_wait": "0.2s", "com.openfaas.retry.max_wait": "1s"}
+    deploy(gateway, "where", cluster.network.gateway_address, annotations=retry)
+    first = address_of(hosts)[invoke(gateway, "where")["address"]]
+    calls = [f"call-{i}" for i in range(30)]
+    for call_id in calls:
+        enqueue(gateway, callbacks, call_id, "?sleep=0.1")
+    wait_for("some calls done", lambda: len(callbacks.received) >= 3)
+    next(p for p in cluster.processes if p.name == first).kill()
+    wait_for("every call's callback", lambda: len(callbacks.received) == len(calls), 90)
+    # Each call ended well, at least once: those the killed worker was running were retried
+    # (a 502 naming the worker is a retried status) on the other worker.
+    for call_id in calls:
+        assert any(status == 200 for status, _ in callbacks.received[call_id]), call_id
+    survivors = {h.address for h in hosts if h.name != first}
+    late = [json.loads(body)["address"] for (status, body), *_ in callbacks.received.values()]
+    assert survivors & set(late)
 
 
 def test_logs_come_from_the_workers(cluster: Cluster) -> None:
