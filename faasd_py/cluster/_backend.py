@@ -277,6 +277,16 @@ class ClusterWorker:
         now = time.monotonic()
         if cached is not None and not fresh and now - cached[1] < _PLACEMENT_FRESH:
             return cached[0]
+        try:
+            return await self._place(spec, now)
+        except Unavailable:
+            # Redis unreachable: the workers it had keep serving the app until their own
+            # leases run out (they fence themselves then).
+            if cached is None or fresh or cached[0].workers[0] in self._suspects:
+                raise
+            return cached[0]
+
+    async def _place(self, spec: FunctionSpec, now: float) -> Placement:
         await self._refresh_workers()  # placing is rare: on the freshest view of the workers
         usable = [self._workers[name] for name in self._usable()]
         if not usable:
