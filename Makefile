@@ -120,5 +120,9 @@ bench-chaos: install
 bench-async: install
 	$(BIN)/python bench/async.py
 
+.PHONY: bench-cluster
+bench-cluster: install
+	$(BIN)/python bench/cluster.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info faasd_py/_native*.so .mypy_cache .pytest_cache .ruff_cache
