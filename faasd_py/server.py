@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,21 +218,32 @@ async def serve(
 ) -> None:
     console = console or _stderr_console()
     platform = await start(config, console)
+
+    async def started() -> None:
+        _banner(console, platform)
+        for stack in deploy:
+            await _deploy_stack(stack, platform, console)
+
+    await serve_until_signalled(console, started, lambda: stop(platform))
+
+
+async def serve_until_signalled(
+    console: Console, started: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Run `started`, then serve until SIGINT or SIGTERM, then `stop` (however it ends)."""
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_requested.set)
     try:
-        _banner(console, platform)
-        for stack in deploy:
-            await _deploy_stack(stack, platform, console)
+        await started()
         settle_heap()
         await stop_requested.wait()
         console.print("[bold]shutting down[/]: finishing in-flight invocations")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await stop(platform)
+        await stop()
     console.print("stopped")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,7 +28,6 @@ from faasd_py.cluster._keys import ClusterKey, join_cluster_key
 from faasd_py.config import Config
 from faasd_py.gateway._keys import CLUSTER_INFO
 from faasd_py.gateway._metrics import GatewayMetrics
-from faasd_py.heap import settle_heap
 from faasd_py.modes import private_dir
 from faasd_py.redis_connect import connect, redact
 from faasd_py.server import (
@@ -37,6 +35,7 @@ from faasd_py.server import (
     Gateway,
     add_worker_metrics,
     open_gateway,
+    serve_until_signalled,
     worker_storage,
 )
 from faasd_py.store import RedisRegistry
@@ -164,20 +163,11 @@ def _nothing() -> None:
 async def serve(config: Config, settings: ClusterSettings, console: Console | None = None) -> None:
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
     platform = await start(config, settings)
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_requested.set)
-    try:
+
+    async def started() -> None:
         _banner(console, platform)
-        settle_heap()
-        await stop_requested.wait()
-        console.print("[bold]shutting down[/]: finishing in-flight invocations")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        await stop(platform)
-    console.print("stopped")
+
+    await serve_until_signalled(console, started, lambda: stop(platform))
 
 
 def _banner(console: Console, platform: ClusterPlatform) -> None:
