@@ -367,3 +367,16 @@ def test_logs_come_from_the_workers(cluster: Cluster) -> None:
         return status == 200 and b"where was called" in body
 
     wait_for("the function's output in /system/logs", logged)
+
+
+def test_a_namespace_made_through_one_gateway_serves_through_another(cluster: Cluster) -> None:
+    (g1, g2), hosts = start(cluster, workers=1, gateways=2)
+    status, _, body = g1.request("POST", "/system/namespace/team", {"name": "team"})
+    assert status == 201, body
+    spec = {"service": "where", "image": "where:latest", "namespace": "team"}
+    spec["envVars"] = {"PEER": cluster.network.gateway_address}
+    status, _, body = g2.request("POST", "/system/functions", spec)
+    assert status == 202, body
+    assert invoke(g1, "where.team")["address"] == hosts[0].address
+    status, _, body = g1.request("POST", "/function/where", raw=b"hi")  # not in openfaas-fn
+    assert status == 404, body
