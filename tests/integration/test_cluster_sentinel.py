@@ -11,13 +11,14 @@ replicated) completed. The error window is printed (`pytest -s`) so that it can 
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -38,9 +39,10 @@ CALLBACK_HOLD = 8.0  # seconds at most the receiver holds a callback until it is
 ASYNC_CALLS = 12
 PEER = "127.0.0.1"
 # What a 503 of the failover window must name: the cluster store, the registry or the queue;
-# or, while a worker whose lease ran out during the failover joins again, that no worker is.
+# or, while a worker whose lease ran out during the failover joins again, that it lost its
+# lease (its own answer) or that no worker is alive (the gateway's).
 STORE_WORDS = ("cluster store unavailable", "registry redis", "queue redis")
-NO_WORKER = "no worker is alive in the cluster"
+FENCED = ("cannot reach the cluster's Redis and has lost its lease", "no worker is alive")
 
 
 @dataclass
@@ -107,14 +109,18 @@ class Attempt:
     ended: float
     status: int  # 0: no answer within REQUEST_DEADLINE
     body: bytes
+    ok: bool  # the status the request answers when all is well
+
+
+Call = tuple[str, str, Any, int]  # method, path, JSON body (None: "hi"), the status when well
 
 
 class Invoker:
-    """Invokes a function in a loop in a thread, each call bounded by REQUEST_DEADLINE."""
+    """Sends `calls` in turn in a loop in a thread, each one bounded by REQUEST_DEADLINE."""
 
-    def __init__(self, gateway: Gateway, name: str) -> None:
+    def __init__(self, gateway: Gateway, calls: list[Call]) -> None:
         self.gateway = gateway
-        self.name = name
+        self.calls = calls
         self.attempts: list[Attempt] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -127,21 +133,24 @@ class Invoker:
         self._thread.join(REQUEST_DEADLINE + 5)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        for method, path, json_body, ok in itertools.cycle(self.calls):
+            if self._stop.is_set():
+                return
             started = time.monotonic()
+            raw = b"hi" if json_body is None else None
             try:
                 status, _, body = self.gateway.request(
-                    "POST", f"/function/{self.name}", raw=b"hi", timeout=REQUEST_DEADLINE
+                    method, path, json_body, raw=raw, timeout=REQUEST_DEADLINE
                 )
             except OSError as exc:  # a timeout, or a connection the gateway dropped
                 status, body = 0, repr(exc).encode()
-            self.attempts.append(Attempt(started, time.monotonic(), status, body))
+            self.attempts.append(Attempt(started, time.monotonic(), status, body, status == ok))
             time.sleep(0.02)
 
     def steady_since(self, moment: float) -> bool:
         """Whether the last STEADY calls, all started after `moment`, succeeded."""
         last = [a for a in self.attempts if a.started > moment][-STEADY:]
-        return len(last) == STEADY and all(a.status == 200 for a in last)
+        return len(last) == STEADY and all(a.ok for a in last)
 
 
 def replication_offset(setup: SentinelSetup) -> tuple[int, int]:
@@ -195,8 +204,15 @@ def test_a_cluster_survives_the_loss_of_its_redis_primary(
     assert invoke(gateway, "where")["secret"] == "v1"
     epoch_before = gateway.workers()["w1"]["epoch"]
 
-    invoker = Invoker(gateway, "where")
+    invoker = Invoker(gateway, [("POST", "/function/where", None, 200)])
+    # The registry through the gateway meanwhile: reads, and writes of a secret.
+    probe = {"name": "probe", "value": "x"}
+    status, _, body = gateway.request("POST", "/system/secrets", probe)
+    assert status == 201, body
+    control = Invoker(gateway, [("GET", "/system/functions", {}, 200)])
+    control.calls.append(("PUT", "/system/secrets", probe, 200))
     invoker.start()
+    control.start()
     accepted = [enqueue(gateway, "where", receiver) for _ in range(ASYNC_CALLS)]
     wait_replicated(setup)  # what was acknowledged before the kill is on the replica too
     old_port = setup.primary.port
@@ -212,11 +228,13 @@ def test_a_cluster_survives_the_loss_of_its_redis_primary(
         )
     finally:
         invoker.stop()
+        control.stop()
     assert new_port == setup.replica.port
     receiver.gate.set()
 
     after = [a for a in invoker.attempts if a.started >= killed_at]
-    failures = [a for a in after if a.status != 200]
+    failures = [a for a in after if not a.ok]
+    control_failures = [a for a in control.attempts if a.started >= killed_at and not a.ok]
     hangs = [a for a in failures if a.status == 0]
     assert not hangs, f"requests without an answer within {REQUEST_DEADLINE:g}s: {hangs[:3]}"
     # The worker is still a member: its renewals resumed on the new primary (same epoch), or,
@@ -225,19 +243,25 @@ def test_a_cluster_survives_the_loss_of_its_redis_primary(
     epoch_after = gateway.workers()["w1"]["epoch"]
     rejoined = epoch_after != epoch_before
     assert epoch_after >= epoch_before
-    for failure in failures:
-        assert failure.status == 503, (failure.status, failure.body)
+    for failure in failures + control_failures:
         message = json.loads(failure.body)["error"]
+        if rejoined and failure.status == 502:
+            # Its lease gone, the worker is lost to the gateway as a killed one is: 502 naming it.
+            assert "worker w1" in message, message
+            continue
+        assert failure.status == 503, (failure.status, failure.body)
         assert any(word in message for word in STORE_WORDS) or (
-            rejoined and message.startswith(NO_WORKER)
+            rejoined and any(word in message for word in FENCED)
         ), message
-    window = (failures[-1].ended - failures[0].started) if failures else 0.0
-    recovered = next(a.ended for a in after if a.status == 200 and a.started > promoted_at)
+    errors = sorted(failures + control_failures, key=lambda a: a.started)
+    window = (max(a.ended for a in errors) - errors[0].started) if errors else 0.0
+    recovered = next(a.ended for a in after if a.ok and a.started > promoted_at)
     print(
         f"\nRedis failover: Sentinels named the replica primary {promoted_at - killed_at:.2f}s "
-        f"after the kill; {len(failures)} of {len(after)} invocations failed (503) over "
-        f"{window:.2f}s; first success after the promotion {recovered - killed_at:.2f}s after "
-        f"the kill; messages: {sorted({json.loads(f.body)['error'][:90] for f in failures})}"
+        f"after the kill; error window {window:.2f}s: {len(failures)} of {len(after)} "
+        f"invocations and {len(control_failures)} registry calls failed; first invocation "
+        f"after the promotion answered {recovered - killed_at:.2f}s after the kill; messages: "
+        f"{sorted({json.loads(a.body)['error'][:90] for a in errors})}"
     )
 
     # Everything works again through the promoted replica: invocations, deploys, secrets.
