@@ -291,8 +291,10 @@ class ClusterWorker:
         usable = [self._workers[name] for name in self._usable()]
         if not usable:
             raise Unavailable(
-                "no worker is alive in the cluster; start one: "
-                "`faasd-py worker --cluster REDIS_URL --name NAME --advertise ADDR:PORT`"
+                "no worker holds a live lease in the cluster (none is started, or none has "
+                "reached Redis within its lease, as in a Redis failover longer than --lease); "
+                "start one: `faasd-py worker --cluster REDIS_URL --name NAME --advertise "
+                "ADDR:PORT`"
             )
         placed = await self._placements.all()
         usable = [self._with_placed(info, placed, spec.app) for info in usable]
