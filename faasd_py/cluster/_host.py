@@ -87,8 +87,7 @@ class WorkerHost:
         # An app on several workers has one cache across them (faasd_py.cluster._peers): the
         # worker's caches ask the owners of keys, and answer them as owners.
         self.peers = CachePeers(settings.name, key.mac, max_frame=config.max_body + FRAME_OVERHEAD)
-        storage = worker._storage  # its context.storage (None: a worker without storage)
-        caches = None if storage is None else storage.manager
+        caches = None if worker.storage is None else worker.storage.manager
         self._ops[CACHE_GET] = cache_get_op(caches.cache_of if caches else lambda app: None)
         if caches is not None:
             caches.set_peers(self.peers)

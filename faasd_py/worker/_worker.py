@@ -375,6 +375,11 @@ class Worker:
         return {name: pool.statistics() for name, pool in self._pools.items()}
 
     @property
+    def storage(self) -> WorkerStorage | None:
+        """The instances' context.storage: their apps' caches over the store (None: none)."""
+        return self._storage
+
+    @property
     def storage_name(self) -> str | None:
         """The backing store of the instances' context.storage, as errors name it."""
         return None if self._storage is None else self._storage.manager.store.name
