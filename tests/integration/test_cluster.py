@@ -380,3 +380,62 @@ def test_a_namespace_made_through_one_gateway_serves_through_another(cluster: Cl
     assert invoke(g1, "where.team")["address"] == hosts[0].address
     status, _, body = g1.request("POST", "/function/where", raw=b"hi")  # not in openfaas-fn
     assert status == 404, body
+
+
+KV_HANDLER = """\
+import json
+import os
+import socket
+
+
+def handle(event, context):
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.connect((os.environ["PEER"], 9))
+    if event.method == "POST":
+        context.storage.put("k", event.body)
+    value = context.storage.get("k")
+    answer = {"address": probe.getsockname()[0], "value": None if value is None else value.decode()}
+    return {"statusCode": 200, "body": json.dumps(answer)}
+"""
+
+
+def test_a_spread_apps_storage_reads_are_never_stale(cluster: Cluster) -> None:
+    """An app over two workers shares one cache (each key has an owner): whichever worker
+    wrote last, every read on either returns the latest value."""
+    budget = ["--memory-budget", "400Mi", "--instance-memory", "128Mi", "--no-zygote"]
+    (gateway,), hosts = start(cluster, 2, 1, *budget)
+    source = cluster.root / "src" / "kv"
+    source.mkdir()
+    (source / "handler.py").write_text(KV_HANDLER)
+    (source.parent / "stack.yml").write_text(STACK.replace("where", "kv"))
+    done = subprocess.run(
+        [FAASD_PY, "build", "--push", "--cluster", cluster.url],
+        cwd=source.parent,
+        env={**clean_environment(), "FAASD_DATA_DIR": str(cluster.root / "builder")},
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    spec = {
+        "service": "kv",
+        "image": "kv:latest",
+        "envVars": {"PEER": cluster.network.gateway_address},
+    }
+    status, _, body = gateway.request("POST", "/system/functions", spec)
+    assert status == 202, body
+    status, _, body = gateway.request(
+        "POST", "/system/scale-function/kv", {"serviceName": "kv", "replicas": 4}
+    )
+    assert status == 202, body
+    assert len(gateway.json("/system/cluster")["placements"]["kv"]) == 2
+    seen_at: set[str] = set()
+    for i in range(20):
+        status, _, body = gateway.request("POST", "/function/kv", raw=f"v{i}".encode())
+        assert status == 200, body
+        for _ in range(2):  # then a read on each worker, in turn
+            status, _, body = gateway.request("GET", "/function/kv")
+            assert status == 200, body
+            answer = json.loads(body)
+            assert answer["value"] == f"v{i}", (i, answer)
+            seen_at.add(answer["address"])
+    assert seen_at == {h.address for h in hosts}
