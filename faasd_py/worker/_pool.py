@@ -82,7 +82,9 @@ class Outcome:
     def server_timing(self, total: float) -> str:
         """The Server-Timing header of the invocation, `total` seconds in all where it ran."""
         network = (
-            "" if self.network_seconds is None else f"network;dur={self.network_seconds * 1e3:.3f}, "
+            ""
+            if self.network_seconds is None
+            else f"network;dur={self.network_seconds * 1e3:.3f}, "
         )
         return (
             f"{network}queue;dur={self.queue_seconds * 1e3:.3f}, "

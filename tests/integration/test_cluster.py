@@ -373,7 +373,7 @@ def test_a_namespace_made_through_one_gateway_serves_through_another(cluster: Cl
     (g1, g2), hosts = start(cluster, workers=1, gateways=2)
     status, _, body = g1.request("POST", "/system/namespace/team", {"name": "team"})
     assert status == 201, body
-    spec = {"service": "where", "image": "where:latest", "namespace": "team"}
+    spec: dict[str, Any] = {"service": "where", "image": "where:latest", "namespace": "team"}
     spec["envVars"] = {"PEER": cluster.network.gateway_address}
     status, _, body = g2.request("POST", "/system/functions", spec)
     assert status == 202, body
