@@ -128,20 +128,19 @@ class ClusterWorker:
 
     async def remove(self, name: str) -> None:
         spec = self._specs.pop(name, None)
-        if spec is None:
-            raise NotFound(f"function {name!r} not found")
-        placement = await self._placements.get(spec.app)
-        if placement is not None:
-            await asyncio.gather(
-                *(self._control(w, "remove", {"ref": name}) for w in placement.workers),
-                return_exceptions=True,  # a worker that is gone has nothing to remove
-            )
-            if not any(s.app == spec.app for s in self._specs.values()):
-                await self._placements.delete(spec.app)
-                self._placed.pop(spec.app, None)
+        placement = None if spec is None else await self._placements.get(spec.app)
+        # Not known here yet (deployed through another gateway a moment ago): every worker.
+        workers = self._usable() if placement is None else placement.workers
+        await asyncio.gather(
+            *(self._control(w, "remove", {"ref": name}) for w in workers),
+            return_exceptions=True,  # a worker that is gone has nothing to remove
+        )
+        if spec is not None and not any(s.app == spec.app for s in self._specs.values()):
+            await self._placements.delete(spec.app)
+            self._placed.pop(spec.app, None)
 
     async def scale(self, name: str, replicas: int) -> None:
-        spec = self._spec(name)
+        spec = await self._spec(name)
         self._replicas[name] = replicas
         placement = await self._placement(spec, fresh=True)
         args = {"ref": name, "replicas": math.ceil(replicas / self._spread(spec.app))}
@@ -161,7 +160,7 @@ class ClusterWorker:
         )
 
     async def invoke(self, name: str, request: Request) -> Outcome:
-        spec = self._spec(name)
+        spec = self._specs.get(name) or await self._spec(name)  # (no await when held here)
         placement = await self._placement(spec)
         # Least calls in flight; ties go round the app's workers (instances on each are used).
         workers = placement.workers
@@ -211,7 +210,7 @@ class ClusterWorker:
         return None  # the keep-alive figures stay on the workers (their /metrics)
 
     def logs(self, name: str) -> _ClusterLogs:
-        return _ClusterLogs(self, self._spec(name))
+        return _ClusterLogs(self, name)
 
     def worker_gauges(self) -> dict[str, WorkerGauges]:
         """Each live worker's figures for /metrics, as its last heartbeat gave them."""
@@ -253,10 +252,15 @@ class ClusterWorker:
 
     # --- placement -----------------------------------------------------------------------------
 
-    def _spec(self, name: str) -> FunctionSpec:
+    async def _spec(self, name: str) -> FunctionSpec:
+        """The function's spec: as held here, else as the registry has it now (deployed
+        through another gateway a moment ago); NotFound when it has none."""
         spec = self._specs.get(name)
         if spec is None:
-            raise NotFound(f"function {name!r} not found; deploy it with `faasd-py deploy`")
+            stored = await self._registry.get_function(name)
+            if stored is None:
+                raise NotFound(f"function {name!r} not found; deploy it with `faasd-py deploy`")
+            spec = self._specs[name] = stored.spec
         return spec
 
     def _usable(self) -> list[str]:
@@ -429,16 +433,16 @@ class ClusterWorker:
 class _ClusterLogs:
     """A function's logs gathered from the workers its app is placed on."""
 
-    def __init__(self, backend: ClusterWorker, spec: FunctionSpec) -> None:
+    def __init__(self, backend: ClusterWorker, name: str) -> None:
         self._backend = backend
-        self._spec = spec
+        self._name = name
 
     async def _read(
         self, tail: int | None, since: float | None, instance: str | None
     ) -> list[LogEntry]:
         backend = self._backend
-        placement = await backend._placement(self._spec)
-        args = {"ref": self._spec.ref, "tail": tail, "since": since, "instance": instance}
+        placement = await backend._placement(await backend._spec(self._name))
+        args = {"ref": self._name, "tail": tail, "since": since, "instance": instance}
         replies = await asyncio.gather(
             *(backend._clients_call(w, "logs", args, _STATS_TIMEOUT) for w in placement.workers),
             return_exceptions=True,
