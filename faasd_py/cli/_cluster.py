@@ -86,7 +86,12 @@ def worker(log_level: str, **options: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the gateway's JSON.")
 @gateway_command
 def cluster_command(target: GatewayOptions, as_json: bool) -> None:
-    """Show the cluster's workers (capacity, use, heartbeat age) and where each app runs."""
+    """Show the cluster's workers (capacity, use, heartbeat age) and where each app runs.
+
+    \b
+    Example:
+      faasd-py cluster --gateway http://10.0.0.4:8080
+    """
     view = target.client().send("GET", "/system/cluster").json()
     if as_json:
         click.echo(json.dumps(view, indent=2))

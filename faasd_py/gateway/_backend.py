@@ -80,10 +80,18 @@ class LocalWorker:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.invoke = worker.invoke  # the hot path: no extra frame per call
-        self.statistics = worker.statistics
-        self.all_statistics = worker.all_statistics
-        self.policy_statistics = worker.policy_statistics
+
+    async def invoke(self, name: str, request: Request) -> Outcome:
+        return await self.worker.invoke(name, request)
+
+    def statistics(self, name: str) -> PoolStatistics | None:
+        return self.worker.statistics(name)
+
+    def all_statistics(self) -> dict[str, PoolStatistics]:
+        return self.worker.all_statistics()
+
+    def policy_statistics(self, name: str) -> LifecycleStatistics | None:
+        return self.worker.policy_statistics(name)
 
     @property
     def isolation(self) -> str:

@@ -40,9 +40,9 @@ ASYNC_CALLS = 12
 PEER = "127.0.0.1"
 # What a 503 of the failover window must name: the cluster store, the registry or the queue;
 # or, while a worker whose lease ran out during the failover joins again, that it lost its
-# lease (its own answer) or that no worker is alive (the gateway's).
+# lease (its own answer) or that no worker holds a live lease (the gateway's).
 STORE_WORDS = ("cluster store unavailable", "registry redis", "queue redis")
-FENCED = ("cannot reach the cluster's Redis and has lost its lease", "no worker is alive")
+FENCED = ("cannot reach the cluster's Redis and has lost its lease", "no worker holds a live lease")
 
 
 @dataclass
