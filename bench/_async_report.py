@@ -14,6 +14,10 @@ The phases of one run, for each queue:
 - fixed-async: open loop at half the async throughput (a rate the consumer keeps up with);
 - fixed-sync: /function/ open loop at that same rate, for the latency a caller waits without
   the queue.
+
+CPU is reported by role (bench/_async_topology.py's ROLES: `up`, or in the split topology the
+enqueueing `gateway` and the `consumer` process, their instances, redis-server, the benchmark):
+per completed call, and as cores busy over the phase.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import _report
+from _async_topology import ROLES
 
 PHASES = ("sync", "async", "enqueue", "fixed-enqueue", "fixed-async", "fixed-sync")
 # The numeric figures of a record that are summarized over runs.
@@ -38,6 +43,8 @@ FIGURES = (
     "lag_p99_ms",
     "drain_per_second",
 )
+# The phases whose CPU the report shows: the throughputs, and the load of the enqueue goal.
+CPU_PHASES = ("sync", "async", "fixed-enqueue")
 # The issue's goals.
 MIN_ASYNC_SHARE = 0.5  # async throughput over synchronous
 MAX_ENQUEUE_P99_MS = 5.0  # at half the sustained enqueue rate
@@ -53,10 +60,12 @@ def record(
     drain_seconds: float | None = None,
     after_window: int = 0,
     cpu: Mapping[str, float] | None = None,
+    wall_seconds: float | None = None,
 ) -> dict[str, Any]:
     """One phase of one run as a flat record, from a Tally's summary. `per_second` is what the
     phase measures: callbacks for `async`, answers (200s or 202s) otherwise. `cpu`: CPU seconds
-    by whom over the whole phase, divided here by the calls it completed."""
+    by whom over the whole phase, divided here by the calls it completed, and by the phase's
+    `wall_seconds` (cores busy)."""
     callbacks = summary.get("callbacks")
     measured = summary["answers_per_second"]
     if phase == "async" and callbacks:
@@ -84,6 +93,9 @@ def record(
         "cpu_ms_per_call": {k: v * 1e3 / completed for k, v in cpu.items()}
         if cpu and completed
         else None,
+        "cpu_cores": {k: v / wall_seconds for k, v in cpu.items()}
+        if cpu and wall_seconds
+        else None,
         "detail": dict(summary),
     }
 
@@ -102,6 +114,7 @@ class Cell:
     lost: int
     duplicates: int
     cpu_ms_per_call: dict[str, float] | None
+    cpu_cores: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +128,7 @@ class Cell:
             "lost": self.lost,
             "duplicates": self.duplicates,
             "cpu_ms_per_call_median": self.cpu_ms_per_call,
+            "cpu_cores_median": self.cpu_cores,
         }
 
     def spread(self, figure: str, fmt: Callable[[float], str] = "{:,.0f}".format) -> str:
@@ -134,7 +148,6 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Cel
     for (queue, phase), group in groups.items():
         values = {f: [r[f] for r in group if r.get(f) is not None] for f in FIGURES}
         present = {f: v for f, v in values.items() if v}
-        cpus = [r["cpu_ms_per_call"] for r in group if r.get("cpu_ms_per_call")]
         cells[queue, phase] = Cell(
             queue=queue,
             phase=phase,
@@ -145,11 +158,16 @@ def summarize(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Cel
             errors=sum(int(r["errors"]) for r in group),
             lost=sum(int(r["lost"]) for r in group),
             duplicates=sum(int(r["duplicates"]) for r in group),
-            cpu_ms_per_call={k: statistics.median(c[k] for c in cpus) for k in cpus[0]}
-            if cpus
-            else None,
+            cpu_ms_per_call=_median_by_role(group, "cpu_ms_per_call"),
+            cpu_cores=_median_by_role(group, "cpu_cores"),
         )
     return cells
+
+
+def _median_by_role(group: Sequence[Mapping[str, Any]], key: str) -> dict[str, float] | None:
+    """The median over the records of `group` that have `key` ({role: value}), per role."""
+    found = [r[key] for r in group if r.get(key)]
+    return {k: statistics.median(c[k] for c in found) for k in found[0]} if found else None
 
 
 def async_shares(records: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
@@ -267,11 +285,12 @@ def markdown(
         "## Latency at fixed rates (open loop)",
         "",
         "Answer: the 202 of /async-function/, or the 200 of /function/; callback: from the time "
-        "the request was due to the callback's arrival. Latencies count from the due time.",
+        "the request was due to the callback's arrival. Latencies count from the due time. "
+        "Sent late: how late the client sent (p99), which every latency of the row includes.",
         "",
         "| queue | load | rate/s | answer p50 ms | answer p99 ms | callback p50 ms "
-        "| callback p99 ms |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| callback p99 ms | sent late p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     loads = {
         "fixed-enqueue": "async, half the enqueue rate",
@@ -289,7 +308,7 @@ def markdown(
                 f"| {queue} | {load}{mark} | {cell.spread('offered_rate')} "
                 f"| {_ms_spread(cell, 'answer_p50_ms')} | {_ms_spread(cell, 'answer_p99_ms')} "
                 f"| {_ms_spread(cell, 'callback_p50_ms')} "
-                f"| {_ms_spread(cell, 'callback_p99_ms')} |"
+                f"| {_ms_spread(cell, 'callback_p99_ms')} | {_ms_spread(cell, 'lag_p99_ms')} |"
             )
     for queue, runs in beyond.items():
         which = ", ".join(map(str, runs))
@@ -299,25 +318,16 @@ def markdown(
             "throughput of the same run: the backlog grew for the whole phase, and the callback "
             "latency with it.",
         ]
-    lines += [
-        "",
-        "## CPU per completed call (ms, medians), throughput phases",
-        "",
-        "| queue | phase | up (gateway, worker, consumer) | instances | redis-server "
-        "| benchmark (client, receiver) | all |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for queue in queues:
-        for phase in ("sync", "async"):
-            cell = cells.get((queue, phase))
-            if cell is None or cell.cpu_ms_per_call is None:
-                continue
-            cpu = cell.cpu_ms_per_call
-            lines.append(
-                f"| {queue} | {phase} | {_ms(cpu.get('up'))} | {_ms(cpu.get('instances'))} "
-                f"| {_ms(cpu.get('redis')) if queue == 'redis' else '-'} "
-                f"| {_ms(cpu.get('bench'))} | {_ms(sum(cpu.values()))} |"
-            )
+    lines += _cpu_table(
+        "CPU per completed call (ms, medians)",
+        [(q, p, c.cpu_ms_per_call) for (q, p), c in _cpu_cells(cells, queues)],
+        _ms,
+    )
+    lines += _cpu_table(
+        "Cores busy (CPU seconds per second of the phase, medians)",
+        [(q, p, c.cpu_cores) for (q, p), c in _cpu_cells(cells, queues)],
+        "{:.2f}".format,
+    )
     lines += ["", "## Errors", "", "| queue | phase | errors | callbacks lost | duplicates |"]
     lines += ["|---|---|---:|---:|---:|"]
     for cell in cells.values():
@@ -327,6 +337,33 @@ def markdown(
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
     return "\n".join(lines) + "\n"
+
+
+def _cpu_cells(
+    cells: Mapping[tuple[str, str], Cell], queues: Sequence[str]
+) -> list[tuple[tuple[str, str], Cell]]:
+    """The cells whose CPU the report shows, by queue then CPU_PHASES."""
+    return [((q, p), cells[q, p]) for q in queues for p in CPU_PHASES if (q, p) in cells]
+
+
+def _cpu_table(
+    title: str,
+    rows: Sequence[tuple[str, str, Mapping[str, float] | None]],
+    fmt: Callable[[float], str],
+) -> list[str]:
+    """A table of CPU by role (a column per role any row has, in ROLES' order, then their
+    sum), a row per (queue, phase); nothing when no row has CPU."""
+    present = [(q, p, cpu) for q, p, cpu in rows if cpu]
+    roles = [role for role in ROLES if any(role in cpu for _, _, cpu in present)]
+    if not present:
+        return []
+    lines = ["", f"## {title}", "", "| queue | phase | " + " | ".join(ROLES[r] for r in roles)]
+    lines[-1] += " | all |"
+    lines.append("|---|---|" + "---:|" * (len(roles) + 1))
+    for queue, phase, cpu in present:
+        cols = ["-" if role not in cpu else fmt(cpu[role]) for role in roles]
+        lines.append(f"| {queue} | {phase} | {' | '.join(cols)} | {fmt(sum(cpu.values()))} |")
+    return lines
 
 
 def plot(records: Sequence[Mapping[str, Any]], title: str, path: Path) -> bool:

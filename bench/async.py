@@ -5,6 +5,12 @@ embedded queue and for Redis.
     python bench/async.py                    # 3 runs of 10 s phases, both queues
     python bench/async.py --quick            # a smoke run: 1 run of 3 s phases
     python bench/async.py --queues redis --runs 1 --duration 5
+    python bench/async.py --topology split   # Redis; the enqueueing up runs no consumer
+
+Topologies (bench/_async_topology.py): `one` (the default) is one `up` per queue that answers
+the enqueues and consumes its queue on the same event loop; `split` (Redis only) is an `up
+--no-queue-consumer` that answers them, and a consumer in a process of its own (--consumer:
+a second `up` on the same Redis queue, or `faasd-py queue-worker` through the first).
 
 What it does, all in one run:
 
@@ -12,14 +18,15 @@ What it does, all in one run:
    appendfsync everysec unless --redis-fsync always);
 2. builds the warm benchmark's one-function stack (`hello`, python3-http) and starts one
    `faasd-py up --deploy` per queue (embedded SQLite in its data dir, or that Redis), each on a
-   free port with a data dir of its own, and waits until hello answers;
+   free port with a data dir of its own, and waits until hello answers; split: per --consumer,
+   an `up --no-queue-consumer` and its consumer process on a Redis database of their own;
 3. starts a callback receiver (a lean HTTP/1.1 server, bench/_async_load.py) in this process;
 4. per run, per queue (the order alternates between runs, so that drift on the machine hits
    both alike), the phases of bench/_async_report.py: sync closed loop, async closed loop
    (callbacks per second), enqueue closed loop then its backlog's drain, and open loops at
    half the enqueue rate, at half the async throughput, and /function/ at the latter;
 5. writes bench/results/async.json (the machine, settings, every phase of every run, medians),
-   async.md (the tables, the goals met or not) and async.png.
+   async.md (the tables, the goals met or not) and async.png; split: async-split.*.
 
 Every process it started is stopped at the end, also on Ctrl-C, SIGTERM or an error.
 """
@@ -30,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -46,12 +52,12 @@ from typing import Any, TypeVar
 import _args
 import _async_load as load
 import _async_report
-import _cpu
 import _platform
 import _report
 import uvloop
 import warm
 from _async_tally import Tally
+from _async_topology import CONSUMERS, TOPOLOGIES, CpuRole, cpu_seconds, label, start_queue_worker
 from _procs import Server, ServerError, free_port, start_server
 from rich.console import Console
 from rich.markup import escape
@@ -64,7 +70,15 @@ FUNCTION = "hello"
 MAX_DEPTH = 1_000_000
 # A drain gives up when no callback came for this long (the rest count as lost).
 DRAIN_STALL = 20.0
+# How long the first async call of a target may take to call back (see probe()).
+PROBE_TIMEOUT = 60.0
 TITLE = "Async invocations: enqueue rate, enqueue -> callback latency, async vs sync throughput"
+TITLES = {
+    "one": TITLE,
+    "split": f"{TITLE}; split: the enqueueing gateway runs no consumer",
+}
+# The report's file names (async.json, .md, .png) per topology.
+STEMS = {"one": "async", "split": "async-split"}
 
 T = TypeVar("T")
 
@@ -75,12 +89,19 @@ class BenchError(Exception):
 
 @dataclass
 class Target:
-    """One `up` under test and how to reach it."""
+    """One `up` under test (the one that answers /function/ and /async-function/), how to reach
+    it, the processes whose CPU is reported, and the others that must stay up (a consumer)."""
 
-    queue: str
+    queue: str  # its name in the report: the queue, and in the split topology its consumer
     platform: _platform.RunningPlatform
     client: load.Client
-    redis: Server | None = None
+    cpu: list[CpuRole]
+    others: list[Server]
+
+    def require_alive(self) -> None:
+        _platform.require_alive(self.platform.server)
+        for server in self.others:
+            _platform.require_alive(server)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -107,8 +128,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--queues",
         type=_args.choice_list(QUEUES),
-        default=list(QUEUES),
-        help="which queues: embedded,redis (both)",
+        help="which queues: embedded,redis (both; split: redis)",
+    )
+    parser.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="one",
+        help="one: each up consumes its own queue (default); split: the up that answers the "
+        "enqueues runs no consumer, a process of its own does (Redis only)",
+    )
+    parser.add_argument(
+        "--consumer",
+        dest="consumers",
+        type=_args.choice_list(CONSUMERS),
+        default=["up"],
+        help="split: who consumes, up and/or queue-worker (up: a second `up` on the queue, "
+        "with instances of its own; queue-worker: through the first up's /function/)",
     )
     parser.add_argument(
         "--redis-fsync",
@@ -138,6 +173,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.runs, args.duration, args.warmup = 1, 3.0, 0.5
     if args.duration < 1 or args.runs < 1 or args.connections < 1 or args.window < 1:
         parser.error("--duration must be at least 1 s; --runs, --connections, --window >= 1")
+    if args.queues is None:
+        args.queues = ["redis"] if args.topology == "split" else list(QUEUES)
+    if args.topology == "split" and args.queues != ["redis"]:
+        parser.error(
+            "--topology split needs --queues redis: the embedded queue lives in one up's data "
+            "dir, so no other process can consume it"
+        )
     if args.out is None and not args.quick:
         args.out = HERE / "results"
     if args.queue_concurrency is None:
@@ -168,7 +210,7 @@ def start_redis(tmp: Path, fsync: str, console: Console, stack: ExitStack) -> tu
         if not server.alive or time.monotonic() > deadline:
             raise ServerError(f"redis-server did not answer PING; its log:\n{server.log_tail()}")
         time.sleep(0.05)
-    return server, f"redis://127.0.0.1:{port}/0"
+    return server, f"redis://127.0.0.1:{port}"
 
 
 def _pong(port: int) -> bool:
@@ -180,53 +222,100 @@ def _pong(port: int) -> bool:
         return False
 
 
+def start_up(
+    folder: Path,
+    args: argparse.Namespace,
+    console: Console,
+    stack: ExitStack,
+    queue_url: str | None,
+    *extra: str,
+) -> _platform.RunningPlatform:
+    """`up --deploy` of hello with the benchmark's queue settings, its files in `folder`."""
+    up_args = ["--queue-max-depth", str(MAX_DEPTH)]
+    up_args += ["--queue-concurrency", str(args.queue_concurrency), *extra]
+    if queue_url is not None:
+        up_args += ["--queue", queue_url]
+    stack_file = warm.write_stack(folder / "functions")
+    return _platform.start(
+        folder, stack_file, console, stack, up_args=up_args, ready=[(FUNCTION, warm.BODY)]
+    )
+
+
 def start_targets(
     tmp: Path, args: argparse.Namespace, console: Console, stack: ExitStack
 ) -> list[Target]:
     redis: tuple[Server, str] | None = None
     if "redis" in args.queues:
         redis = start_redis(tmp / "redis", args.redis_fsync, console, stack)
+    redis_cpu = [CpuRole("redis", redis[0])] if redis is not None else []
     targets = []
-    for queue in args.queues:
-        folder = tmp / queue
-        stack_file = warm.write_stack(folder / "functions")
-        up_args = ["--queue-max-depth", str(MAX_DEPTH)]
-        up_args += ["--queue-concurrency", str(args.queue_concurrency)]
-        if queue == "redis" and redis is not None:
-            up_args += ["--queue", redis[1]]
-        console.print(f"[bold]{queue} queue[/]")
-        running = _platform.start(
-            folder, stack_file, console, stack, up_args=up_args, ready=[(FUNCTION, warm.BODY)]
-        )
-        client = load.Client(running.base_url)
-        stack.callback(client.close)
-        redis_server = redis[0] if queue == "redis" and redis is not None else None
-        targets.append(Target(queue, running, client, redis_server))
+    if args.topology == "one":
+        for queue in args.queues:
+            console.print(f"[bold]{queue} queue[/]")
+            url = f"{redis[1]}/0" if queue == "redis" and redis is not None else None
+            running = start_up(tmp / queue, args, console, stack, url)
+            roles = [CpuRole("up", running.server, "instances")]
+            roles += redis_cpu if queue == "redis" else []
+            targets.append(_target(queue, running, roles, [], stack))
+        return targets
+    assert redis is not None  # parse_args allows split with Redis only
+    for db, consumer in enumerate(args.consumers, start=1):
+        # A database per target: each consumer must take only its own target's calls.
+        name, url = label("redis", "split", consumer), f"{redis[1]}/{db}"
+        folder = tmp / f"split-{consumer}"
+        console.print(f"[bold]{name}[/]: queue {url}")
+        running = start_up(folder / "gateway", args, console, stack, url, "--no-queue-consumer")
+        roles = [CpuRole("gateway", running.server, "instances")]
+        if consumer == "up":
+            other = start_up(folder / "consumer", args, console, stack, url).server
+            roles.append(CpuRole("consumer", other, "consumer_instances"))
+        else:
+            concurrency = args.queue_concurrency
+            other = start_queue_worker(folder, url, running, concurrency, console, stack)
+            roles.append(CpuRole("consumer", other))
+        targets.append(_target(name, running, [*roles, *redis_cpu], [other], stack))
     return targets
+
+
+def _target(
+    name: str,
+    running: _platform.RunningPlatform,
+    roles: list[CpuRole],
+    others: list[Server],
+    stack: ExitStack,
+) -> Target:
+    client = load.Client(running.base_url)
+    stack.callback(client.close)
+    return Target(name, running, client, roles, others)
+
+
+async def probe(target: Target, receiver: load.Receiver, console: Console) -> None:
+    """One async call through the whole path, so that no phase starts before the consumer
+    (in a process of its own, maybe still learning the functions) takes calls."""
+    path = f"/async-function/{FUNCTION}"
+    prefix = f"{target.queue}-probe".replace(" ", "").replace(",", "-")
+    with console.status(f"{target.queue}: one async call until its callback comes"):
+        tally = await load.open_loop(
+            target.client, receiver, path, prefix, 1.0, 0.0, 1.0, PROBE_TIMEOUT
+        )
+    if tally.summary()["callbacks"]["received"] != 1:
+        target.require_alive()
+        raise BenchError(
+            f"{target.queue}: an async call of {FUNCTION} got no callback within "
+            f"{PROBE_TIMEOUT:.0f} s (answer: {dict(tally.answers)}); see the logs of the "
+            "consumer and of up (--keep keeps them)"
+        )
 
 
 # --- the phases --------------------------------------------------------------------------------
 
 
-def cpu_seconds(target: Target) -> dict[str, float]:
-    """CPU seconds so far: `up`, what runs below it, this process, and redis-server."""
-    below = _cpu.sample(target.platform.server.process.pid)
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    seconds = {
-        "up": below.platform_s,
-        "instances": below.descendants_s,
-        "bench": own.ru_utime + own.ru_stime,
-    }
-    if target.redis is not None:
-        seconds["redis"] = _cpu.sample(target.redis.process.pid).platform_s
-    return seconds
-
-
-async def _with_cpu(target: Target, work: Awaitable[T]) -> tuple[T, dict[str, float]]:
-    before = cpu_seconds(target)
+async def _with_cpu(target: Target, work: Awaitable[T]) -> tuple[T, dict[str, float], float]:
+    """What `work` returned, the CPU seconds of each role over it, and its wall seconds."""
+    before, started = cpu_seconds(target.cpu), time.monotonic()
     result = await work
-    after = cpu_seconds(target)
-    return result, {k: after[k] - before[k] for k in after}
+    after, wall = cpu_seconds(target.cpu), time.monotonic() - started
+    return result, {k: after[k] - before[k] for k in after}, wall
 
 
 @dataclass
@@ -249,11 +338,14 @@ class Phases:
 
     async def _measure(
         self, phase: str, what: str, make: Callable[[], Awaitable[T]]
-    ) -> tuple[T, dict[str, float]]:
-        _platform.require_alive(self.target.platform.server)
+    ) -> tuple[T, dict[str, Any]]:
+        """What the phase returned, and its CPU (per role, seconds) and wall seconds, as
+        record()'s keyword arguments."""
+        self.target.require_alive()
         span = self.args.warmup + self.args.duration
         with self.console.status(f"{self.label}  {phase}: {what} ({span:g} s + drain)"):
-            return await _with_cpu(self.target, make())
+            result, cpu, wall = await _with_cpu(self.target, make())
+        return result, {"cpu": cpu, "wall_seconds": wall}
 
     def _keep(self, phase: str, tally: Tally, **extra: Any) -> dict[str, Any]:
         rec = _async_report.record(self.target.queue, self.run, phase, tally.summary(), **extra)
@@ -269,7 +361,7 @@ class Phases:
             f"/function/ closed loop, {a.connections} connections",
             lambda: load.sync_closed(client, sync_path, a.connections, a.warmup, a.duration),
         )
-        self._keep("sync", tally, cpu=cpu)
+        self._keep("sync", tally, **cpu)
         tally, cpu = await self._measure(
             "async",
             f"/async-function/ closed loop, {a.window} calls in the system",
@@ -284,8 +376,8 @@ class Phases:
                 DRAIN_STALL,
             ),
         )
-        asynchronous = self._keep("async", tally, cpu=cpu)
-        (tally, drained), _ = await self._measure(
+        asynchronous = self._keep("async", tally, **cpu)
+        (tally, drained), cpu = await self._measure(
             "enqueue",
             f"/async-function/ closed loop, {a.connections} connections",
             lambda: load.enqueue_closed(
@@ -300,7 +392,7 @@ class Phases:
             ),
         )
         enqueue = self._keep(
-            "enqueue", tally, drain_seconds=drained, after_window=tally.completed_after()
+            "enqueue", tally, drain_seconds=drained, after_window=tally.completed_after(), **cpu
         )
         # Half the rates this run measured; at least 1 call a second when a phase failed.
         half_enqueue = max(1.0, enqueue["per_second"] / 2)
@@ -313,7 +405,7 @@ class Phases:
         self, phase: str, rate: float, path: str, receiver: load.Receiver | None
     ) -> None:
         a = self.args
-        tally, _ = await self._measure(
+        tally, cpu = await self._measure(
             phase,
             f"open loop at {rate:,.0f}/s",
             lambda: load.open_loop(
@@ -327,7 +419,7 @@ class Phases:
                 DRAIN_STALL,
             ),
         )
-        self._keep(phase, tally, offered_rate=rate)
+        self._keep(phase, tally, offered_rate=rate, **cpu)
 
 
 def describe(rec: Mapping[str, Any]) -> str:
@@ -372,6 +464,8 @@ async def measure(
     url = await receiver.start()
     console.print(f"callbacks go to {url}")
     try:
+        for target in targets:
+            await probe(target, receiver, console)
         for run in range(1, args.runs + 1):
             order = targets if run % 2 else list(reversed(targets))
             for target in order:
@@ -397,7 +491,15 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "redis": f"appendonly yes, appendfsync {args.redis_fsync}"
         if "redis" in args.queues
         else None,
+        "topology": args.topology,
+        **({"consumers": ",".join(args.consumers)} if args.topology == "split" else {}),
     }
+
+
+def topology_of(settings: Mapping[str, Any]) -> str:
+    """The topology a report's settings name; reports from before the option are `one`'s."""
+    topology = settings.get("topology", "one")
+    return topology if topology in TOPOLOGIES else "one"
 
 
 def notes_of(args: argparse.Namespace, channel: str | None) -> list[str]:
@@ -429,25 +531,64 @@ def notes_of(args: argparse.Namespace, channel: str | None) -> list[str]:
         "Open loops: a request at each due time whatever the earlier ones do; latencies from "
         "the due time. Callback latency: from the enqueue's due time to the callback's arrival.",
         "CPU per call: CPU seconds of each process over the whole phase (warm-up and drain "
-        "included) over the calls it completed (200s, or callbacks).",
+        "included) over the calls it completed (200s, or callbacks). Cores busy: those CPU "
+        "seconds over the phase's wall seconds (warm-up and drain included).",
     ]
+    if args.topology == "split":
+        notes += split_notes(args)
     return notes
 
 
+# Who consumes in the split topology, what that costs the enqueueing `up`, and why.
+CONSUMER_NOTES = {
+    "up": "Consumer `up`: a second `faasd-py up --queue REDIS --deploy hello` (its consumer on, "
+    "a worker and up to 5 hello instances of its own, the same --queue-concurrency, its "
+    "consumer's default of at most 1,024 calls held) invokes in its own process: after the 202 "
+    "the enqueueing `up` does nothing for an async call, so its event loop answers the "
+    "enqueues (and /function/) alone. Chosen over `queue-worker` for that reason: a "
+    "queue-worker invokes through the enqueueing up's /function/, so that up's loop would "
+    "still parse every async call's invocation and drive its instance, the larger part of "
+    "what the in-process consumer cost it. The async calls run on the consumer up's "
+    "instances, the sync calls on the enqueueing up's: async / sync compares two pools of "
+    "the same size on the same 2 cores.",
+    "queue-worker": "Consumer `queue-worker`: `faasd-py queue-worker --queue REDIS --gateway "
+    "<the enqueueing up> --queue-concurrency N` (it has no --max-held option; its consumer "
+    "holds at most 1,024 calls, as up's does, far above N) takes, renews, settles and calls "
+    "back in its own process, but invokes through the enqueueing up's /function/: that up's "
+    "loop still serves each async call's invocation on its instances (the same pool as sync "
+    "calls).",
+}
+
+
+def split_notes(args: argparse.Namespace) -> list[str]:
+    return [
+        "Split topology: the `up` that answers /async-function/ and /function/ runs "
+        "`--no-queue-consumer`; a consumer in a process of its own takes the calls from the "
+        "same Redis queue (a database of its own per consumer kind measured). CPU columns: "
+        "the enqueueing up's process (gateway, worker) and what runs below it (instances), "
+        "the consumer's process and what runs below it, redis-server, the benchmark.",
+        *(CONSUMER_NOTES[consumer] for consumer in args.consumers),
+    ]
+
+
 def write_reports(out: Path, report: dict[str, Any], console: Console) -> None:
+    """<stem>.json, .md and .png in `out`: async.* for the topology `one`, async-split.*."""
     out.mkdir(parents=True, exist_ok=True)
     records = report["runs"]
+    topology = topology_of(report["settings"])
+    title, stem = TITLES[topology], STEMS[topology]
     cells = _async_report.summarize(records)
     report["summary"] = [cell.to_json() for cell in cells.values()]
     report["goals"] = [goal.to_json() for goal in _async_report.goals(records)]
-    (out / "async.json").write_text(json.dumps(report, indent=2) + "\n")
+    json_path, md_path, png_path = (out / f"{stem}.{ext}" for ext in ("json", "md", "png"))
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
     text = _async_report.markdown(
-        TITLE, report["machine"], report["settings"], records, report["notes"]
+        title, report["machine"], report["settings"], records, report["notes"]
     )
-    (out / "async.md").write_text(text)
-    console.print(f"wrote {out / 'async.json'} and {out / 'async.md'}")
-    if _async_report.plot(records, TITLE, out / "async.png"):
-        console.print(f"wrote {out / 'async.png'}")
+    md_path.write_text(text)
+    console.print(f"wrote {json_path} and {md_path}")
+    if _async_report.plot(records, title, png_path):
+        console.print(f"wrote {png_path}")
     else:
         console.print("[yellow]no plot[/]: matplotlib is not installed (`pip install -e .[bench]`)")
     console.print()
@@ -455,7 +596,8 @@ def write_reports(out: Path, report: dict[str, Any], console: Console) -> None:
 
 
 def rewrite_reports(source: Path, out: Path, console: Console) -> None:
-    """Write async.md and async.png again from an async.json, without measuring anything."""
+    """Write the markdown and the plot again from a report's JSON, without measuring
+    anything."""
     try:
         report = json.loads(source.read_text())
         _ = (report["machine"], report["settings"], report["runs"], report["notes"])
@@ -497,7 +639,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
             console.print("[yellow]--quick[/]: a smoke run, no report written (unless --out)")
             console.print(
                 _async_report.markdown(
-                    TITLE, machine, report["settings"], records, report["notes"]
+                    TITLES[args.topology], machine, report["settings"], records, report["notes"]
                 ),
                 markup=False,
                 highlight=False,

@@ -4,11 +4,18 @@ them."""
 
 from __future__ import annotations
 
+import importlib
+import io
+import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 # The benchmark's modules import one another by bare name, as the scripts run from bench/.
 sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
@@ -197,3 +204,91 @@ def test_the_report_marks_a_fixed_rate_the_consumer_could_not_keep_up_with() -> 
     assert "| embedded | async, half the enqueue rate |" in text
     assert "\\* redis: in run(s) 1 half the enqueue rate was above the async throughput" in text
     assert "embedded: in run(s)" not in text
+
+
+# --- the split topology ------------------------------------------------------------------------
+
+
+def _bench_script() -> Any:
+    """bench/async.py as a module (`async` is a keyword: no import statement can name it)."""
+    return importlib.import_module("async")
+
+
+def test_split_is_redis_only_and_is_the_default_queue_there() -> None:
+    script = _bench_script()
+    args = script.parse_args(["--topology", "split", "--quick"])
+    assert (args.queues, args.consumers) == (["redis"], ["up"])
+    assert script.parse_args(["--quick"]).queues == ["embedded", "redis"]  # `one` as before
+    with pytest.raises(SystemExit):
+        script.parse_args(["--topology", "split", "--queues", "embedded,redis"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--topology", "split", "--consumer", "nobody"])
+
+
+def test_cpu_is_reported_per_role_per_call_and_as_cores_busy() -> None:
+    tally = Tally(start=0.0, end=2.0, expected_status="202", callbacks=True)
+    for n in range(4):
+        tally.expect(f"c{n}", n * 0.1)
+        tally.answer("202", n * 0.1, n * 0.1 + 0.001)
+        tally.receive(f"c{n}", "200", n * 0.1 + 0.05)
+    cpu = {"gateway": 0.004, "consumer": 0.008, "consumer_instances": 0.002, "bench": 0.002}
+    rec = record("redis split, up", 1, "fixed-enqueue", tally.summary(), cpu=cpu, wall_seconds=4)
+    assert rec["cpu_ms_per_call"] == pytest.approx(
+        {"gateway": 1.0, "consumer": 2.0, "consumer_instances": 0.5, "bench": 0.5}
+    )
+    assert rec["cpu_cores"]["consumer"] == pytest.approx(0.002)
+    records = [{**r, "queue": "redis split, up"} for r in _run("redis", 1, 1000, 600, 3.0)]
+    records[-1] = {**records[-1], "cpu_ms_per_call": rec["cpu_ms_per_call"]}
+    records[-1]["cpu_cores"] = rec["cpu_cores"]
+    text = markdown("Async", MACHINE, {"topology": "split"}, records)
+    # A column per role any row has, in the report's order; no column for roles none has.
+    header = (
+        "| queue | phase | enqueueing up (gateway, worker; no consumer) | consumer process "
+        "| consumer's instances | benchmark (client, receiver) | all |"
+    )
+    assert text.count(header) == 2  # per call, and cores busy
+    assert "| redis split, up | fixed-enqueue | 1.00 | 2.00 | 0.50 | 0.50 | 4.00 |" in text
+    assert "up (gateway, worker, consumer)" not in text
+
+
+def test_a_split_report_is_written_as_async_split(tmp_path: Path) -> None:
+    script = _bench_script()
+    records = _run("redis split, up", 1, 1000, 600, 3.0)
+    for rec in records:
+        rec["detail"] = {}
+    source = tmp_path / "in.json"
+    settings = {"runs": 1, "topology": "split", "consumers": "up"}
+    report = {"machine": MACHINE, "settings": settings, "runs": records, "notes": ["n"]}
+    source.write_text(json.dumps(report))
+    out = tmp_path / "out"
+    script.rewrite_reports(source, out, Console(file=io.StringIO()))
+    assert (out / "async-split.json").exists()
+    assert not (out / "async.json").exists()
+    text = (out / "async-split.md").read_text()
+    assert text.startswith("# Async invocations") and "split" in text.splitlines()[0]
+    assert "| redis split, up | enqueue p99 at half the enqueue rate < 5 ms | 3.00 |" in text
+
+
+def test_cpu_seconds_of_a_real_process_and_of_what_runs_below_it() -> None:
+    from _async_topology import CpuRole, cpu_seconds
+    from _procs import Server
+
+    # A parent that burns CPU in a child it started: its own seconds and those below it apart.
+    code = (
+        "import subprocess, sys; "
+        "subprocess.run([sys.executable, '-c', 'import time\\nend = time.process_time() + 0.3\\n"
+        "while time.process_time() < end: pass\\nprint(1, flush=True)\\ntime.sleep(60)'])"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == b"1"  # the child burnt its CPU
+            server = Server("parent", process, Path("/dev/null"))
+            seconds = cpu_seconds([CpuRole("gateway", server, "instances")])
+            assert set(seconds) == {"gateway", "instances", "bench"}
+            assert seconds["instances"] >= 0.25
+            assert seconds["gateway"] < seconds["instances"]
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)  # the parent and the child, in its session
