@@ -1,6 +1,6 @@
 """The doorbell-engine section of bench/channel.py: shm round trips with the worker's loop
-waiting on doorbells through epoll, io_uring, or io_uring with SQPOLL (faasd_py.doorbells), at
-1 and at 16 instances in flight at once.
+waiting on doorbells through epoll, io_uring, or io_uring with SQPOLL
+(faasd_py.datapath.doorbells), at 1 and at 16 instances in flight at once.
 
 One run: a fresh uvloop loop with the engine under test, `instances` instance processes on shm
 channels, each driven by its own task in a closed loop (send an invoke of 64 B, await the
@@ -69,7 +69,7 @@ async def one_run(
     peer_cpu: int | None,
     run: int,
 ) -> EngineRun:
-    from faasd_py import doorbells
+    from faasd_py.datapath import doorbells
 
     engine = doorbells.for_loop()
     peers = [await start_peer("shm", spin, worker_spin, peer_cpu) for _ in range(instances)]
@@ -115,7 +115,7 @@ def measure_engines(
     """Every (instances, worker spin) point, `runs` times per variant, interleaved."""
     import uvloop
 
-    from faasd_py import doorbells
+    from faasd_py.datapath import doorbells
 
     previous = doorbells.selection()
     out = []
@@ -196,7 +196,7 @@ def engines_markdown(section: dict[str, Any]) -> list[str]:
         "## Doorbell engines: epoll vs io_uring",
         "",
         f"shm round trips of {section['body']} B with the worker's loop waiting on the "
-        "instances' doorbells through each engine (`faasd_py.doorbells`): `epoll` is "
+        "instances' doorbells through each engine (`faasd_py.datapath.doorbells`): `epoll` is "
         "`loop.add_reader` per eventfd plus a read() per doorbell; `io_uring` keeps an "
         "IORING_OP_READ on every eventfd and resubmits after each batch of completions in one "
         "io_uring_enter, the loop watching the ring's fd; `io_uring+sqpoll` adds a kernel "

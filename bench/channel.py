@@ -12,7 +12,8 @@ the other end, a separate process with the instance runtime's blocking loop and 
 same body. Each round trip is timed from before `send` to after `receive` returns the decoded
 reply: the channels' own cost (encoding, transport, wake-ups), not the handler's. Kinds
 alternate in blocks so drift on the machine hits both alike. Both ends are the production
-classes, set up by `faasd_py.channel.prepare_channel` exactly as the worker sets up an instance.
+classes, set up by `faasd_py.datapath.channel.prepare_channel` exactly as the worker sets up an
+instance.
 
 Targets (issue 4): shm p50 at most 15 us, and at least 3x faster than the socketpair.
 
@@ -137,7 +138,7 @@ class Peer:
 
     @classmethod
     async def start(cls, kind: str, spin: int, worker_spin: int, cpu: int | None) -> Peer:
-        from faasd_py.channel import prepare_channel
+        from faasd_py.datapath.channel import prepare_channel
 
         handoff = prepare_channel(kind, MAX_FRAME, spin=spin, worker_spin=worker_spin)
         pin = [] if cpu is None else [f"--pin-cpu={cpu}"]

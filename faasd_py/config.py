@@ -23,7 +23,8 @@ DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 
 # Channels between worker and instance (DESIGN.md).
 CHANNELS = ("shm", "socket", "net")
-# The net channel's bridge and subnet (faasd_py.netns): the bridge takes the first address.
+# The net channel's bridge and subnet (faasd_py.isolation.netns): the bridge takes the first
+# address.
 DEFAULT_NET_BRIDGE = "faasd0"
 DEFAULT_NET_SUBNET = "10.62.0.0/16"
 # Iterations an instance's end of a shm channel spins before it sleeps on its futex: about 50 us
@@ -36,8 +37,8 @@ DEFAULT_SHM_WORKER_SPIN = 2000
 
 
 ISOLATIONS = ("auto", "sandbox", "process")
-# How the worker's event loop waits on instances' doorbells (faasd_py.doorbells): auto picks
-# what measured faster where io_uring works, and epoll where it does not.
+# How the worker's event loop waits on instances' doorbells (faasd_py.datapath.doorbells): auto
+# picks what measured faster where io_uring works, and epoll where it does not.
 IO_ENGINES = ("auto", "io_uring", "epoll")
 
 
@@ -259,7 +260,7 @@ class Config:
     def _check_network(self) -> None:
         """ValueError now for a bad --net-bridge or --net-subnet, not at the first net call.
         (Only checked: nothing is made until a net instance starts.)"""
-        from faasd_py.netns import BridgeNetwork, NetworkUnavailable
+        from faasd_py.isolation.netns import BridgeNetwork, NetworkUnavailable
 
         try:
             BridgeNetwork(self.net_bridge, self.net_subnet)

@@ -6,7 +6,8 @@ storage and secrets:
 - The data dir and every folder in it are 0700, every file 0600: the registry (secrets,
   functions), storage.sqlite3 (every app's objects) and their -wal and -shm files, the
   credentials, package metadata, instances' folders. (A function's secrets folder belongs to
-  the sandbox's id instead, 0500 with files of 0400: see faasd_py.sandbox.prepare_secrets.)
+  the sandbox's id instead, 0500 with files of 0400: see
+  faasd_py.isolation.sandbox.prepare_secrets.)
 - Wider, because sandboxes read them: a package's function/ and deps/ trees (and the pip cache
   under packages/.deps/<sha>/site/ that deps/ hard-links), and the runtime folder run/lib:
   folders 0755, files 0644, or 0755 where executable. A sandbox's uid maps to SANDBOX_UID,

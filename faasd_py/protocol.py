@@ -58,7 +58,7 @@ class ProtocolError(Exception):
 
 
 class ChannelClosed(Exception):
-    """The peer closed the channel (or died). Re-exported by faasd_py.channel."""
+    """The peer closed the channel (or died). Re-exported by faasd_py.datapath.channel."""
 
 
 @dataclass(frozen=True, slots=True)

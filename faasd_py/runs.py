@@ -2,8 +2,8 @@
 with flock(2) for as long as it runs.
 
 What a run leaves outside its data dir is named by its id (its cgroups are
-faasd-py/<run id>/<instance>, see faasd_py.cgroups), so that a later run can tell a dead run's
-leftovers from a live run's things without guessing by age: a run is dead exactly when its
+faasd-py/<run id>/<instance>, see faasd_py.isolation.cgroups), so that a later run can tell a dead
+run's leftovers from a live run's things without guessing by age: a run is dead exactly when its
 lock can be taken, because the kernel drops a flock when the last descriptor of it closes, which
 a `kill -9` does as surely as a clean exit. (A pid would not do: pids are reused.)
 

@@ -20,10 +20,10 @@ import uvloop
 from aiohttp import web
 from rich.console import Console
 
-from faasd_py import doorbells
 from faasd_py.cache import CacheManager, CacheSettings, StorageLimits, WorkerStorage
 from faasd_py.cache._manager import StatsStore
 from faasd_py.config import Config, live_policy
+from faasd_py.datapath import doorbells
 from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.gateway._backend import FunctionWorker, LocalWorker

@@ -27,7 +27,6 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from faasd_py import native
-from faasd_py.channel import KINDS
 from faasd_py.cluster import _wire
 from faasd_py.cluster._keys import ClusterKey
 from faasd_py.cluster._membership import Membership, Placements, WorkerReport, live_workers
@@ -37,6 +36,7 @@ from faasd_py.cluster._peers import CachePeers, cache_get_op
 from faasd_py.cluster._placement import WorkerLoad
 from faasd_py.cluster._transport import RpcServer
 from faasd_py.config import Config
+from faasd_py.datapath.channel import KINDS
 from faasd_py.errors import BadRequest, NotFound, Unavailable
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import FRAME_OVERHEAD

@@ -13,7 +13,8 @@ from typing import Any
 from aiohttp import web
 
 import faasd_py
-from faasd_py import doorbells, native
+from faasd_py import native
+from faasd_py.datapath import doorbells
 from faasd_py.errors import BadRequest, Conflict, NotFound
 from faasd_py.gateway._errors import read_json
 from faasd_py.gateway._keys import CLUSTER_INFO, CONFIG, REGISTRY, WORKER
@@ -229,7 +230,7 @@ async def info(request: web.Request) -> web.Response:
             "channel": request.app[CONFIG].channel,
             "native": native.HAS_NATIVE,
             "io_uring": native.FEATURES.io_uring,
-            # What the worker's loop waits on shm doorbells with (faasd_py.doorbells): the
+            # What the worker's loop waits on shm doorbells with (faasd_py.datapath.doorbells): the
             # engine, what was asked for, and why auto chose it or why io_uring is not in use.
             "event_engine": doorbells.selection().engine,
             "event_engine_requested": doorbells.selection().requested,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from faasd_py.protocol import ChannelClosed, FrameDecoder, encode
 
 if TYPE_CHECKING:
-    from faasd_py.shm import ShmStatistics
+    from faasd_py.datapath.shm import ShmStatistics
 
 __all__ = ["BlockingChannel", "BlockingShmChannel", "BlockingSocketChannel", "open_channel"]
 
@@ -95,7 +95,7 @@ class BlockingShmChannel:
         liveness_interval: float = 1.0,
     ) -> None:
         # Imported here: an instance on the socket channel never loads the native module.
-        from faasd_py.shm import ShmEndpoint, require_native
+        from faasd_py.datapath.shm import ShmEndpoint, require_native
 
         lib = require_native()
         self._ep = ShmEndpoint(memfd, lib.SHM_SANDBOX, -1, peer_eventfd, max_frame)

@@ -93,7 +93,7 @@ def _preload() -> None:
     the shm channel's module and the native shim (~25 ms); asyncio once the handler is loaded,
     where the instance's loop will need it. (Imports only: nothing here starts a thread.)"""
     with contextlib.suppress(ImportError):
-        import faasd_py.shm  # noqa: F401
+        import faasd_py.datapath.shm  # noqa: F401
 
 
 def _serve_forks(control: socket.socket) -> list[int]:

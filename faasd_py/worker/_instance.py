@@ -2,8 +2,8 @@
 
 The process is a sandbox or a plain child process, as the worker's isolation says (see
 _process.py), started by a fresh exec or forked from the function's zygote (_zygote.py). Its
-channel is the function's (`shm` or `socket`, see faasd_py.channel): the process inherits the
-channel's fds and flags that name them (a forked one receives them by SCM_RIGHTS).
+channel is the function's (`shm` or `socket`, see faasd_py.datapath.channel): the process inherits
+the channel's fds and flags that name them (a forked one receives them by SCM_RIGHTS).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from faasd_py.cache import StorageService, WorkerStorage, answer_storage
-from faasd_py.cgroups import DEFAULT_PARENT
-from faasd_py.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
+from faasd_py.datapath.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
 from faasd_py.errors import FaasdError, FunctionFailed, InstanceCrashed, InvocationTimeout
-from faasd_py.netns import BridgeNetwork
+from faasd_py.isolation.cgroups import DEFAULT_PARENT
+from faasd_py.isolation.netns import BridgeNetwork
 from faasd_py.protocol import (
     FRAME_OVERHEAD,
     Invocation,
@@ -65,8 +65,8 @@ class LaunchSettings:
     # Fork instances from a per-function zygote (faasd_py.worker._zygote) where the channel
     # allows it, rather than exec a fresh interpreter for each.
     zygote: bool = False
-    # The bridge of sandboxed instances of net functions (faasd_py.netns.BridgeNetwork); None
-    # where instances are plain processes, which the net channel reaches over loopback.
+    # The bridge of sandboxed instances of net functions (faasd_py.isolation.netns.BridgeNetwork);
+    # None where instances are plain processes, which the net channel reaches over loopback.
     network: BridgeNetwork | None = None
     # Answers the instances' context.storage calls from their app's cache (faasd_py.cache);
     # None: a worker without storage (calls get an error reply).

@@ -1,6 +1,6 @@
 """The process behind an instance, and how it is started: sandboxed or plain.
 
-`sandbox`: the native launcher (faasd_py.sandbox): new namespaces, a root with only the
+`sandbox`: the native launcher (faasd_py.isolation.sandbox): new namespaces, a root with only the
 interpreter, the runtime and the function package (read-only), a private /tmp, secrets at
 /var/openfaas/secrets, a cgroup with the function's memory, CPU and PID limits, seccomp.
 `process`: a plain child process in its own session and folder, with an address-space rlimit:
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from faasd_py.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
 from faasd_py.errors import NativeUnavailable
-from faasd_py.sandbox import (
+from faasd_py.isolation.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
+from faasd_py.isolation.sandbox import (
     SANDBOX_GID,
     SANDBOX_UID,
     SECRETS_PATH,

@@ -17,14 +17,15 @@ from pathlib import Path
 import msgpack
 
 import faasd_py
-from faasd_py import doorbells, native
+from faasd_py import native
 from faasd_py.cache import CacheStatistics, StorageStatistics, WorkerStorage
-from faasd_py.cgroups import remove_dead_runs, remove_tree, run_parent
-from faasd_py.channel import resolve_kind
 from faasd_py.config import Config, live_policy
+from faasd_py.datapath import doorbells
+from faasd_py.datapath.channel import resolve_kind
 from faasd_py.errors import BadRequest, FaasdError, NotFound, SpecError
+from faasd_py.isolation.cgroups import remove_dead_runs, remove_tree, run_parent
+from faasd_py.isolation.netns import BridgeNetwork
 from faasd_py.modes import private_dir
-from faasd_py.netns import BridgeNetwork
 from faasd_py.packages import PackageStore
 from faasd_py.protocol import Request
 from faasd_py.queue import QueuePolicy, queue_policy

@@ -41,9 +41,9 @@ from typing import Any
 
 import msgpack
 
-from faasd_py.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
 from faasd_py.errors import FaasdError
-from faasd_py.sandbox import ExitStatus
+from faasd_py.isolation.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
+from faasd_py.isolation.sandbox import ExitStatus
 from faasd_py.spec import FunctionSpec
 from faasd_py.worker._instance import (
     FunctionPackage,

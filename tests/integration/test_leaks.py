@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from faasd_py.cgroups import (
+from faasd_py.isolation.cgroups import (
     CONTROLLERS,
     DEFAULT_PARENT,
     Cgroup,
@@ -37,9 +37,9 @@ from faasd_py.cgroups import (
     detect,
     run_parent,
 )
+from faasd_py.isolation.sandbox import unavailable_reason
 from faasd_py.packages import PackageStore
 from faasd_py.runs import RUN_LOCKS
-from faasd_py.sandbox import unavailable_reason
 from faasd_py.spec import FunctionSpec, StackFunction
 from tests._ci import in_ci
 from tests.integration.conftest import Platform, start_platform, stop_platform

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from faasd_py import netfilter
-from faasd_py.netns import owner_alias
+from faasd_py.isolation import netfilter
+from faasd_py.isolation.netns import owner_alias
 from tests._ci import in_ci
 from tests.integration.conftest import (
     HELLO,

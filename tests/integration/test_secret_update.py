@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from faasd_py.sandbox import SANDBOX_UID, SECRETS_PATH
+from faasd_py.isolation.sandbox import SANDBOX_UID, SECRETS_PATH
 from faasd_py.spec import FunctionSpec
 from tests.integration import test_zygote
 from tests.integration.conftest import Platform

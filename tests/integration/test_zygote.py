@@ -70,7 +70,7 @@ def _sandboxes_where_asked(request: pytest.FixtureRequest) -> None:
     callspec = getattr(request.node, "callspec", None)
     if callspec is None or callspec.params.get("platform") != "sandbox":
         return
-    from faasd_py.sandbox import unavailable_reason
+    from faasd_py.isolation.sandbox import unavailable_reason
 
     reason = unavailable_reason()
     if reason is not None:

@@ -1,6 +1,6 @@
 """A child process for the native tests: the instance's end of a channel, opened exactly as the
 runtime opens it (`python -m tests.native._echo --channel=... --fd=...`, the flags of
-`faasd_py.channel.prepare_channel`).
+`faasd_py.datapath.channel.prepare_channel`).
 
     --mode echo     answer each invoke with a result carrying its body and the body's CRC-32
     --mode crash    send two results unasked (one of them large), then exit at once with code 3

@@ -1,4 +1,4 @@
-"""Running shm channel tests under each doorbell engine (faasd_py.doorbells).
+"""Running shm channel tests under each doorbell engine (faasd_py.datapath.doorbells).
 
 `with_engines(KINDS)` turns the channel kinds' `shm` into `shm-epoll` and `shm-io_uring`; the
 value stays a `str` equal to "shm" (so `open_pair` and anything else that looks at the kind is
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from _pytest.mark import ParameterSet
 
-from faasd_py import doorbells
+from faasd_py.datapath import doorbells
 from tests.native.conftest import IN_CI
 
 URING_MISSING = doorbells.probe()

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from faasd_py import native
-from faasd_py.channel import Channel, SocketChannel
+from faasd_py.datapath.channel import Channel, SocketChannel
+from faasd_py.datapath.shm import ShmGeometry
 from faasd_py.protocol import ChannelClosed
 from faasd_py.runtime import BlockingChannel, BlockingShmChannel, BlockingSocketChannel
-from faasd_py.shm import ShmGeometry
 from tests._ci import in_ci
 
 IN_CI = in_ci()
@@ -83,7 +83,7 @@ async def open_pair(
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         worker = await SocketChannel.open(parent, max_frame)
         return ChannelPair(kind, worker, BlockingSocketChannel(child, max_frame))
-    from faasd_py.channel_shm import ShmChannel, ShmRegion
+    from faasd_py.datapath.channel_shm import ShmChannel, ShmRegion
 
     region = ShmRegion.create(geometry)
     # The instance's end writes to the worker's eventfd through a copy of its own, as a child

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from faasd_py.datapath.shm import DEFAULT_GEOMETRY, ShmGeometry
 from faasd_py.protocol import ChannelClosed, ProtocolError
-from faasd_py.shm import DEFAULT_GEOMETRY, ShmGeometry
 from tests.native._engines import use_engine_of_kind, with_engines
 from tests.native.conftest import KINDS, MAX_FRAME, SMALL, ChannelPair, echo, open_pair
 
@@ -273,7 +273,7 @@ def test_max_frame_of_the_test_pairs_exceeds_the_small_arena() -> None:
 async def test_a_message_sent_before_the_worker_end_opens_is_received(kind: str) -> None:
     """The instance may answer (say, "ready") before the worker's end has parked: it rings no
     doorbell then, so the worker's end must look at the ring when it opens."""
-    from faasd_py.channel_shm import ShmChannel, ShmRegion
+    from faasd_py.datapath.channel_shm import ShmChannel, ShmRegion
     from faasd_py.runtime import BlockingShmChannel
 
     region = ShmRegion.create(DEFAULT_GEOMETRY)

@@ -1,5 +1,5 @@
-"""The doorbell engines (faasd_py.doorbells): each test runs against epoll and io_uring (ids
-`epoll` / `io_uring`), as the channel tests run against each channel kind. io_uring needs the
+"""The doorbell engines (faasd_py.datapath.doorbells): each test runs against epoll and io_uring
+(ids `epoll` / `io_uring`), as the channel tests run against each channel kind. io_uring needs the
 native shim and a kernel that lets this process set up a ring: without them its tests skip and
 say why, except under CI=true, where they run and fail."""
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from faasd_py import doorbells
 from faasd_py.config import Config
-from faasd_py.doorbells import DoorbellEngine, EpollDoorbells, UringDoorbells
+from faasd_py.datapath import doorbells
+from faasd_py.datapath.doorbells import DoorbellEngine, EpollDoorbells, UringDoorbells
 from tests.native._engines import needs_uring
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -305,7 +305,7 @@ SECCOMPED = textwrap.dedent(
     fprog = Fprog(len(prog) // 8, ctypes.addressof(buf))
     assert libc.prctl(38, 1, 0, 0, 0) == 0                       # PR_SET_NO_NEW_PRIVS
     assert libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) == 0     # SECCOMP_MODE_FILTER
-    from faasd_py import doorbells
+    from faasd_py.datapath import doorbells
     from faasd_py.errors import NativeUnavailable
     chosen = doorbells.select("auto")
     print(chosen.engine)
@@ -343,7 +343,10 @@ def test_auto_falls_back_to_epoll_when_seccomp_denies_io_uring() -> None:
 
 
 def test_auto_falls_back_to_epoll_without_the_native_shim() -> None:
-    code = "from faasd_py import doorbells; c = doorbells.select('auto'); print(c.engine, c.reason)"
+    code = (
+        "from faasd_py.datapath import doorbells; c = doorbells.select('auto'); "
+        "print(c.engine, c.reason)"
+    )
     (line,) = run_child(code, FAASD_NO_NATIVE="1")
     assert line == "epoll io_uring unavailable: the native shim is disabled by FAASD_NO_NATIVE"
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from faasd_py import native
-from faasd_py.channel import default_kind, resolve_kind
 from faasd_py.config import Config
+from faasd_py.datapath.channel import default_kind, resolve_kind
 from faasd_py.errors import NativeUnavailable, SpecError
 from faasd_py.spec import FunctionSpec
 from tests.native.conftest import IN_CI, needs_native
@@ -30,7 +30,7 @@ PROBE = textwrap.dedent(
     if {block}:
         sys.modules["faasd_py._native"] = None  # import fails: as if never built
     from faasd_py import native
-    from faasd_py.channel import default_kind, resolve_kind
+    from faasd_py.datapath.channel import default_kind, resolve_kind
     from faasd_py.config import Config
     from faasd_py.errors import NativeUnavailable
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from faasd_py.channel_net import NetChannel
+from faasd_py.datapath.channel_net import NetChannel
 from faasd_py.protocol import ChannelClosed, Invocation, ProtocolError, Request, Result
 from faasd_py.runtime._http import BlockingHttpChannel
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from faasd_py.channel import Channel, prepare_channel
+from faasd_py.datapath.channel import Channel, prepare_channel
 from faasd_py.protocol import ChannelClosed
 from tests.native.conftest import KINDS
 

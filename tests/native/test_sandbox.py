@@ -1,4 +1,5 @@
-"""Real sandboxes (faasd_py.sandbox, native/sandbox.c): what a process inside can see and do.
+"""Real sandboxes (faasd_py.isolation.sandbox, native/sandbox.c): what a process inside can see and
+do.
 
 Each test starts Python in a sandbox with the worker's layout and asserts from the outside on
 what it reports (as JSON on stdout) and on its exit status. These need root, user namespaces and
@@ -28,9 +29,9 @@ import msgpack
 import pytest
 
 import faasd_py
-from faasd_py import sandbox
-from faasd_py.cgroups import Cgroup, CgroupLimits
-from faasd_py.sandbox import (
+from faasd_py.isolation import sandbox
+from faasd_py.isolation.cgroups import Cgroup, CgroupLimits
+from faasd_py.isolation.sandbox import (
     SANDBOX_UID,
     SECRETS_PATH,
     ExitStatus,

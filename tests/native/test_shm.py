@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import pytest
 
 from faasd_py import native
+from faasd_py.datapath.shm import AdaptiveSpin, ShmEndpoint, ShmGeometry, ShmRegion
 from faasd_py.protocol import ChannelClosed, ProtocolError
-from faasd_py.shm import AdaptiveSpin, ShmEndpoint, ShmGeometry, ShmRegion
 from tests.native.conftest import SMALL, needs_native
 
 pytestmark = needs_native

@@ -1,5 +1,5 @@
-"""faasd_py.cgroups against a fake hierarchy in a temporary folder: which files get which values
-on v2 and v1, and how the statistics are read. (tests/native/test_sandbox.py runs the real
+"""faasd_py.isolation.cgroups against a fake hierarchy in a temporary folder: which files get which
+values on v2 and v1, and how the statistics are read. (tests/native/test_sandbox.py runs the real
 hierarchy of the machine, which has only one of the two.)"""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from faasd_py import cgroups
-from faasd_py.cgroups import (
+from faasd_py.isolation import cgroups
+from faasd_py.isolation.cgroups import (
     Cgroup,
     CgroupLimits,
     Hierarchy,

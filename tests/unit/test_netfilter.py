@@ -1,12 +1,12 @@
-"""The net channel's packet-filter rules (faasd_py.netfilter): the nft script, and a clear
+"""The net channel's packet-filter rules (faasd_py.isolation.netfilter): the nft script, and a clear
 error where nft is missing."""
 
 from __future__ import annotations
 
 import pytest
 
-from faasd_py import netfilter
 from faasd_py.errors import NativeUnavailable
+from faasd_py.isolation import netfilter
 
 
 def test_the_table_is_the_bridges_own() -> None:

@@ -12,9 +12,9 @@ aiohttp's: its peer is always that server, whose answers always carry Content-Le
 awaited). It also keeps the baseline honest: aiohttp's client costs about 130 us of CPU per
 request on these machines (see faasd_py/http1/_wire.py), more than the rest of this path.
 
-Where the runtime listens is the handoff's business (faasd_py.channel): its own address on the
-worker's bridge when the instance is sandboxed (faasd_py.netns), a loopback port the worker
-bound when it is a plain process. Readiness and the channel's lifetime ride on one connection
+Where the runtime listens is the handoff's business (faasd_py.datapath.channel): its own address on
+the worker's bridge when the instance is sandboxed (faasd_py.isolation.netns), a loopback port the
+worker bound when it is a plain process. Readiness and the channel's lifetime ride on one connection
 of their own: the first message `receive` yields is the answer to `GET /_/ready` (ready or
 load_failed); when that connection ends, or the instance process exits, the channel ends after
 the requests in flight have settled. Closing this end closes that connection, which is how
@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from faasd_py.channel import Mailbox
+from faasd_py.datapath.channel import Mailbox
 from faasd_py.protocol import ChannelClosed, Headers, ProtocolError, Result
 from faasd_py.runtime._http import (
     DURATION_HEADER,

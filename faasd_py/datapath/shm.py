@@ -1,6 +1,6 @@
 """The shared-memory channel's core (DESIGN.md's `shm` mode): regions and endpoints over the C
 rings of native/shm.c, and how a message becomes records. No asyncio: the sandbox runtime imports
-this, and the worker's end (`faasd_py.channel_shm.ShmChannel`) builds on it.
+this, and the worker's end (`faasd_py.datapath.channel_shm.ShmChannel`) builds on it.
 
 The worker makes a region per instance (`ShmRegion`: a sealed memfd and the worker's eventfd
 doorbell) and hands both fds to the instance process; each side attaches an `ShmEndpoint`.

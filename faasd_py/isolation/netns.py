@@ -14,8 +14,8 @@ address never meets a stale neighbour entry).
 What an instance can reach, and why:
 
 - the bridge's address, but of the host's services only the TCP ports `--net-allow-port` names
-  (none by default): packet-filter rules for the bridge (faasd_py.netfilter, nftables) reject
-  the rest, while the worker's own connections to its instances pass;
+  (none by default): packet-filter rules for the bridge (faasd_py.isolation.netfilter, nftables)
+  reject the rest, while the worker's own connections to its instances pass;
 - nothing else: no default route (with one the host would accept packets for every address
   it owns, the weak host model, and forward them off the host where forwarding is on), no
   other instance (bridge ports are isolated), no IPv6 (off on the bridge and the host ends),
@@ -42,10 +42,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from faasd_py import netfilter
 from faasd_py.config import DEFAULT_NET_BRIDGE as DEFAULT_BRIDGE
 from faasd_py.config import DEFAULT_NET_SUBNET as DEFAULT_SUBNET
 from faasd_py.errors import NativeUnavailable
+from faasd_py.isolation import netfilter
 
 __all__ = [
     "DEFAULT_BRIDGE",

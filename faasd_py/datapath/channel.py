@@ -2,13 +2,13 @@
 
 DESIGN.md's modes, as the worker's end sees them:
 
-- `shm` (`faasd_py.channel_shm.ShmChannel`): shared-memory rings of the native shim; the default
-  when the shim is built.
+- `shm` (`faasd_py.datapath.channel_shm.ShmChannel`): shared-memory rings of the native shim; the
+  default when the shim is built.
 - `socket` (`SocketChannel`): a Unix socketpair carrying length-prefixed msgpack frames; works
   without a compiler.
-- `net` (`faasd_py.channel_net.NetChannel`): HTTP to the runtime, the faasd-style path. A
-  sandboxed instance serves on its own address on the worker's bridge (faasd_py.netns); a plain
-  process (`--isolation process`, no network namespace of its own) on a loopback port the
+- `net` (`faasd_py.datapath.channel_net.NetChannel`): HTTP to the runtime, the faasd-style path. A
+  sandboxed instance serves on its own address on the worker's bridge (faasd_py.isolation.netns); a
+  plain process (`--isolation process`, no network namespace of its own) on a loopback port the
   worker bound for it.
 
 The instance's ends are blocking (faasd_py.runtime: `BlockingShmChannel`,
@@ -30,7 +30,7 @@ from faasd_py.errors import NativeUnavailable, SpecError
 from faasd_py.protocol import ChannelClosed, FrameDecoder, encode
 
 if TYPE_CHECKING:
-    from faasd_py.netns import BridgeNetwork
+    from faasd_py.isolation.netns import BridgeNetwork
 
 __all__ = [
     "KINDS",
@@ -231,7 +231,7 @@ class _ShmHandoff:
     kind = "shm"
 
     def __init__(self, max_frame: int, spin: int, worker_spin: int) -> None:
-        from faasd_py.shm import ShmRegion
+        from faasd_py.datapath.shm import ShmRegion
 
         self._max_frame = max_frame
         self._worker_spin = worker_spin
@@ -247,7 +247,7 @@ class _ShmHandoff:
         ]
 
     async def connect(self, pid: int) -> Channel:
-        from faasd_py.channel_shm import ShmChannel
+        from faasd_py.datapath.channel_shm import ShmChannel
 
         channel = ShmChannel.open(
             self._region, self._max_frame, peer_pid=pid, spin=self._worker_spin
@@ -295,7 +295,7 @@ class _NetHandoff:
             ]
 
     async def connect(self, pid: int) -> Channel:
-        from faasd_py.channel_net import NetChannel
+        from faasd_py.datapath.channel_net import NetChannel
 
         network = self._network
         if network is None:

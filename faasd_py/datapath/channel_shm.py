@@ -1,7 +1,7 @@
 """The worker's end of the shared-memory channel, in its event loop (`ShmChannel`).
 
 The instance's end is `faasd_py.runtime.BlockingShmChannel`; regions, endpoints and the record
-format are in `faasd_py.shm`.
+format are in `faasd_py.datapath.shm`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import os
 import time
 from typing import Any
 
-from faasd_py import doorbells, native
-from faasd_py.channel import Mailbox
-from faasd_py.protocol import ChannelClosed, ProtocolError
-from faasd_py.shm import (
+from faasd_py import native
+from faasd_py.datapath import doorbells
+from faasd_py.datapath.channel import Mailbox
+from faasd_py.datapath.shm import (
     DEFAULT_GEOMETRY,
     AdaptiveSpin,
     ShmEndpoint,
@@ -23,6 +23,7 @@ from faasd_py.shm import (
     ShmStatistics,
     require_native,
 )
+from faasd_py.protocol import ChannelClosed, ProtocolError
 
 __all__ = ["DEFAULT_GEOMETRY", "ShmChannel", "ShmGeometry", "ShmRegion", "ShmStatistics"]
 
@@ -33,7 +34,7 @@ _BUSY_LOOP_NS = 20_000
 class ShmChannel:
     """The worker's end of a shm channel, in its event loop (the `Channel` protocol).
 
-    The eventfd is watched by the loop's doorbell engine (faasd_py.doorbells: epoll, or one
+    The eventfd is watched by the loop's doorbell engine (faasd_py.datapath.doorbells: epoll, or one
     io_uring for every instance of the loop), which consumes each ring of it and calls
     `_on_doorbell`. The peer rings it only while this end is parked, which it is whenever the
     loop has drained the ring. After a send, once the loop has run what was ready, it may spin

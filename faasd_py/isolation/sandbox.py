@@ -58,8 +58,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from faasd_py import native
-from faasd_py.cgroups import Cgroup, detect
 from faasd_py.errors import NativeUnavailable
+from faasd_py.isolation.cgroups import Cgroup, detect
 
 __all__ = [
     "DEFAULT_TMP_SIZE",
