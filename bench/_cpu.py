@@ -63,3 +63,67 @@ def sample(root: int) -> CpuSample:
         todo.extend(children.get(pid, []))
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return CpuSample(own, below, usage.ru_utime + usage.ru_stime)
+
+
+def machine_busy_s() -> float:
+    """Seconds all cores together were busy since boot (/proc/stat: everything but idle and
+    iowait), a cross-check of per-process accounting that also sees what other work costs."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is already inside user).
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / _TICKS
+
+
+def tree(root: int) -> list[int]:
+    """`root` and its live descendants' pids (sandboxed instances included: they live in pid
+    namespaces of their own, but /proc of the host lists them under their parent)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(int(entry))) is not None:
+            parents.setdefault(stat[0], []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def threads(pid: int) -> list[int]:
+    """The thread ids of a live process (none once it is gone)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def context_switches(pids: list[int]) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches so far of every thread of `pids`."""
+    voluntary = involuntary = 0
+    for pid in pids:
+        for tid in threads(pid):
+            try:
+                text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
+def pin(root: int, cpus: set[int]) -> int:
+    """Bind every thread of `root` and its descendants to `cpus` (children forked later, such
+    as new instances from a pinned zygote, inherit it); how many threads were bound."""
+    bound = 0
+    for pid in tree(root):
+        for tid in threads(pid):
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:  # gone meanwhile
+                continue
+            bound += 1
+    return bound

@@ -159,9 +159,13 @@ def run_wrk(
     seconds: float,
     script: Path,
     timeout: float = 10.0,
+    cpus: str | None = None,
 ) -> WrkResult:
-    """One wrk run against `url`; raises WrkError if wrk fails or hangs."""
+    """One wrk run against `url`; raises WrkError if wrk fails or hangs. `cpus` (taskset's
+    list, e.g. "1") binds wrk to those cores, apart from a server pinned elsewhere."""
+    pinned = ["taskset", "--cpu-list", cpus] if cpus else []
     argv = [
+        *pinned,
         wrk,
         "--latency",
         f"--threads={threads}",
