@@ -28,6 +28,7 @@ from faasd_py.errors import FaasdError, NotFound
 from faasd_py.gateway import Credentials, load_or_create_credentials, make_app
 from faasd_py.gateway._backend import FunctionWorker, LocalWorker
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
+from faasd_py.gateway._front import FrontSite
 from faasd_py.gateway._keys import METRICS, AsyncCalls
 from faasd_py.gateway._metrics import GatewayMetrics, QueueSnapshot
 from faasd_py.heap import settle_heap
@@ -62,7 +63,7 @@ class Gateway:
     the consumer that empties it: `listen`, then `stop` and `close`."""
 
     app: web.Application
-    runner: web.AppRunner
+    runner: GuardedRunner
     queue: CallQueue  # of async invocations
     consumer: Consumer | None  # None: --no-queue-consumer
     callbacks: CallbackSender
@@ -75,7 +76,8 @@ class Gateway:
     async def listen(self, host: str, port: int) -> None:
         await self.runner.setup()
         try:
-            await web.TCPSite(self.runner, host, port, reuse_address=True).start()
+            # One socket: the lean front answers plain /function/ requests, aiohttp the rest.
+            await FrontSite(self.runner, host, port).start()
         except OSError as exc:
             raise FaasdError(
                 f"cannot listen on {host}:{port}: {exc.strerror}; "

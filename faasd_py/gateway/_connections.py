@@ -90,13 +90,24 @@ class GuardedRunner(web.AppRunner):
     def limits(self) -> ConnectionLimits:
         return self._limits
 
+    @property
+    def shutdown_timeout(self) -> float:
+        return self._shutdown_timeout
+
+    def handler(self) -> GuardedHandler:
+        """A new handler of the runner's server, for a connection another protocol accepted
+        (the lean front of gateway/_front): give it the connection with `adopt`."""
+        server = self.server
+        assert isinstance(server, _GuardedServer), "set the runner up first"
+        return server()
+
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()
         return _GuardedServer(plain, self._limits)
 
 
 class _GuardedServer(web.Server):
-    """aiohttp's Server (the protocol factory), making _GuardedHandlers."""
+    """aiohttp's Server (the protocol factory), making GuardedHandlers."""
 
     def __init__(self, plain: web.Server, limits: ConnectionLimits) -> None:
         super().__init__(
@@ -108,11 +119,11 @@ class _GuardedServer(web.Server):
         )
         self.limits = limits
 
-    def __call__(self) -> RequestHandler:
-        return _GuardedHandler(self, self.limits, loop=self._loop, **self._kwargs)
+    def __call__(self) -> GuardedHandler:
+        return GuardedHandler(self, self.limits, loop=self._loop, **self._kwargs)
 
 
-class _GuardedHandler(RequestHandler):
+class GuardedHandler(RequestHandler):
     __slots__ = ("_counted", "_header_deadline", "_header_timer", "_limits")
 
     def __init__(self, manager: web.Server, limits: ConnectionLimits, **kwargs: Any) -> None:
@@ -133,6 +144,22 @@ class _GuardedHandler(RequestHandler):
             return
         limits.open += 1
         self._counted = True
+
+    def adopt(self, transport: asyncio.Transport, data: bytes, header_deadline: float) -> None:
+        """Take over a connection that another protocol began to read: `data` is what it
+        read and did not answer (from the start of a request), and `header_deadline` when the
+        head that `data` begins must be complete (loop time; 0: none), which still holds."""
+        self.connection_made(transport)
+        if data:
+            self.data_received(data)
+        # After data_received, which clears a deadline while aiohttp's request loop has not
+        # begun to wait. (A deadline is only given for data that holds no whole head.)
+        if header_deadline and self._counted and self.transport is not None:
+            self._header_deadline = header_deadline
+            if self._header_timer is None:
+                self._header_timer = self._loop.call_at(
+                    header_deadline, self._check_header_deadline
+                )
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._counted:

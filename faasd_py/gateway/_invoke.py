@@ -1,10 +1,20 @@
-"""/function/{name}[.{namespace}][/path]: the invocation path, the product's hot path."""
+"""/function/{name}[.{namespace}][/path]: the invocation path, the product's hot path.
+
+Two fronts serve it and share everything here: the aiohttp route below, and the lean
+Protocol of gateway/_front.py that answers plain HTTP/1.1 requests to /function/ without
+aiohttp's request machinery. What does not depend on the front is in `Invocations.answer` and
+the helpers it uses (the call's trace, the headers forwarded to the function and those taken
+from its answer); each front only reads the request and writes the `Reply`.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -20,6 +30,8 @@ from faasd_py.gateway._namespaces import require_namespace
 from faasd_py.protocol import Headers, Request
 from faasd_py.spec import function_ref, split_ref
 
+logger = logging.getLogger(__name__)
+
 routes = web.RouteTableDef()
 
 # Request headers the gateway sets itself on the way to the function.
@@ -29,6 +41,9 @@ _REPLACED = frozenset({"x-call-id", "x-start-time", "x-forwarded-for"})
 _HOP_BY_HOP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
 )
+# Headers of the function's that the gateway's own replace.
+_OURS = frozenset({"x-call-id", "x-start-time", "x-duration-seconds", "server-timing"})
+_DROPPED = _HOP_BY_HOP | _OURS
 
 
 # What a response header may hold (RFC 9110 5.1, 5.5): a name is a token; a value is any text
@@ -37,40 +52,94 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NOT_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A function's answer as the gateway sends it (errors are aiohttp Responses, built by
+    gateway/_errors, which both fronts send as they are)."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+
+class Invocations:
+    """What both fronts need to run a call: the app's worker, metrics and registry."""
+
+    __slots__ = ("_app", "max_body")
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self.max_body = app[CONFIG].max_body
+
+    async def answer(
+        self,
+        name: str,
+        namespace: str,
+        started: float,
+        trace: dict[str, str],
+        call: Callable[[], Awaitable[Request]],
+    ) -> Reply | web.Response:
+        """Run the call that `call` reads (it may raise PayloadTooLarge) on NAME.NAMESPACE,
+        record it in the metrics and say what to answer. `started`: perf_counter() when the
+        request's head was read. Exceptions other than FaasdError are the caller's to answer
+        (it has the request to name), after `observe_bug`."""
+        ref = function_ref(name, namespace)
+        app = self._app
+        metrics = app[METRICS]
+        try:
+            outcome = await app[WORKER].invoke(ref, await call())
+            result = outcome.result
+            elapsed = time.perf_counter() - started
+            headers = _response_headers(ref, result.headers)
+            metrics.observe(ref, result.status, elapsed, outcome.cold_start_seconds)
+            headers.extend(trace.items())
+            headers.append(("X-Duration-Seconds", f"{elapsed:.6f}"))
+            headers.append(("Server-Timing", outcome.server_timing(elapsed)))
+            if result.error is not None:
+                return error_response(
+                    result.status, f"function {ref} failed: {result.error}", CIMultiDict(headers)
+                )
+            return Reply(result.status, headers, result.body)
+        except FaasdError as exc:
+            error = exc
+        elapsed = time.perf_counter() - started
+        metrics.observe(ref, error.status, elapsed)
+        trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
+        if isinstance(error, NotFound):
+            error = await function_not_found(app, name, namespace)
+        return faasd_error_response(error, trace)
+
+    def observe_bug(self, name: str, namespace: str, status: int, started: float) -> None:
+        """Count a call that ended in a gateway bug (or the client leaving) as today."""
+        self._app[METRICS].observe(
+            function_ref(name, namespace), status, time.perf_counter() - started
+        )
+
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body exceeds the gateway's limit of {self.max_body} bytes (--max-body)"
+        )
+
+
 @routes.route("*", "/function/{name}")
 @routes.route("*", "/function/{name}/{path:.*}")
 async def invoke(request: web.Request) -> web.StreamResponse:
     started_wall, started = time.time(), time.perf_counter()
-    # NAME or NAME.NAMESPACE (what OpenFaaS's clients send): one ref for the worker and metrics.
+    # NAME or NAME.NAMESPACE (what OpenFaaS's clients send).
     name, namespace = split_ref(request.match_info["name"])
-    ref = function_ref(name, namespace)
     trace = call_trace(request, started_wall)
-    metrics = request.app[METRICS]
+    invocations = Invocations(request.app)
     try:
-        call = await function_request(request, trace)
-        outcome = await request.app[WORKER].invoke(ref, call)
-        result = outcome.result
-        elapsed = time.perf_counter() - started
-        headers = _response_headers(ref, result.headers)
-        metrics.observe(ref, result.status, elapsed, outcome.cold_start_seconds)
-        headers.update(trace)
-        headers["X-Duration-Seconds"] = f"{elapsed:.6f}"
-        headers["Server-Timing"] = outcome.server_timing(elapsed)
-        if result.error is not None:
-            return error_response(result.status, f"function {ref} failed: {result.error}", headers)
-        return web.Response(status=result.status, body=result.body, headers=headers)
-    except FaasdError as exc:
-        error = exc
+        reply = await invocations.answer(
+            name, namespace, started, trace, lambda: function_request(request, trace)
+        )
     except Exception:
         response = internal_error_response(request, trace)
-        metrics.observe(ref, response.status, time.perf_counter() - started)
+        invocations.observe_bug(name, namespace, response.status, started)
         return response
-    elapsed = time.perf_counter() - started
-    metrics.observe(ref, error.status, elapsed)
-    trace["X-Duration-Seconds"] = f"{elapsed:.6f}"
-    if isinstance(error, NotFound):
-        error = await function_not_found(request, name, namespace)
-    return faasd_error_response(error, trace)
+    if isinstance(reply, web.Response):
+        return reply
+    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
 
 class _BadHeader(FaasdError):
@@ -79,14 +148,14 @@ class _BadHeader(FaasdError):
     status = 502
 
 
-def _response_headers(ref: str, pairs: Headers) -> CIMultiDict[str]:
+def _response_headers(ref: str, pairs: Headers) -> Headers:
     """The function's headers for the response, without those the gateway frames itself.
 
     _BadHeader names the first that cannot be sent: aiohttp would refuse a line break (and
     drop the connection), and a name that is not a token or a value with another control
     character would reach the client as a broken response. (The runtime checks too, but a
     function's code shares its process and can send anything.)"""
-    headers: CIMultiDict[str] = CIMultiDict()
+    headers: Headers = []
     for name, value in pairs:
         if _TOKEN.fullmatch(name) is None or _NOT_IN_VALUE.search(value) is not None:
             raise _BadHeader(
@@ -94,14 +163,19 @@ def _response_headers(ref: str, pairs: Headers) -> CIMultiDict[str]:
                 f"{value[:100]!r}; a header name is letters, digits and !#$%&'*+-.^_`|~ only, "
                 "and a value may not hold control characters such as CR, LF or NUL"
             )
-        if name.lower() not in _HOP_BY_HOP:
-            headers.add(name, value)
+        if name.lower() not in _DROPPED:
+            headers.append((name, value))
     return headers
 
 
 def call_trace(request: web.Request, started_wall: float) -> dict[str, str]:
     """The call's X-Call-Id (the caller's, or a new UUID) and X-Start-Time (Unix nanoseconds)."""
-    call_id = request.headers.get("X-Call-Id") or str(uuid.uuid4())
+    return new_trace(request.headers.get("X-Call-Id"), started_wall)
+
+
+def new_trace(call_id: str | None, started_wall: float) -> dict[str, str]:
+    """`call_trace` from the caller's X-Call-Id header (None: absent)."""
+    call_id = call_id or str(uuid.uuid4())
     if not call_id.isascii():
         call_id = _as_sent(call_id)
     return {"X-Call-Id": call_id, "X-Start-Time": str(int(started_wall * 1e9))}
@@ -123,15 +197,32 @@ async def function_request(request: web.Request, trace: dict[str, str]) -> Reque
 
 
 def forwarded_headers(request: web.Request, trace: dict[str, str]) -> list[tuple[str, str]]:
+    """`forward` for an aiohttp request."""
+    incoming = request.headers
+    return forward(incoming.items(), request.host, request.remote, trace)
+
+
+def forward(
+    incoming: Iterable[tuple[str, str]], host: str | None, remote: str | None, trace: dict[str, str]
+) -> list[tuple[str, str]]:
     """The caller's headers plus what the OpenFaaS gateway adds for the function: the call's id
     and start time, the host the caller asked for and the address it came from (appended to a
     proxy's X-Forwarded-For, as proxies do)."""
-    incoming = request.headers
-    headers = [(k, v) for k, v in incoming.items() if k.lower() not in _REPLACED]
+    headers = []
+    chain = []
+    has_forwarded_host = False
+    for k, v in incoming:
+        lower = k.lower()
+        if lower == "x-forwarded-for":
+            chain.append(v)
+        elif lower == "x-forwarded-host":
+            has_forwarded_host = True
+        if lower not in _REPLACED:
+            headers.append((k, v))
     headers.extend(trace.items())
-    if "X-Forwarded-Host" not in incoming and request.host:
-        headers.append(("X-Forwarded-Host", request.host))
-    chain = [*incoming.getall("X-Forwarded-For", ()), request.remote or ""]
+    if not has_forwarded_host and host:
+        headers.append(("X-Forwarded-Host", host))
+    chain.append(remote or "")
     if any(chain):
         headers.append(("X-Forwarded-For", ", ".join(hop for hop in chain if hop)))
     return [(k, v if v.isascii() else _as_sent(v)) for k, v in headers]
@@ -152,10 +243,13 @@ def _as_sent(value: str) -> str:
     return value
 
 
-async def function_not_found(request: web.Request, name: str, namespace: str) -> FaasdError:
+async def function_not_found(
+    app_or_request: web.Application | web.Request, name: str, namespace: str
+) -> FaasdError:
     """A 404 that says whether the namespace or the function is missing (off the hot path)."""
+    app = app_or_request.app if isinstance(app_or_request, web.Request) else app_or_request
     try:
-        await require_namespace(request.app[REGISTRY], namespace)
+        await require_namespace(app[REGISTRY], namespace)
     except NotFound as exc:
         return exc
     return NotFound(
@@ -165,11 +259,8 @@ async def function_not_found(request: web.Request, name: str, namespace: str) ->
 
 
 async def read_body(request: web.Request) -> bytes:
-    limit = request.app[CONFIG].max_body
-    too_large = PayloadTooLarge(
-        f"the request body exceeds the gateway's limit of {limit} bytes (--max-body)"
-    )
-    if request.content_length is not None and request.content_length > limit:
+    too_large = Invocations(request.app).too_large()
+    if request.content_length is not None and request.content_length > request.app[CONFIG].max_body:
         raise too_large
     try:
         return await request.read()
