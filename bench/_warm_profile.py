@@ -321,7 +321,10 @@ def markdown(report: dict[str, Any], header: Sequence[str]) -> str:
         f"and on each instance: up {samples['up']['total']} samples, instances "
         f"{samples['instances']['total']} of which {samples['instances']['waits']} were in a "
         "doorbell wait (py-spy counts a C call as active, so the waits' CPU comes from perf: "
-        "the instances' kernel and shim share).",
+        "the instances' kernel and shim share). Not --native: py-spy then pauses the process "
+        "for every sample, which cut a 3.5k req/s run to under 400 req/s here, and the C side "
+        "comes from perf instead; not --gil: the sample would miss the time spent in system "
+        "calls with the GIL released.",
         "- perf record -g -e cpu-clock -F 999 on `up` and on the instances (Python 3.11 has no "
         "perf trampoline, so the interpreter shows as libpython symbols).",
         "- perf stat -e raw_syscalls:sys_enter,context-switches,cpu-migrations on each side "
