@@ -63,6 +63,12 @@ def internal_error_response(
         # 499 is what nginx counts such a request as.
         logger.debug("the client of %s closed the connection: %s", what, exc)
         return error_response(499, "the client closed the connection during the request", headers)
+    return bug_response(what, headers)
+
+
+def bug_response(what: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """The 500 for an exception no handler expected while answering `what` ("METHOD /path"),
+    its traceback logged once (call it in the `except` block)."""
     call = f" (call {headers['X-Call-Id']})" if headers and "X-Call-Id" in headers else ""
     logger.exception("unexpected error answering %s%s", what, call)
     return error_response(

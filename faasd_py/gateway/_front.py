@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import logging
 import re
 import time
 from http import HTTPStatus
@@ -36,13 +35,11 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
-from faasd_py.gateway._errors import error_response
+from faasd_py.gateway._errors import bug_response
 from faasd_py.gateway._invoke import Invocations, Reply, forward, new_trace
 from faasd_py.protocol import Headers, Request
 from faasd_py.runtime._http import HttpError, parse_head
 from faasd_py.spec import split_ref
-
-logger = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024  # longer heads go to aiohttp, which refuses them
 _PREFIX = b"/function/"
@@ -628,15 +625,8 @@ def _may_be_lean(buffer: bytearray) -> bool:
 
 def _bug(lean: _Lean, trace: dict[str, str]) -> web.Response:
     """What gateway/_errors.internal_error_response answers, for a request of this front."""
-    what = f"{lean.method} /function/{lean.name}{lean.path if lean.path != '/' else ''}"
-    call = f" (call {trace['X-Call-Id']})"
-    logger.exception("unexpected error answering %s%s", what, call)
-    return error_response(
-        500,
-        f"internal error in the gateway while answering {what}{call}: a bug in faasd-py; its "
-        "log has the traceback",
-        trace,
-    )
+    path = lean.path if lean.path != "/" else ""
+    return bug_response(f"{lean.method} /function/{lean.name}{path}", trace)
 
 
 class FrontSite(web.BaseSite):
