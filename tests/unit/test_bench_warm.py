@@ -77,6 +77,7 @@ def test_a_record_holds_cpu_per_request_and_cores() -> None:
     assert rec["server_cores"] == pytest.approx(0.8)
     assert rec["wrk_cores"] == pytest.approx(0.3)
     assert rec["machine_us"] == pytest.approx(45.0)  # (12 - 3) s over the requests
+    assert rec["other_cores"] == pytest.approx(0.1)  # 12 - 3 - 8 s over 10 s
     assert (rec["variant"], rec["connections"], rec["run"], rec["threads"]) == ("bare", 16, 2, 2)
 
 
