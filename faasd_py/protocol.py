@@ -24,7 +24,7 @@ import dataclasses
 import math
 import struct
 import types
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
@@ -87,11 +87,14 @@ class Message:
     __slots__ = ()
     op: ClassVar[str]
     _schema: ClassVar[tuple[_Field, ...]]
+    _names: ClassVar[tuple[str, ...]]
+    # The common case checked in one go (see _fast_invocation); None where there is none.
+    _fast: ClassVar[Callable[[dict[str, Any]], tuple[Any, ...] | None] | None] = None
 
     def to_wire(self) -> dict[str, Any]:
         message: dict[str, Any] = {"op": self.op}
-        for field in self._schema:
-            message[field.name] = getattr(self, field.name)
+        for name in self._names:
+            message[name] = getattr(self, name)
         return message
 
     @classmethod
@@ -99,7 +102,7 @@ class Message:
         """The message in `message` (a decoded map); ProtocolError if it is not one."""
         if message.__class__ is not dict or message.get("op") != cls.op:
             raise ProtocolError(f"expected a {cls.op!r} message, got {_describe(message)}")
-        return cls(*_fields(cls, message))
+        return cls(*_values(cls, message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +195,7 @@ def from_sandbox(message: Any) -> SandboxMessage:
     if cls is None:
         expected = ", ".join(_FROM_SANDBOX)
         raise ProtocolError(f"expected a message of {expected}; got {_describe(message)}")
-    return cls(*_fields(cls, message))
+    return cls(*_values(cls, message))
 
 
 # --- checking fields against their types ---------------------------------------------------------
@@ -213,6 +216,15 @@ class _Field:
     kinds: dict[type, _Convert]
     expected: str
     default: Any  # _MISSING: required
+
+
+def _values(cls: type[Message], message: dict[str, Any]) -> Sequence[Any]:
+    """`cls`'s fields in `message`: by the class's fast check when the message is the common
+    case (the hot messages, one per invocation each way), else by the schema, which also says
+    what is wrong."""
+    fast = cls._fast
+    values = None if fast is None else fast(message)
+    return _fields(cls, message) if values is None else values
 
 
 def _fields(cls: type[Message], message: dict[str, Any]) -> list[Any]:
@@ -353,8 +365,88 @@ def _expected(hint: Any) -> str:
     return hint.__name__ if isinstance(hint, type) else str(hint)
 
 
+# --- the hot messages' fast checks -------------------------------------------------------------
+#
+# An invocation and its result cross the channel once per call, and the schema's walk (a
+# conversion function per field, per header) costs more than the rest of their decoding. These
+# accept only the common case, every value of exactly its field's plainest class, and return None
+# for anything else: the schema then decides, so a message is accepted or refused, with the same
+# error, as without them (tests/unit/test_protocol.py holds them to that).
+
+_PAIRS = (list, tuple)
+
+
+def _str_pairs(items: Any) -> list[tuple[str, str]] | None:
+    """Headers as pairs of str, or None if any is not one."""
+    if items.__class__ is not list:
+        return None
+    pairs = []
+    for item in items:
+        if item.__class__ not in _PAIRS or len(item) != 2:
+            return None
+        name, value = item
+        if name.__class__ is not str or value.__class__ is not str:
+            return None
+        pairs.append((name, value))
+    return pairs
+
+
+def _fast_invocation(m: dict[str, Any]) -> tuple[Any, ...] | None:
+    get = m.get
+    id_, call_id, method, path, query = (
+        get("id"),
+        get("call_id"),
+        get("method"),
+        get("path"),
+        get("query"),
+    )
+    body, timeout = get("body"), get("timeout")
+    if (
+        id_.__class__ is int
+        and call_id.__class__ is str
+        and method.__class__ is str
+        and path.__class__ is str
+        and query.__class__ is str
+        and body.__class__ is bytes
+        and timeout.__class__ is float
+        and 0 <= timeout < math.inf
+    ):
+        headers = _str_pairs(get("headers"))
+        if headers is not None:
+            return id_, call_id, method, path, query, headers, body, timeout
+    return None
+
+
+def _fast_result(m: dict[str, Any]) -> tuple[Any, ...] | None:
+    get = m.get
+    id_, status, body, error, seconds = (
+        get("id"),
+        get("status"),
+        get("body"),
+        get("error"),
+        get("seconds"),
+    )
+    if (
+        id_.__class__ is int
+        and status.__class__ is int
+        and 100 <= status < 600
+        and body.__class__ is bytes
+        and (error is None or error.__class__ is str)
+        and seconds.__class__ is float
+        and 0 <= seconds < math.inf
+        and "error" in m
+    ):
+        headers = _str_pairs(get("headers"))
+        if headers is not None:
+            return id_, status, headers, body, error, seconds
+    return None
+
+
 for _cls in (Invocation, Ready, LoadFailed, Result, StorageCall, StorageReply):
     _cls._schema = _schema(_cls)
+    _cls._names = tuple(f.name for f in _cls._schema)
+Invocation._fast = _fast_invocation
+Result._fast = _fast_result
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -385,10 +477,13 @@ class FrameDecoder:
             end = HEADER.size + length
             if len(self._buffer) < end:
                 break
-            try:
-                message = msgpack.unpackb(bytes(self._buffer[HEADER.size : end]), raw=False)
-            except (ValueError, msgpack.UnpackException) as exc:
-                raise ProtocolError(f"undecodable frame: {exc}") from exc
+            # Decoded in place: a memoryview, not a slice of the buffer and a bytes of that
+            # (two copies of every frame). Released before the buffer shrinks under it.
+            with memoryview(self._buffer) as view:
+                try:
+                    message = msgpack.unpackb(view[HEADER.size : end], raw=False)
+                except (ValueError, msgpack.UnpackException) as exc:
+                    raise ProtocolError(f"undecodable frame: {exc}") from exc
             del self._buffer[:end]
             if not isinstance(message, dict) or (self._require_op and "op" not in message):
                 with_op = " with an 'op' key" if self._require_op else ""

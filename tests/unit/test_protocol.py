@@ -23,6 +23,7 @@ from faasd_py.protocol import (
     SandboxMessage,
     StorageCall,
     StorageReply,
+    _fields,
     encode,
     from_sandbox,
 )
@@ -492,3 +493,52 @@ def test_from_wire_refuses_a_malformed_message(
 ) -> None:
     with pytest.raises(ProtocolError, match=re.escape(says)):
         cls.from_wire(message)
+
+
+# --- the hot messages' fast checks agree with the schema ----------------------------------------
+
+
+def _decided(decode: Any, message: Any) -> object:
+    """What decoding `message` gives: the message, or the ProtocolError's text."""
+    try:
+        return decode(message)
+    except ProtocolError as exc:
+        return f"ProtocolError: {exc}"
+
+
+@st.composite
+def hot_message_like_maps(draw: st.DrawFn) -> dict[Any, Any]:
+    """An invocation's or a result's map with a few fields dropped or replaced by values of
+    any kind (ints where floats go, tuples for pairs, NaN seconds, statuses out of range)."""
+    wire: dict[Any, Any] = draw(messages).to_wire()
+    for name in draw(st.lists(st.sampled_from(sorted(wire)), max_size=3, unique=True)):
+        if draw(st.booleans()):
+            del wire[name]
+        else:
+            wire[name] = draw(
+                st.one_of(
+                    _plausible,
+                    st.floats(),
+                    st.integers(min_value=0, max_value=1000),
+                    st.lists(st.tuples(st.text(max_size=3), st.text(max_size=3)), max_size=2),
+                    st.lists(st.lists(st.text(max_size=3), max_size=3), max_size=2),
+                )
+            )
+    return wire
+
+
+@given(message=hot_message_like_maps())
+def test_the_fast_checks_accept_and_refuse_exactly_as_the_schema_does(
+    message: dict[str, Any],
+) -> None:
+    for cls in (Invocation, Result):
+        fast, cls._fast = cls._fast, None
+        try:
+            by_schema = _decided(cls.from_wire, message)
+        finally:
+            cls._fast = fast
+        assert _decided(cls.from_wire, message) == by_schema
+    assert _decided(from_sandbox, message) == _decided(
+        lambda m: Result(*_fields(Result, m)) if m.get("op") == "result" else from_sandbox(m),
+        message,
+    )
