@@ -65,14 +65,35 @@ class GatewayMetrics:
         )
         self.registry.register(_PoolCollector(pools))
         self._queue: QueueSnapshot | None = None
+        # The series of each (function, status) and each function's cold-start series, bound
+        # once: `.labels()` is a lock, a tuple of strings and a dict lookup on every call.
+        self._bound: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._bound_cold: dict[str, tuple[Counter, Histogram]] = {}
 
-    def observe(self, function: str, code: int, seconds: float, cold_start: float = 0.0) -> None:
-        name = metric_name(function)
-        self._invocations.labels(name, str(code)).inc()
-        self._seconds.labels(name, str(code)).observe(seconds)
-        if cold_start > 0:
-            self._cold_starts.labels(name).inc()
-            self._cold_start_seconds.labels(name).observe(cold_start)
+    def observe(
+        self, ref: str, status: int, seconds: float, cold_start_seconds: float = 0.0
+    ) -> None:
+        """One invocation of function `ref` answered `status` after `seconds`, of which it
+        waited `cold_start_seconds` for a new instance."""
+        bound = self._bound.get((ref, status))
+        if bound is None:
+            bound = self._bind(ref, status)
+        bound[0].inc()
+        bound[1].observe(seconds)
+        if cold_start_seconds > 0:
+            cold = self._bound_cold.get(ref)
+            if cold is None:
+                name = metric_name(ref)
+                cold = self._cold_starts.labels(name), self._cold_start_seconds.labels(name)
+                self._bound_cold[ref] = cold
+            cold[0].inc()
+            cold[1].observe(cold_start_seconds)
+
+    def _bind(self, ref: str, status: int) -> tuple[Counter, Histogram]:
+        name, code = metric_name(ref), str(status)
+        bound = self._invocations.labels(name, code), self._seconds.labels(name, code)
+        self._bound[(ref, status)] = bound
+        return bound
 
     def add_apps(self, apps: Callable[[], Mapping[str, LifecycleStatistics]]) -> None:
         """Expose the keep-alive policy's per-app state and decisions (faasd_py.worker)."""
