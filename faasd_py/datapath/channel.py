@@ -23,6 +23,7 @@ import asyncio
 import collections
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from faasd_py import native
@@ -113,6 +114,10 @@ class Mailbox:
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._receiver: asyncio.Future[dict[str, Any]] | None = None
         self.failure: BaseException | None = None
+        # Offered each message first, in the callback that delivers it; what it takes (True)
+        # never reaches `get`. The worker takes an invocation's result this way: straight to
+        # the call awaiting it, without waking its reading task in between.
+        self.intercept: Callable[[dict[str, Any]], bool] | None = None
 
     @property
     def waiting(self) -> bool:
@@ -121,6 +126,9 @@ class Mailbox:
 
     def deliver(self, message: dict[str, Any]) -> None:
         if self.failure is not None:
+            return
+        intercept = self.intercept
+        if intercept is not None and not self._inbox and intercept(message):
             return
         receiver, self._receiver = self._receiver, None
         if receiver is not None and not receiver.done():

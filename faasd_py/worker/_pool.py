@@ -125,6 +125,8 @@ class FunctionPool:
         reserve: int = 0,
     ) -> None:
         self.spec = spec
+        # Read once: a spec's settings are parsed from its environment on every access.
+        self._max_inflight = spec.max_inflight
         self._secrets = dict(secrets)
         self._launcher = launcher
         self._logs = logs
@@ -224,7 +226,7 @@ class FunctionPool:
     def _take_slot(self) -> Instance | None:
         best: Instance | None = None
         for instance in self._instances:
-            free = instance.inflight < self.spec.max_inflight and instance.alive
+            free = instance.inflight < self._max_inflight and instance.alive
             if free and (best is None or instance.inflight < best.inflight):
                 best = instance
         if best is not None:
@@ -277,9 +279,9 @@ class FunctionPool:
     # --- scaling -------------------------------------------------------------------------------
 
     def _scale_up_for_waiters(self) -> None:
-        coming = self._starting * self.spec.max_inflight
+        coming = self._starting * self._max_inflight
         missing = len(self._waiters) - coming
-        wanted = math.ceil(missing / self.spec.max_inflight) if missing > 0 else 0
+        wanted = math.ceil(missing / self._max_inflight) if missing > 0 else 0
         room = self.spec.scale_max - len(self._instances) - self._starting
         for _ in range(min(wanted, room)):
             if not self._start_instance():
