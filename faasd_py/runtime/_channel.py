@@ -76,10 +76,12 @@ class BlockingSocketChannel:
 class BlockingShmChannel:
     """The instance's end of a shm channel (the `BlockingChannel` protocol).
 
-    `receive` blocks in C: spins `spin` iterations, then sleeps on the region's futex word.
-    (Not adaptive, unlike the worker's end: an instance has nothing else to do with its CPU
-    while it waits, and a worker that sleeps between messages would make any adaptive rule
-    here see late messages and stop spinning for good. 0 suits a loaded machine.)
+    `receive` blocks in C: spins, then sleeps on the region's futex word. The spin is adaptive
+    (AdaptiveSpin, as at the worker's end): up to `spin` iterations while the next message
+    comes within them, shrinking after each one that did not; every 32nd spin is full length,
+    which notices when messages come quickly again. A fixed spin cost as much CPU as the rest of
+    a warm call, and on a busy machine the next invocation mostly comes later than any spin
+    (the worker serves HTTP in between), so it bought nothing and took a core from the worker.
     Every `liveness_interval` seconds asleep it asks `peer_alive`; a False ends the channel
     (the worker is gone without closing it). One thread may receive while another sends.
     """
@@ -95,12 +97,13 @@ class BlockingShmChannel:
         liveness_interval: float = 1.0,
     ) -> None:
         # Imported here: an instance on the socket channel never loads the native module.
-        from faasd_py.datapath.shm import ShmEndpoint, require_native
+        from faasd_py.datapath.shm import AdaptiveSpin, ShmEndpoint, require_native
 
         lib = require_native()
         self._ep = ShmEndpoint(memfd, lib.SHM_SANDBOX, -1, peer_eventfd, max_frame)
         self._peer_eventfd = peer_eventfd
         self._spin = spin
+        self._receive_spin = AdaptiveSpin(spin)
         self._peer_alive = peer_alive or (lambda: True)
         self._interval = liveness_interval
         self._rx, self._tx = lib.SHM_WAIT_RX, lib.SHM_WAIT_TX
@@ -123,7 +126,13 @@ class BlockingShmChannel:
             self._wait_for_record()
 
     def _wait_for_record(self) -> None:
-        if not self._ep.wait(self._rx, self._spin, self._interval) and not self._peer_alive():
+        spin = self._receive_spin
+        if spin.maximum:
+            hit = self._ep.poll_spin(self._rx, spin.budget())
+            spin.record(hit)
+            if hit:
+                return
+        if not self._ep.wait(self._rx, 0, self._interval) and not self._peer_alive():
             raise ChannelClosed("the worker is gone")
 
     def _wait_for_room(self) -> None:
