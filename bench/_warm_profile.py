@@ -37,7 +37,10 @@ STAGES: tuple[tuple[str, str], ...] = (
         r"aiohttp/web_(urldispatcher|app|middlewares)\.py|faasd_py/gateway/_(auth|app|errors|"
         r"connections|keys)\.py",
     ),
-    ("HTTP parsing and response building (aiohttp)", r"aiohttp/|multidict|yarl/"),
+    (
+        "HTTP parsing and response building (the lean /function/ front, aiohttp)",
+        r"faasd_py/gateway/_front\.py|httptools|aiohttp/|multidict|yarl/",
+    ),
     (
         "event loop (uvloop's C: epoll, socket reads and writes, callbacks)",
         r"asyncio/runners\.py|run_forever|run_until_complete",

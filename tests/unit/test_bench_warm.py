@@ -169,12 +169,17 @@ def test_samples_go_to_the_stage_of_their_innermost_matching_frame() -> None:
     assert part.total == 200 and part.waits == 100
     assert part.stages == {
         "event loop (uvloop's C: epoll, socket reads and writes, callbacks)": 40,
-        "HTTP parsing and response building (aiohttp)": 30,
+        "HTTP parsing and response building (the lean /function/ front, aiohttp)": 30,
         "gateway invoke (request to reply, Server-Timing)": 10,
         "doorbells and shm rings (cffi calls: eventfd, futex, ring push/pop)": 15,
         "metrics": 5,
     }
     assert wp.stage_of(["main (somewhere/else.py:1)"]) == wp.OTHER
+    front = [
+        "Runner.run (asyncio/runners.py:118)",
+        "FrontProtocol._respond (faasd_py/gateway/_front.py:9)",
+    ]
+    assert wp.stage_of(front).startswith("HTTP parsing")
 
 
 PERF = """\
