@@ -134,6 +134,7 @@ class FunctionPool:
         self._instances: list[Instance] = []
         self._starting = 0
         self._waiters: deque[asyncio.Future[Instance]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
         # The user's pin, and (managed) the policy's floor: see the module's docstring.
         self._managed = managed
         explicit = spec.scale_min_label
@@ -240,7 +241,10 @@ class FunctionPool:
                 "retry later or raise com.openfaas.scale.max",
                 retry_after=1.0,
             )
-        future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None:  # kept: asking asyncio for it costs a getpid system call on 3.11
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Instance] = loop.create_future()
         self._waiters.append(future)
         self._scale_up_for_waiters()
         if not self._instances and self._starting == 0 and self._admission is not None:
