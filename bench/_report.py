@@ -6,8 +6,9 @@ when a plot is asked for, since it is a benchmark dependency, not a runtime one.
 
 from __future__ import annotations
 
+import signal
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -15,6 +16,9 @@ from typing import Any, NoReturn
 
 # The machine's description is the load generator's, so every benchmark states it the same
 # way; warm.py reads it from here.
+from rich.console import Console
+from rich.markup import escape
+
 from faasd_py.loadgen._machine import machine_info as machine_info
 
 # The figures summarized per variant and connection count: the median over runs of each.
@@ -230,3 +234,25 @@ def plot(cells: Sequence[Cell], title: str, path: Path) -> bool:
 def interrupt_on_sigterm(signum: int, frame: FrameType | None) -> NoReturn:
     """A SIGTERM handler: stop a benchmark as Ctrl-C does (it cleans up what it started)."""
     raise KeyboardInterrupt
+
+
+def run_main(
+    work: Callable[[], None],
+    console: Console,
+    failures: tuple[type[BaseException], ...],
+    *,
+    stopped: str = "every process stopped",
+    what: str = "benchmark",
+) -> int:
+    """A benchmark's exit code around `work`: SIGTERM stops it as Ctrl-C does (130, after
+    `work` has stopped what it started), a failure of the kinds it expects is one line (1)."""
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
+    try:
+        work()
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {stopped}, no report written")
+        return 130
+    except failures as exc:
+        console.print(f"[red]{what} failed[/]: {escape(str(exc))}")
+        return 1
+    return 0

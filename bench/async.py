@@ -655,21 +655,15 @@ def run(args: argparse.Namespace, console: Console) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    # soft_wrap: a narrow or piped terminal must not break the markdown table's lines.
     console = Console(soft_wrap=True)
-    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
-    try:
+
+    def work() -> None:
         if args.from_json:
             rewrite_reports(args.from_json, args.out or HERE / "results", console)
         else:
             run(args, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: every process stopped, no report written")
-        return 130
-    except (BenchError, ServerError) as exc:
-        console.print(f"[red]benchmark failed[/]: {escape(str(exc))}")
-        return 1
-    return 0
+
+    return _report.run_main(work, console, (BenchError, ServerError))
 
 
 if __name__ == "__main__":

@@ -839,16 +839,7 @@ def write_reports(out: Path, report: dict[str, Any], console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(soft_wrap=True)
-    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
-    try:
-        run(args, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: every process stopped, no report written")
-        return 130
-    except (BenchError, ServerError) as exc:
-        console.print(f"[red]benchmark failed[/]: {escape(str(exc))}")
-        return 1
-    return 0
+    return _report.run_main(lambda: run(args, console), console, (BenchError, ServerError))
 
 
 if __name__ == "__main__":

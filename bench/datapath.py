@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -632,19 +631,14 @@ def run(args: argparse.Namespace, console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(soft_wrap=True)
-    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
-    try:
+
+    def work() -> None:
         if args.from_json:
             write_reports(json.loads(args.from_json.read_text()), args.out, console)
         else:
             run(args, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: platform stopped, no report written")
-        return 130
-    except (BenchError, ServerError) as exc:
-        console.print(f"[red]benchmark failed[/]: {escape(str(exc))}")
-        return 1
-    return 0
+
+    return _report.run_main(work, console, (BenchError, ServerError), stopped="platform stopped")
 
 
 if __name__ == "__main__":

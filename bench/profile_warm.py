@@ -44,7 +44,6 @@ import warm
 from _procs import ServerError
 from _wrk import WrkError, WrkResult, ensure_wrk, run_wrk, write_script
 from rich.console import Console
-from rich.markup import escape
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -330,16 +329,10 @@ def run(args: argparse.Namespace, console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(soft_wrap=True)
-    signal.signal(signal.SIGTERM, _report.interrupt_on_sigterm)
-    try:
-        run(args, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: server stopped, no report written")
-        return 130
-    except (ProfileError, ServerError, WrkError, subprocess.TimeoutExpired) as exc:
-        console.print(f"[red]profile failed[/]: {escape(str(exc))}")
-        return 1
-    return 0
+    failures = (ProfileError, ServerError, WrkError, subprocess.TimeoutExpired)
+    return _report.run_main(
+        lambda: run(args, console), console, failures, stopped="server stopped", what="profile"
+    )
 
 
 if __name__ == "__main__":
