@@ -25,7 +25,7 @@ import hmac
 import os
 import secrets
 import stat
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -223,6 +223,9 @@ async def join_cluster_key(
 def redis_name(redis: aioredis.Redis) -> str:
     """redis://HOST:PORT/DB of a client, for messages (never its password)."""
     kwargs = redis.connection_pool.connection_kwargs
+    service = getattr(redis.connection_pool, "service_name", None)
+    if service is not None:
+        return f"redis+sentinel://.../{service}/{kwargs.get('db', 0)}"
     if "host" in kwargs:
         return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
     if "path" in kwargs:
@@ -230,10 +233,15 @@ def redis_name(redis: aioredis.Redis) -> str:
     return "Redis"
 
 
-async def call_redis(awaitable: Awaitable[T], store: str, seconds: float) -> T:
+async def call_redis(
+    awaitable: Awaitable[T],
+    store: str,
+    seconds: float,
+    unavailable: Callable[[str], Unavailable] | None = None,
+) -> T:
     """`awaitable`'s result, or Unavailable naming `store` (e.g. "registry redis://h:6379/0")
     when Redis fails, cannot be reached, or has not answered within `seconds`: a raw redis-py
-    exception never reaches a caller."""
+    exception never reaches a caller. `unavailable(cause)` makes an error of another kind."""
     try:
         async with asyncio.timeout(seconds):
             return await awaitable
@@ -243,6 +251,8 @@ async def call_redis(awaitable: Awaitable[T], store: str, seconds: float) -> T:
         cause = f"{type(exc).__name__}: {exc}"
     except OSError as exc:
         cause = str(exc)
+    if unavailable is not None:
+        raise unavailable(cause)
     raise Unavailable(f"{store} unavailable: {cause}; retry when Redis is back")
 
 

@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from faasd_py.cluster._keys import call_redis, redis_name
 from faasd_py.cluster._placement import AppDemand, WorkerLoad, place
 from faasd_py.errors import Conflict, Unavailable
 
@@ -254,28 +255,10 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def store_name(redis: aioredis.Redis) -> str:
-    """The Redis a client talks to, for messages (no password)."""
-    kwargs = redis.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"redis unix:{kwargs['path']}"
-    service = getattr(redis.connection_pool, "service_name", None)
-    if service is not None:
-        return f"redis sentinel service {service}"
-    return f"redis {kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-
-
 async def _call(redis: aioredis.Redis, awaitable: Awaitable[T], seconds: float = _TIMEOUT) -> T:
     """`awaitable`'s result, or ClusterUnavailable naming the store."""
-    try:
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    except TimeoutError:
-        raise ClusterUnavailable(store_name(redis), f"no answer within {seconds:g}s") from None
-    except RedisError as exc:
-        raise ClusterUnavailable(store_name(redis), f"{type(exc).__name__}: {exc}") from exc
-    except OSError as exc:
-        raise ClusterUnavailable(store_name(redis), str(exc)) from exc
+    name = redis_name(redis)
+    return await call_redis(awaitable, name, seconds, lambda cause: ClusterUnavailable(name, cause))
 
 
 Callback = Callable[[], object]  # may return an awaitable, which is awaited
