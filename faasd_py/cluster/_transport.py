@@ -746,6 +746,8 @@ class RpcServer:
             self._server.close()
         connections = list(self.connections)
         self.drop_connections()
+        for task in self.tasks:  # their replies have no connection left to go out on
+            task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for conn in connections:
             await conn.lost

@@ -197,8 +197,16 @@ class Processes:
         return self._start(name, args, namespace)
 
     def stop(self) -> None:
+        """Stop every process (SIGTERM, SIGKILL after STOP_TIMEOUT), then fail for those that
+        did not stop in time: one that hangs must not leave the others running."""
+        failures = []
         for process in reversed(self.processes):
-            process.stop()
+            try:
+                process.stop()
+            except pytest.fail.Exception as exc:
+                failures.append(str(exc))
+        if failures:
+            pytest.fail("; ".join(failures))
 
 
 class Cluster(Processes):
