@@ -8,6 +8,8 @@
     - `up`: a second `faasd-py up --queue REDIS` with its consumer on and a worker (and
       instances) of its own, which invokes in process: the enqueueing `up` does nothing for
       an async call after its 202;
+    - `up-nice`: the same, started under `nice -n 10` (its instances inherit the priority),
+      so that on shared cores the queued work yields the CPU to the enqueues and sync calls;
     - `queue-worker`: `faasd-py queue-worker --queue REDIS --gateway <the enqueueing up>`,
       which invokes through that up's /function/: the enqueueing `up` still parses each async
       call's invocation and runs it on its instances, only the queue's side (take, renew,
@@ -33,7 +35,9 @@ from rich.console import Console
 from rich.markup import escape
 
 TOPOLOGIES = ("one", "split")
-CONSUMERS = ("up", "queue-worker")
+CONSUMERS = ("up", "up-nice", "queue-worker")
+# The nice value of the `up-nice` consumer (and so of its instances): background priority.
+CONSUMER_NICE = 10
 # What a queue-worker may take to finish its calls in flight when stopped: the benchmark's
 # calls are done by then (each phase drains), so a short grace suffices.
 QUEUE_WORKER_GRACE = "5s"

@@ -79,13 +79,16 @@ def start(
     *,
     up_args: Sequence[str] = (),
     ready: Sequence[tuple[str, bytes | None]] = (),
+    nice: int = 0,
 ) -> RunningPlatform:
     """Build the stack, start `up --deploy` with it and wait until each (function, body) of
-    `ready` answers 200 (with that body, when not None). `stack` stops it at exit."""
+    `ready` answers 200 (with that body, when not None). `stack` stops it at exit. `nice`:
+    run it (and so everything it starts) at that nice value."""
     data_dir = tmp / "data"
     build(stack_file, data_dir, tmp, console)
     port = free_port()
-    argv = [*faasd_command(), "up", "--port", str(port), "--data-dir", str(data_dir)]
+    argv = ["nice", "-n", str(nice)] if nice else []
+    argv += [*faasd_command(), "up", "--port", str(port), "--data-dir", str(data_dir)]
     argv += [*up_args, "--deploy", str(stack_file)]
     console.print(f"[bold]{NAME}[/]: starting: {escape(' '.join(argv))}")
     server = start_server(NAME, argv, tmp / "up.log", cwd=REPO)

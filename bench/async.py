@@ -57,7 +57,15 @@ import _report
 import uvloop
 import warm
 from _async_tally import Tally
-from _async_topology import CONSUMERS, TOPOLOGIES, CpuRole, cpu_seconds, label, start_queue_worker
+from _async_topology import (
+    CONSUMER_NICE,
+    CONSUMERS,
+    TOPOLOGIES,
+    CpuRole,
+    cpu_seconds,
+    label,
+    start_queue_worker,
+)
 from _procs import Server, ServerError, free_port, start_server
 from rich.console import Console
 from rich.markup import escape
@@ -142,8 +150,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="consumers",
         type=_args.choice_list(CONSUMERS),
         default=["up"],
-        help="split: who consumes, up and/or queue-worker (up: a second `up` on the queue, "
-        "with instances of its own; queue-worker: through the first up's /function/)",
+        help="split: who consumes, up, up-nice and/or queue-worker (up: a second `up` on the "
+        "queue, with instances of its own; up-nice: the same at nice 10, background priority; "
+        "queue-worker: through the first up's /function/)",
     )
     parser.add_argument(
         "--redis-fsync",
@@ -229,6 +238,7 @@ def start_up(
     stack: ExitStack,
     queue_url: str | None,
     *extra: str,
+    nice: int = 0,
 ) -> _platform.RunningPlatform:
     """`up --deploy` of hello with the benchmark's queue settings, its files in `folder`."""
     up_args = ["--queue-max-depth", str(MAX_DEPTH)]
@@ -237,7 +247,13 @@ def start_up(
         up_args += ["--queue", queue_url]
     stack_file = warm.write_stack(folder / "functions")
     return _platform.start(
-        folder, stack_file, console, stack, up_args=up_args, ready=[(FUNCTION, warm.BODY)]
+        folder,
+        stack_file,
+        console,
+        stack,
+        up_args=up_args,
+        ready=[(FUNCTION, warm.BODY)],
+        nice=nice,
     )
 
 
@@ -266,8 +282,9 @@ def start_targets(
         console.print(f"[bold]{name}[/]: queue {url}")
         running = start_up(folder / "gateway", args, console, stack, url, "--no-queue-consumer")
         roles = [CpuRole("gateway", running.server, "instances")]
-        if consumer == "up":
-            other = start_up(folder / "consumer", args, console, stack, url).server
+        if consumer in ("up", "up-nice"):
+            nice = CONSUMER_NICE if consumer == "up-nice" else 0
+            other = start_up(folder / "consumer", args, console, stack, url, nice=nice).server
             roles.append(CpuRole("consumer", other, "consumer_instances"))
         else:
             concurrency = args.queue_concurrency
@@ -551,6 +568,11 @@ CONSUMER_NOTES = {
     "what the in-process consumer cost it. The async calls run on the consumer up's "
     "instances, the sync calls on the enqueueing up's: async / sync compares two pools of "
     "the same size on the same 2 cores.",
+    "up-nice": f"Consumer `up-nice`: the consumer `up` started as `nice -n {CONSUMER_NICE} "
+    "faasd-py up ...`; its instances inherit the priority. On cores it shares with the "
+    "enqueueing `up`, the kernel's scheduler then gives the enqueues and sync calls the CPU "
+    "first and the queued work what is left: the deployment README's async section suggests "
+    "where consumers and gateways share hosts.",
     "queue-worker": "Consumer `queue-worker`: `faasd-py queue-worker --queue REDIS --gateway "
     "<the enqueueing up> --queue-concurrency N` (it has no --max-held option; its consumer "
     "holds at most 1,024 calls, as up's does, far above N) takes, renews, settles and calls "
