@@ -4,7 +4,9 @@
  * The parent (sandbox_spawn) runs in a possibly threaded process. It clones the child with
  * every new namespace at once, writes the child's uid/gid maps and cgroup membership, then
  * lets it go and waits for a report on a close-on-exec pipe: nothing (EOF) means execve
- * succeeded, a struct report means a step failed.
+ * succeeded, a struct report means a step failed. sandbox_fork is the same launcher with a
+ * fork-like clone (no stack of its own): its child takes the same steps but, instead of
+ * execve, closes the report pipe (EOF: success) and returns to the caller's program.
  *
  * The child runs on its own stack in a copy of the parent's memory, where another thread may
  * have held a lock (malloc's, stdio's) at the moment of the clone. So from clone to execve it
@@ -133,6 +135,7 @@ struct child_ctx {
     int go_write;   /* the parent's end, closed in the child */
     int err_read;   /* the parent's end, closed in the child */
     int err_write;  /* close-on-exec: EOF for the parent once execve succeeds */
+    int fork_mode;  /* sandbox_fork: the child returns to the caller's program, no execve */
 };
 
 /* Device nodes bound from the host into the sandbox's /dev. */
@@ -447,6 +450,58 @@ static void CHILD_SIDE build_proc(const struct child_ctx *c)
     }
 }
 
+/* Close descriptors `first` to `last` (inclusive). Returns 0 or -errno. */
+static int close_span(unsigned int first, unsigned int last)
+{
+    if (first > last)
+        return 0;
+    if (syscall(__NR_close_range, first, last, 0u) == 0)
+        return 0;
+    if (errno != ENOSYS)
+        return -errno;
+    /* Before Linux 5.9: one by one, up to the descriptor limit. */
+    struct rlimit rl;
+    rlim_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 65536;
+    for (rlim_t fd = first; fd <= last && fd < limit && fd < (rlim_t)INT_MAX; fd++)
+        (void)close((int)fd);
+    return 0;
+}
+
+/* sandbox_fork's child goes on in its caller's program rather than executing a new one, so
+ * close-on-exec closes nothing: it closes every descriptor above 2 that it was not given, and
+ * keeps the report pipe, which it closes last. */
+static void CHILD_SIDE close_unkept(struct child_ctx *c)
+{
+    const struct sandbox_spec *s = c->spec;
+    int keep[SANDBOX_MAX_FDS + 1];
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_fds; i++) {
+        if (s->fds[i].child_fd > 2)
+            keep[n++] = s->fds[i].child_fd;
+    }
+    keep[n++] = c->err_write;
+    for (size_t i = 1; i < n; i++) { /* a handful: insertion sort */
+        int value = keep[i];
+        size_t j = i;
+        for (; j > 0 && keep[j - 1] > value; j--)
+            keep[j] = keep[j - 1];
+        keep[j] = value;
+    }
+    unsigned int next = 3;
+    for (size_t i = 0; i < n; i++) {
+        unsigned int fd = (unsigned int)keep[i];
+        if (fd >= next) {
+            int rc = close_span(next, fd - 1);
+            if (rc < 0)
+                child_fail(c, -rc, "close_range", NULL);
+            next = fd + 1;
+        }
+    }
+    int rc = close_span(next, ~0u);
+    if (rc < 0)
+        child_fail(c, -rc, "close_range", NULL);
+}
+
 /* Put each fds[i].parent_fd at fds[i].child_fd, /dev/null on 0-2 where nothing is given, and
  * mark every other descriptor close-on-exec (the report pipe closes at execve that way). */
 static void CHILD_SIDE arrange_fds(struct child_ctx *c)
@@ -511,6 +566,8 @@ static void CHILD_SIDE arrange_fds(struct child_ctx *c)
         if (s->fds[i].child_fd > 2 && fcntl(s->fds[i].child_fd, F_SETFD, 0) < 0)
             child_fail(c, errno, "keep a passed descriptor", NULL);
     }
+    if (c->fork_mode)
+        close_unkept(c);
 }
 
 /* Give up every capability for good: none now (effective, permitted, inheritable, ambient),
@@ -538,10 +595,11 @@ static int drop_capabilities(void)
     return syscall(SYS_capset, &header, data) < 0 ? -errno : 0;
 }
 
-/* The child: build the sandbox, then execve. Never returns. */
-static int CHILD_SIDE child_main(void *arg)
+/* The child's steps 1-6 up to the seccomp filter (see the top of this file); on a failure it
+ * reports and exits. Shared by both launchers: sandbox_spawn's child then executes the program,
+ * sandbox_fork's returns to its caller. */
+static void CHILD_SIDE build_sandbox(struct child_ctx *c)
 {
-    struct child_ctx *c = arg;
     const struct sandbox_spec *s = c->spec;
     int source_fds[SANDBOX_MAX_MOUNTS];
     int device_fds[N_DEVICES];
@@ -549,7 +607,10 @@ static int CHILD_SIDE child_main(void *arg)
 
     close(c->go_write);
     close(c->err_read);
-    reset_signal_handlers();
+    /* A forked child goes on in its caller's program, whose handlers it keeps (the caller is
+     * single-threaded and ready for it); an exec'd one must never run them. */
+    if (!c->fork_mode)
+        reset_signal_handlers();
     char go;
     ssize_t n;
     do {
@@ -689,11 +750,18 @@ static int CHILD_SIDE child_main(void *arg)
     struct sock_fprog program = {c->filter->len, (struct sock_filter *)c->filter->insn};
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) < 0)
         child_fail(c, errno, "install the seccomp filter", NULL);
+}
+
+/* sandbox_spawn's child: build the sandbox, then execve. Never returns. */
+static int CHILD_SIDE child_main(void *arg)
+{
+    struct child_ctx *c = arg;
+    build_sandbox(c);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    execve(s->path, s->argv, s->envp);
-    child_fail(c, errno, "execute", s->path);
+    execve(c->spec->path, c->spec->argv, c->spec->envp);
+    child_fail(c, errno, "execute", c->spec->path);
 }
 
 /* --- the seccomp program ----------------------------------------------------------------- */
@@ -960,7 +1028,9 @@ static void reap(pid_t pid)
 }
 
 /* Clone the child from the calling thread, in `netns_fd`'s network namespace when given
- * (namespaces are per thread: this thread enters it for the clone and returns). */
+ * (namespaces are per thread: this thread enters it for the clone and returns). With no
+ * `stack_top` (sandbox_fork) the clone is fork-like: the child returns 0 from here on a copy
+ * of this stack. */
 static pid_t clone_child(struct child_ctx *c, void *stack_top, int *pidfd,
                          struct sandbox_child *child)
 {
@@ -979,7 +1049,16 @@ static pid_t clone_child(struct child_ctx *c, void *stack_top, int *pidfd,
     } else {
         flags |= CLONE_NEWNET;
     }
-    pid_t pid = clone(child_main, stack_top, flags, c, pidfd);
+    pid_t pid;
+    if (stack_top) {
+        pid = clone(child_main, stack_top, flags, c, pidfd);
+    } else {
+        /* The raw system call, as fork but with namespaces: the parent_tid argument (third
+         * on every architecture) receives the pidfd. */
+        pid = (pid_t)syscall(SYS_clone, (unsigned long)flags, NULL, pidfd, NULL, NULL);
+        if (pid == 0)
+            return 0; /* the child: own_netns is closed with the others it was not given */
+    }
     int err = errno;
     if (own_netns >= 0) {
         /* Going back cannot fail for a process that could enter; if it did, this thread
@@ -993,7 +1072,8 @@ static pid_t clone_child(struct child_ctx *c, void *stack_top, int *pidfd,
     return pid;
 }
 
-int sandbox_spawn(const struct sandbox_spec *spec, struct sandbox_child *child)
+/* sandbox_spawn and sandbox_fork: one launcher, which in `fork_mode` returns in the child. */
+static int launch(const struct sandbox_spec *spec, struct sandbox_child *child, int fork_mode)
 {
     if (!spec || !child)
         return -EINVAL;
@@ -1017,11 +1097,14 @@ int sandbox_spawn(const struct sandbox_spec *spec, struct sandbox_child *child)
         close(go[1]);
         return parent_error(child, rc, "pipe", NULL);
     }
-    void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED) {
-        rc = parent_error(child, -errno, "mmap the child's stack", NULL);
-        goto out_pipes;
+    void *stack = NULL;
+    if (!fork_mode) {
+        stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+            rc = parent_error(child, -errno, "mmap the child's stack", NULL);
+            goto out_pipes;
+        }
     }
     struct child_ctx ctx = {
         .spec = spec,
@@ -1030,17 +1113,30 @@ int sandbox_spawn(const struct sandbox_spec *spec, struct sandbox_child *child)
         .go_write = go[1],
         .err_read = err[0],
         .err_write = err[1],
+        .fork_mode = fork_mode,
     };
 
-    /* No signal handler of ours may run in the child before it resets them all. */
+    /* No signal handler of ours may run in the child before it resets them all (sandbox_fork:
+     * before its sandbox is complete). */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int pidfd = -1;
-    pid_t pid = clone_child(&ctx, (char *)stack + CHILD_STACK_SIZE, &pidfd, child);
+    pid_t pid = clone_child(&ctx, stack ? (char *)stack + CHILD_STACK_SIZE : NULL, &pidfd, child);
+    if (pid == 0) {
+        /* sandbox_fork's child: every step done (or it has exited), seccomp installed. The
+         * report pipe's EOF tells the parent so. */
+        build_sandbox(&ctx);
+        close(ctx.err_write);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        child->pid = 0;
+        child->pidfd = -1;
+        return 0;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     /* The child has its own copy of the stack mapping. */
-    munmap(stack, CHILD_STACK_SIZE);
+    if (stack)
+        munmap(stack, CHILD_STACK_SIZE);
     close(go[0]);
     close(err[1]);
     go[0] = err[1] = -1;
@@ -1099,6 +1195,21 @@ out_pipes:
             close(err[i]);
     }
     return rc;
+}
+
+int sandbox_spawn(const struct sandbox_spec *spec, struct sandbox_child *child)
+{
+    return launch(spec, child, 0);
+}
+
+int sandbox_fork(const struct sandbox_spec *spec, struct sandbox_child *child)
+{
+    return launch(spec, child, 1);
+}
+
+int sandbox_become_subreaper(void)
+{
+    return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 ? -errno : 0;
 }
 
 int sandbox_features(void)

@@ -139,6 +139,25 @@ struct sandbox_child {
  */
 int sandbox_spawn(const struct sandbox_spec *spec, struct sandbox_child *child);
 
+/*
+ * As sandbox_spawn, but the child executes nothing: it returns from this call (0, with
+ * child->pid == 0) in its finished sandbox, seccomp filter installed, and goes on running the
+ * caller's program there (SOCK's zygote: a process that has loaded a runtime forks, and the
+ * child walls itself in before it loads any code of the function). In the parent it returns
+ * 0 with child->pid and child->pidfd once the sandbox is complete, or -errno as
+ * sandbox_spawn does. spec->path, argv and envp are checked but not used.
+ *
+ * Differences in the child: it keeps the caller's signal handlers and signal mask (a
+ * sandbox_spawn child resets them), and it closes every descriptor above 2 it was not given
+ * (rather than marking them close-on-exec). The caller must be single-threaded: the child is
+ * a copy of the calling thread only, and unlike fork(2) no atfork handler runs in it.
+ */
+int sandbox_fork(const struct sandbox_spec *spec, struct sandbox_child *child);
+
+/* Make the caller adopt its descendants' orphans (PR_SET_CHILD_SUBREAPER): a process that
+ * calls sandbox_fork from a child it forked, which then exits, still reaps the sandboxes. */
+int sandbox_become_subreaper(void);
+
 /* SANDBOX_HAVE_* bits of what this build supports. */
 int sandbox_features(void);
 

@@ -251,6 +251,57 @@ static int test_isolation(void)
     return T_OK;
 }
 
+/* sandbox_fork: the child returns in its finished sandbox and passes the same checks as an
+ * exec'd one; a descriptor it was not given is closed, not just close-on-exec. */
+static int test_fork(void)
+{
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    CHECK(listener >= 0);
+    CHECK(bind(listener, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(listener, 1) == 0);
+    CHECK(getsockname(listener, (struct sockaddr *)&addr, &len) == 0);
+    int leaked = open("/dev/null", O_RDONLY | O_CLOEXEC); /* close-on-exec: still closed */
+    int pipefd[2];
+    CHECK(leaked >= 0 && pipe2(pipefd, O_CLOEXEC) == 0);
+    char *argv[] = {self_path, NULL};
+    struct self_spec s;
+    CHECK_RC(self_spec_init(&s, argv), 0);
+    struct sandbox_fd fds[] = {{pipefd[1], PASSED_FD}, {2, 2}};
+    s.spec.fds = fds;
+    s.spec.n_fds = 2;
+    struct sandbox_child child;
+    int rc = sandbox_fork(&s.spec, &child);
+    if (rc == 0 && child.pid == 0)
+        _exit(inside(ntohs(addr.sin_port), leaked));
+    CHECK_RC(rc, 0);
+    CHECK(child.pid > 0 && child.pidfd >= 0);
+    close(pipefd[1]);
+    CHECK_RC(wait_child(&child), 0);
+    char buf[8] = {0};
+    CHECK_RC(read(pipefd[0], buf, sizeof buf), 2);
+    CHECK(memcmp(buf, "ok", 2) == 0);
+    CHECK(accept(listener, NULL, NULL) < 0 && errno == EAGAIN);
+    close(pipefd[0]);
+    close(leaked);
+    close(listener);
+
+    /* A failed step is reported in the parent, as sandbox_spawn's are. */
+    struct sandbox_mount missing[] = {{"/no/such/source", "/x", 0}};
+    s.spec.fds = NULL;
+    s.spec.n_fds = 0;
+    s.spec.mounts = missing;
+    s.spec.n_mounts = 1;
+    rc = sandbox_fork(&s.spec, &child);
+    if (rc == 0 && child.pid == 0)
+        _exit(99); /* cannot happen: the child failed before returning */
+    CHECK_RC(rc, -ENOENT);
+    CHECK(strstr(child.error, "open /no/such/source") != NULL);
+    CHECK(rmdir(s.root) == 0);
+    return T_OK;
+}
+
 /* Bad specs are refused in the parent; failed steps name themselves. */
 static int test_errors(void)
 {
@@ -361,6 +412,7 @@ static const struct test tests[] = {
     {"isolation", test_isolation},
     {"errors", test_errors},
     {"threads", test_threads},
+    {"fork", test_fork},
 };
 
 /* Why sandboxes cannot run here, or NULL. */
