@@ -17,6 +17,7 @@ can keep what was learned across restarts.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -75,16 +76,23 @@ class IdleHistogram:
         """The histogram's range in seconds: idle times from here on are out of bounds."""
         return self.bins * self.bin_width
 
-    def observe(self, idle: float) -> None:
-        """Record one idle time (seconds, >= 0)."""
+    def observe(self, idle: float, count: int = 1) -> None:
+        """Record an idle time (seconds, >= 0), ``count`` times over (a simulator's run of equal
+        idle times at once)."""
         if not idle >= 0:  # also rejects NaN
             raise ValueError(f"an idle time must be >= 0, got {idle!r}")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
         index = int(idle // self.bin_width)
         if index >= self.bins:
-            self._oob += 1
-            self._oob_series.append(float(idle))
+            self._oob += count
+            self._oob_series.extend(itertools.repeat(float(idle), min(count, self._history)))
             return
-        self._add(index, 1)
+        self._add(index, count)
+
+    @property
+    def _history(self) -> int:
+        return self._oob_series.maxlen or 0
 
     def _add(self, index: int, count: int) -> None:
         before = self._counts[index]

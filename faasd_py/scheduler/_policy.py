@@ -10,7 +10,8 @@ until when to keep it (keep-alive), both counted from ``now``, and which rule de
 
 The hybrid rules (DESIGN.md, after Shahrad et al., ATC'20), checked in this order:
 
-1. fewer than ``min_samples`` idle times seen: *fallback*, pre-warm 0, keep-alive = the range;
+1. fewer than ``min_samples`` idle times seen (:data:`MIN_SAMPLES`, 5, where that comes from is
+   told there): *fallback*, pre-warm 0, keep-alive = the range;
 2. the share of OOB idle times at or above ``oob_threshold``: *forecast* the next idle time F
    from the OOB series; pre-warm 0.85 F, loaded for 0.30 F after that (the paper's keep-alive
    window is a length that starts at the pre-warm load; here windows count from the end of the
@@ -192,6 +193,20 @@ class NoUnload:
 
 # --- the hybrid histogram policy ----------------------------------------------------------------
 
+MIN_SAMPLES = 5
+"""The fewest idle times (in range and OOB together) before an app's histogram is trusted.
+
+Not the paper's number: Shahrad et al. fall back to a fixed keep-alive while an app's histogram
+"is not representative", judged by the CV of its bin counts, and give no count; DESIGN.md says
+"too few samples" without one either. The CV test alone would trust a single idle time (one
+bin in use out of 240 has CV sqrt(239) = 15.5, far above 2) and set both windows around it.
+With nearest-rank percentiles the 5th is the smallest time until 20 are seen and the 99th the
+largest until 100, so any small count makes the windows span what was seen; 5 is our choice of
+where "a pattern" starts: a timer has repeated four times past its first gap, and an app seen
+fewer times keeps the whole range (the paper's fallback). ``faasd-py simulate --min-samples``
+changes it; the simulator's reports count the decisions that fell back.
+"""
+
 
 @dataclass(frozen=True)
 class HybridConfig:
@@ -206,8 +221,8 @@ class HybridConfig:
     cv_threshold: float = 2.0
     oob_threshold: float = 0.5
     """An OOB share at or above this goes to the forecast."""
-    min_samples: int = 5
-    """Fewer idle times than this (in range and OOB together) fall back."""
+    min_samples: int = MIN_SAMPLES
+    """Fewer idle times than this (in range and OOB together) fall back: see :data:`MIN_SAMPLES`."""
     forecast_prewarm: float = 0.85
     forecast_window: float = 0.30
     """The share of the forecast the app stays loaded after its pre-warm load."""
@@ -279,6 +294,31 @@ class HybridApp:
             self._cached = self._decide()
         prewarm, keepalive, reason = self._cached
         return Windows(prewarm, keepalive, reason, now)
+
+    def observe_many(self, idle: float, count: int) -> None:
+        """``count`` idle times of ``idle`` seconds each, as ``count`` calls of :meth:`observe`."""
+        self.histogram.observe(idle, count)
+        self._cached = None
+
+    def settled(self, idle: float) -> bool:
+        """Whether every further idle time of ``idle`` seconds, observed one by one, would find
+        the app loaded with the pre-warm window at 0, so a driver may observe a run of them at
+        once (:meth:`observe_many`) and count each as warm with ``idle`` seconds of waste.
+
+        True when ``idle`` falls in bin 0, enough samples are in, the OOB share is below the
+        threshold and the head percentile is in bin 0. Adding bin-0 times keeps all four (the
+        OOB share only falls; the head's rank grows by at most one per time added, as does the
+        bin's count), so only two rules can follow: the histogram, with pre-warm 0 and
+        keep-alive at least 1.1 bins, or the fallback, with keep-alive the range: both above
+        ``idle``.
+        """
+        config, histogram = self.config, self.histogram
+        if not 0 <= idle < config.bin_width or not histogram.in_range:
+            return False
+        samples = histogram.samples
+        if samples < config.min_samples or histogram.oob >= config.oob_threshold * samples:
+            return False
+        return histogram.percentile_bin(config.head_percentile) == 0
 
     def _decide(self) -> tuple[float, float, Reason]:
         config, histogram = self.config, self.histogram

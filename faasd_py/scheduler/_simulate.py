@@ -1,32 +1,51 @@
 """Replay a per-minute trace through keep-alive policies: cold starts and wasted memory per app.
 
-The simulator drives the same :class:`~faasd_py.scheduler.AppPolicy` objects the worker drives,
-at the trace's own granularity (the Azure 2019 trace counts invocations per minute), as the
-paper's simulator does. It needs numpy (the ``sim`` extra); the policies do not.
+The simulator drives the same :class:`~faasd_py.scheduler.AppPolicy` objects the worker drives.
+It follows the definitions of Shahrad et al. (ATC'20) inside each minute of the trace (the
+Azure 2019 trace counts invocations per minute). It needs numpy (the ``sim`` extra); the
+policies do not.
 
-The model, and the approximations it makes:
+The model:
 
-- functions with the same (owner, app) form one app; an app has at most one instance, loaded or
-  not (no concurrency): the invocations of one minute share it, so only the first of a minute
-  can be cold;
-- the invocations of minute m arrive at its start, and the app is in use for the whole minute,
-  or longer when the average duration of that minute's invocations (from the durations file) is
-  longer: its execution ends at ``60 m + max(60 s, average duration)``. So an app active in
-  consecutive minutes is never idle, and the idle time before the next active minute t is
-  ``60 t - end``, whole minutes of silence unless an execution ran over. Arrival times within a
-  minute and the spread of durations around their average are not modelled; an arrival while
-  the app still runs is warm and is no idle time;
-- after each execution the app's policy gives its windows (p, k), counted from its end: the
-  next arrival, an idle time ``i`` later, is warm if ``p <= i <= k``. Loaded but idle (wasted)
-  is ``i - p`` for a warm arrival, ``k - p`` when the app was unloaded before it, 0 when it
-  arrived before the pre-warm load (which it replaces). After the last execution the app is
-  loaded until ``min(k, end of trace)``; before the first it is not loaded (that one is cold);
-- wasted memory time is wasted seconds x the app's memory (MB): the average of the memory file,
-  or ``default_memory_mb``.
+- functions with the same (owner, app) form one app; an app has one instance, loaded or not,
+  that serves all of its executions (overlapping ones too);
+- arrivals inside a minute follow an explicit model (:data:`ARRIVALS`): ``uniform`` spaces the
+  app's c arrivals of the minute evenly (the i-th at (i + 1/2) / c of the minute), ``poisson``
+  places them at sorted uniform random times (a Poisson process given its count; seeded),
+  ``start`` puts them all at the minute's start (the old per-minute model's placement);
+- every execution lasts the app's duration in that minute: the average of its functions'
+  averages from the durations file, weighted by their counts in the minute (functions the
+  file does not list take ``default_duration_ms``); with ``sample_durations`` each execution
+  draws its own from the app's percentiles (its functions' points, weighted by invocations);
+- the app is busy while any execution runs; an idle time runs from the end of the app's
+  executions to the next arrival (an arrival while it runs is warm and is no idle time);
+- after each idle period's start the app's policy gives its windows (p, k), counted from the
+  end of the execution: the next arrival, an idle time ``i`` later, is warm if ``p <= i <= k``,
+  and cold otherwise: every arrival that finds its app unloaded is a cold start. Loaded but
+  not executing (wasted) is ``i - p`` for a warm arrival, ``k - p`` when the app was unloaded
+  before it, 0 when it came before the pre-warm load (which it replaces). After the last
+  execution the app is loaded until ``min(k, end of trace)``; before its first arrival it is
+  not loaded (that one is cold);
+- wasted memory time is wasted seconds x the app's memory (MB): the average of the memory
+  file, or ``default_memory_mb``.
 
-Policies whose windows do not learn (fixed keep-alive, no-unload) are asked once per app and
-applied to all of its gaps at once with numpy; learning ones (hybrid) replay every idle time in
-order, in a plain loop over the app's active minutes.
+The fast paths, and where they are exact:
+
+- a minute's arrivals become an *episode*: a first arrival, then ``n`` more after equal idle
+  times ``g``, busy until ``end``. Under ``uniform`` with average durations that is exact:
+  spacing 60/c, ``g = 60/c - d`` when positive (else the executions overlap: one busy stretch,
+  n = 0), ``end`` = last arrival + d. Under ``start`` it is exact with n = 0;
+- under ``poisson``, or with sampled durations, minutes of at most :data:`EXACT_LIMIT` arrivals
+  are expanded into one episode per arrival (exact). Busier minutes keep one episode whose first
+  and last arrivals are drawn from their exact distributions (the minimum and maximum of c
+  uniform times) and whose inner gaps are replaced by their mean; more than 10 arrivals in a
+  minute are gaps under 6 s on average, all in the histogram's first bin, so this changes only
+  the waste inside such minutes (by the spread of the gaps around their mean), and with sampled
+  durations those minutes use the average;
+- windows that do not learn (fixed keep-alive, no-unload) are asked once per app and applied to
+  every idle time at once with numpy; learning ones (hybrid) replay every idle time in order,
+  one at a time, except that a run of equal idle times inside a minute is observed at once
+  when :meth:`~faasd_py.scheduler.HybridApp.settled` proves each of them would be warm.
 """
 
 from __future__ import annotations
@@ -34,61 +53,93 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from faasd_py.scheduler._policy import FixedKeepAlive, Policy
-from faasd_py.traces import MemoryPercentiles, TraceFunction
+from faasd_py.scheduler._policy import FixedKeepAlive, HybridApp, Policy
+from faasd_py.traces import DurationPercentiles, MemoryPercentiles, TraceFunction
 
 MINUTE = 60.0
 DEFAULT_MEMORY_MB = 150.0
+DEFAULT_DURATION_MS = 1000.0
+"""The execution time of a function the durations file does not list: half of the functions
+of the Azure 2019 trace average under about a second (Shahrad et al., Fig. 7)."""
+Arrivals = Literal["uniform", "poisson", "start"]
+ARRIVALS: tuple[Arrivals, ...] = ("uniform", "poisson", "start")
+DEFAULT_ARRIVALS: Arrivals = "uniform"
+"""Evenly spaced: a timer keeps its exact period (it fires at the same second of its minute
+each time) and a minute's c arrivals are 60/c apart, their mean spacing; deterministic."""
+EXACT_LIMIT = 10
+"""Minutes with at most this many arrivals are expanded per arrival (poisson, sampled
+durations)."""
 REFERENCE = FixedKeepAlive(600.0)
 """Wasted memory is reported relative to this policy (fixed 10-minute keep-alive)."""
 
 Progress = Callable[[str, int, int], None]
 """progress(policy name, apps done, apps in all)."""
 
+_QUANTILES = np.array([0.0, 0.01, 0.25, 0.5, 0.75, 0.99, 1.0])
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+
 
 @dataclass(frozen=True)
 class TraceApps:
-    """A trace grouped into apps, as the simulator replays it.
+    """A trace grouped into apps and turned into episodes, as the simulator replays it.
 
-    Flat arrays over every (app, active minute), app by app and in time order within an app;
-    ``starts[a]:starts[a + 1]`` are app ``a``'s entries.
+    Flat arrays over every episode, app by app and in time order within an app;
+    ``starts[a]:starts[a + 1]`` are app ``a``'s. An episode is an arrival at ``arrive``
+    (seconds from the trace's start), then ``gaps`` more arrivals each an idle time ``gap``
+    after the previous execution ended; the app is busy until ``end`` (never earlier than an
+    earlier episode's end).
     """
 
     names: tuple[str, ...]
-    memory_mb: npt.NDArray[np.float64]
-    starts: npt.NDArray[np.int64]
-    minute: npt.NDArray[np.int64]
-    count: npt.NDArray[np.int64]
-    busy: npt.NDArray[np.float64]
-    """Seconds the app is in use from the start of that minute (at least 60)."""
+    memory_mb: Floats
+    starts: Ints
+    arrive: Floats
+    gaps: Ints
+    gap: Floats
+    end: Floats
+    invocations: Ints
+    """Invocations per app."""
     minutes: int
     """The trace's length in minutes."""
     memory_defaulted: int
     """Apps whose memory the memory file did not give."""
+    durations_missing: int = 0
+    """Invoked functions without durations (they ran ``default_duration_ms``)."""
+    durations_missing_invocations: int = 0
+    arrivals: Arrivals = DEFAULT_ARRIVALS
 
     @property
     def apps(self) -> int:
         return len(self.names)
 
     @property
-    def invocations(self) -> npt.NDArray[np.int64]:
-        """Invocations per app."""
-        return np.add.reduceat(self.count, self.starts[:-1]) if self.apps else self.count[:0]
+    def episodes(self) -> int:
+        return len(self.arrive)
 
 
 def group_apps(
     functions: Sequence[TraceFunction],
     memory: Mapping[tuple[str, str], MemoryPercentiles] | None = None,
     default_memory_mb: float = DEFAULT_MEMORY_MB,
+    *,
+    arrivals: Arrivals = DEFAULT_ARRIVALS,
+    seed: int = 1,
+    sample_durations: bool = False,
+    default_duration_ms: float = DEFAULT_DURATION_MS,
 ) -> TraceApps:
-    """The trace's functions grouped into apps; apps never invoked are left out."""
+    """The trace's functions grouped into apps and episodes; apps never invoked are left out."""
     if not functions:
         raise ValueError("the trace has no functions")
+    if arrivals not in ARRIVALS:
+        raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
+    if not default_duration_ms >= 0:
+        raise ValueError(f"the default duration must be >= 0 ms, got {default_duration_ms!r}")
     minutes = max(len(f.counts) for f in functions)
     keys = [(f.owner, f.app) for f in functions]
     order = sorted(range(len(functions)), key=keys.__getitem__)
@@ -98,19 +149,46 @@ def group_apps(
         if not app_keys or app_keys[-1] != keys[i]:
             app_keys.append(keys[i])
         app_of[i] = len(app_keys) - 1
-    # One app's rows at a time keeps the peak memory at one app's functions, not the trace's.
+    # One function's row at a time keeps the peak memory at the apps' matrices, not the trace's.
     counts = np.zeros((len(app_keys), minutes), dtype=np.int64)
     busy_ms = np.zeros((len(app_keys), minutes), dtype=np.float64)
+    points = np.zeros((len(app_keys), 9), dtype=np.float64)  # p0..p100, minimum, maximum
+    weights = np.zeros(len(app_keys), dtype=np.float64)
+    missing = missing_invocations = 0
     for i, f in enumerate(functions):
-        row = np.fromiter(f.counts, dtype=np.int64, count=len(f.counts))
-        counts[app_of[i], : len(row)] += row
-        if f.durations is not None and f.durations.average > 0:
-            busy_ms[app_of[i], : len(row)] += row * f.durations.average
+        row = np.asarray(f.counts, dtype=np.int64)
+        total = int(row.sum())
+        a = app_of[i]
+        counts[a, : len(row)] += row
+        durations = f.durations
+        if durations is None:
+            missing += total > 0
+            missing_invocations += total
+            average = default_duration_ms
+            durations = DurationPercentiles(*([default_duration_ms] * 10))
+        else:
+            average = durations.average
+        busy_ms[a, : len(row)] += row * average
+        if sample_durations and total:
+            points[a] += total * np.array(_points(durations))
+            weights[a] += total
     app_index, minute = np.nonzero(counts)
     invoked = np.unique(app_index)
     remap = np.full(len(app_keys), -1, dtype=np.int64)
     remap[invoked] = np.arange(len(invoked))
-    starts = np.searchsorted(remap[app_index], np.arange(len(invoked) + 1))
+    entry_app = remap[app_index]
+    count = counts[app_index, minute]
+    duration = busy_ms[app_index, minute] / 1000.0 / count
+    del counts, busy_ms
+    sampler = None
+    if sample_durations:
+        table = points[invoked] / np.maximum(weights[invoked], 1.0)[:, None]
+        sampler = _Sampler(table / 1000.0)
+    episodes = _episodes(
+        entry_app, minute, count, duration, arrivals, np.random.default_rng(seed), sampler
+    )
+    app_rows, arrive, gaps, gap, end = episodes
+    starts = np.searchsorted(app_rows, np.arange(len(invoked) + 1))
     memory = memory or {}
     mb = np.array(
         [memory[app_keys[a]].average_mb if app_keys[a] in memory else np.nan for a in invoked],
@@ -118,17 +196,111 @@ def group_apps(
     )
     defaulted = int(np.isnan(mb).sum())
     mb[np.isnan(mb)] = default_memory_mb
-    names = tuple(_app_name(*app_keys[a]) for a in invoked)
     return TraceApps(
-        names=names,
+        names=tuple(_app_name(*app_keys[a]) for a in invoked),
         memory_mb=mb,
         starts=starts.astype(np.int64),
-        minute=minute.astype(np.int64),
-        count=counts[app_index, minute],
-        busy=np.maximum(busy_ms[app_index, minute] / 1000.0 / counts[app_index, minute], MINUTE),
+        arrive=arrive,
+        gaps=gaps,
+        gap=gap,
+        end=end,
+        invocations=np.bincount(entry_app, weights=count, minlength=len(invoked)).astype(np.int64),
         minutes=minutes,
         memory_defaulted=defaulted,
+        durations_missing=int(missing),
+        durations_missing_invocations=int(missing_invocations),
+        arrivals=arrivals,
     )
+
+
+def _points(d: DurationPercentiles) -> tuple[float, ...]:
+    return (d.p0, d.p1, d.p25, d.p50, d.p75, d.p99, d.p100, d.minimum, d.maximum)
+
+
+class _Sampler:
+    """Execution times (s) drawn by inverse CDF from each app's percentile points, piecewise
+    linear between them, within [minimum, maximum], as DurationPercentiles.sample does."""
+
+    def __init__(self, table: Floats) -> None:
+        self.knots = np.maximum.accumulate(table[:, :7], axis=1)
+        self.low = table[:, 7]
+        self.high = table[:, 8]
+
+    def __call__(self, app: Ints, u: Floats) -> Floats:
+        i = np.clip(np.searchsorted(_QUANTILES, u, side="right"), 1, len(_QUANTILES) - 1)
+        lo_q, hi_q = _QUANTILES[i - 1], _QUANTILES[i]
+        lo, hi = self.knots[app, i - 1], self.knots[app, i]
+        value = lo + (hi - lo) * (u - lo_q) / (hi_q - lo_q)
+        ordered = self.low[app] <= self.high[app]
+        clamped = np.minimum(np.maximum(value, self.low[app]), self.high[app])
+        result: Floats = np.where(ordered, clamped, value)
+        return result
+
+
+def _episodes(
+    entry_app: Ints,
+    minute: Ints,
+    count: Ints,
+    duration: Floats,
+    arrivals: Arrivals,
+    rng: np.random.Generator,
+    sampler: _Sampler | None,
+) -> tuple[Ints, Floats, Ints, Floats, Floats]:
+    """(app, arrive, gaps, gap, end) of every episode, from the (app, active minute) entries."""
+    expand = (count <= EXACT_LIMIT) & ((arrivals == "poisson") | (sampler is not None))
+    reps = np.where(expand, count, 1)
+    row_entry = np.repeat(np.arange(len(count)), reps)
+    first_row = np.cumsum(reps) - reps
+    sub = np.arange(len(row_entry)) - np.repeat(first_row, reps)
+    app = entry_app[row_entry]
+    c = count[row_entry].astype(np.float64)
+    base = minute[row_entry] * MINUTE
+    d = duration[row_entry]
+    expanded = expand[row_entry]
+    # Offsets (s) of the first and last arrival of an episode, and the spacing between them.
+    if arrivals == "start":
+        first = np.zeros(len(c))
+        last = first
+    elif arrivals == "uniform":
+        first = np.where(expanded, (sub + 0.5) / c, 0.5 / c) * MINUTE
+        last = np.where(expanded, first, MINUTE - first)
+    else:
+        u = rng.random(len(c))
+        # Expanded rows: sorted uniform times within their minute (entry index + u sorts each
+        # entry's rows among themselves and keeps the entries in order).
+        keyed = np.sort(np.where(expanded, row_entry + u, row_entry.astype(np.float64)))
+        inner = (keyed - row_entry) * MINUTE
+        # Busy minutes: the minimum of c uniform times, then the maximum of the other c - 1.
+        low = MINUTE * (1.0 - u ** (1.0 / c))
+        v = rng.random(len(c))
+        high = low + (MINUTE - low) * v ** (1.0 / np.maximum(c - 1.0, 1.0))
+        first = np.where(expanded, inner, low)
+        last = np.where(expanded, inner, high)
+    if sampler is not None:
+        sampled = sampler(app, rng.random(len(c)))
+        d = np.where(expanded, sampled, d)
+    inner_arrivals = np.where(expanded, 0.0, c - 1.0)
+    spacing = np.divide(
+        last - first, inner_arrivals, out=np.zeros(len(c)), where=inner_arrivals > 0
+    )
+    gap = spacing - d
+    idle_inside = gap > 0
+    gaps = np.where(idle_inside, inner_arrivals, 0.0).astype(np.int64)
+    gap = np.where(idle_inside, gap, 0.0)
+    arrive = base + first
+    end = _running_max(app, base + last + d)
+    return app, arrive, gaps, gap, end
+
+
+def _running_max(app: Ints, values: Floats) -> Floats:
+    """The running maximum of ``values`` within each app (rows grouped by app, in order)."""
+    if not len(values):
+        return values
+    # Each app's values lifted above every earlier app's: one accumulate over the whole array.
+    lift = float(values.max() - values.min()) + 1.0
+    lifted = values + app * lift
+    result: Floats = np.maximum.accumulate(lifted) - app * lift
+    return result
 
 
 def _app_name(owner: str, app: str) -> str:
@@ -140,7 +312,7 @@ class PolicyResult:
     """One policy over one trace."""
 
     policy: str
-    cold_percent: npt.NDArray[np.float64]
+    cold_percent: Floats
     """Per app: cold starts / invocations x 100."""
     cold_starts: int
     invocations: int
@@ -164,53 +336,52 @@ class PolicyResult:
         return [(float(v), float(s / 100)) for v, s in zip(values, shares, strict=True)]
 
 
-def _tail_wasted(
-    prewarm: npt.NDArray[np.float64],
-    keepalive: npt.NDArray[np.float64],
-    remaining: npt.NDArray[np.float64],
-) -> npt.NDArray[np.float64]:
+def _outcome(idle: Floats, p: Floats, k: Floats) -> tuple[npt.NDArray[np.bool_], Floats]:
+    """Whether an arrival ``idle`` seconds after an execution's end is cold under windows
+    (p, k), and the seconds the app was loaded but idle before it."""
+    cold = ~((p <= idle) & (idle <= k))
+    wasted = np.where(idle < p, 0.0, np.minimum(idle, k) - p)
+    return cold, wasted
+
+
+def _tail_wasted(prewarm: Floats, keepalive: Floats, remaining: Floats) -> Floats:
     """Loaded-but-idle seconds from the windows to the end of the trace."""
     return np.where(remaining > prewarm, np.minimum(keepalive, remaining) - prewarm, 0.0)
-
-
-def _gaps(apps: TraceApps) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-    """Seconds from each execution's end to the app's next arrival (to the end of the trace after
-    its last; negative when the next came while it ran), and which entries are an app's last."""
-    end = apps.minute * MINUTE + apps.busy
-    nxt = np.empty_like(end)
-    nxt[:-1] = apps.minute[1:] * MINUTE
-    last = np.zeros(len(end), dtype=bool)
-    last[apps.starts[1:] - 1] = True
-    nxt[last] = apps.minutes * MINUTE
-    return nxt - end, last
 
 
 def _replay_constant(
     apps: TraceApps,
     policy: Policy,
-    idle: npt.NDArray[np.float64],
-    last: npt.NDArray[np.bool_],
     cold_by_reason: Counter[str],
     wasted_by_reason: dict[str, float],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], Counter[str]]:
-    """Windows that do not learn: each app's windows once, applied to all its gaps."""
+) -> tuple[Ints, Floats, Counter[str]]:
+    """Windows that do not learn: each app's windows once, applied to all its idle times."""
     memory = apps.memory_mb.tolist()
     lengths = np.diff(apps.starts)
     windows = [policy.new_app().windows(0.0) for _ in range(apps.apps)]
     p = np.repeat(np.array([w.prewarm for w in windows], dtype=np.float64), lengths)
     k = np.repeat(np.array([w.keepalive for w in windows], dtype=np.float64), lengths)
-    overlap = idle < 0  # the next arrival came while the app ran: warm, nothing idle
-    cold = ~last & ~overlap & ~((p <= idle) & (idle <= k))
-    wasted = np.where(
-        last,
-        _tail_wasted(p, k, idle),
-        np.where(overlap | (idle < p), 0.0, np.minimum(idle, k) - p),
+    first = np.zeros(apps.episodes, dtype=bool)
+    first[apps.starts[:-1]] = True
+    last = np.zeros(apps.episodes, dtype=bool)
+    last[apps.starts[1:] - 1] = True
+    # Between episodes: from the app's busy end to the next episode's first arrival.
+    before = np.full(apps.episodes, -1.0)
+    before[1:] = apps.arrive[1:] - apps.end[:-1]
+    asked = ~first & (before >= 0)  # an arrival while the app runs is warm: nothing to ask
+    cold_before, wasted_before = _outcome(before, p, k)
+    cold_inside, wasted_inside = _outcome(apps.gap, p, k)
+    tail = _tail_wasted(p, k, apps.minutes * MINUTE - apps.end)
+    cold = np.where(asked, cold_before, False) + apps.gaps * cold_inside
+    wasted = (
+        np.where(asked, wasted_before, 0.0) + apps.gaps * wasted_inside + np.where(last, tail, 0.0)
     )
     app_of = np.repeat(np.arange(apps.apps), lengths)
     cold_per_app = np.bincount(app_of, weights=cold, minlength=apps.apps).astype(np.int64)
     wasted_per_app = np.bincount(app_of, weights=wasted, minlength=apps.apps).astype(np.float64)
+    asks = np.bincount(app_of, weights=asked + apps.gaps + last, minlength=apps.apps)
     decisions: Counter[str] = Counter()
-    for a, (w, n) in enumerate(zip(windows, lengths.tolist(), strict=True)):
+    for a, (w, n) in enumerate(zip(windows, asks.astype(np.int64).tolist(), strict=True)):
         decisions[w.reason.value] += n
         cold_by_reason[w.reason.value] += int(cold_per_app[a])
         wasted_by_reason[w.reason.value] = (
@@ -223,28 +394,24 @@ def simulate_policy(
     apps: TraceApps, policy: Policy, progress: Progress | None = None
 ) -> PolicyResult:
     """Replay ``apps`` through ``policy``: every app starts with a fresh per-app state."""
-    idle, last = _gaps(apps)
-    invocations = apps.invocations
     first = np.ones(apps.apps, dtype=np.int64)  # each app's first invocation finds it unloaded
     probe = policy.new_app()
     cold_by_reason: Counter[str] = Counter({"first": apps.apps})
     wasted_by_reason: dict[str, float] = {}
     if not probe.learns:
-        cold, wasted, decisions = _replay_constant(
-            apps, policy, idle, last, cold_by_reason, wasted_by_reason
-        )
+        cold, wasted, decisions = _replay_constant(apps, policy, cold_by_reason, wasted_by_reason)
         if progress is not None:
             progress(policy.name, apps.apps, apps.apps)
     else:
         cold, wasted, decisions = _replay_learning(
-            apps, policy, idle, last, cold_by_reason, wasted_by_reason, progress
+            apps, policy, cold_by_reason, wasted_by_reason, progress
         )
     cold = cold + first
     return PolicyResult(
         policy=policy.name,
-        cold_percent=cold / np.maximum(invocations, 1) * 100.0,
+        cold_percent=cold / np.maximum(apps.invocations, 1) * 100.0,
         cold_starts=int(cold.sum()),
-        invocations=int(invocations.sum()),
+        invocations=int(apps.invocations.sum()),
         wasted_mb_s=float((wasted * apps.memory_mb).sum()),
         decisions=dict(decisions),
         cold_by_reason=dict(cold_by_reason),
@@ -255,21 +422,22 @@ def simulate_policy(
 def _replay_learning(
     apps: TraceApps,
     policy: Policy,
-    idle_array: npt.NDArray[np.float64],
-    last_array: npt.NDArray[np.bool_],
     cold_by_reason: Counter[str],
     wasted_by_reason: dict[str, float],
     progress: Progress | None,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], Counter[str]]:
-    """Every app in order of its idle times: ask for windows, count, then observe the idle time.
+) -> tuple[Ints, Floats, Counter[str]]:
+    """Every app's idle times in order: ask for windows, count, then observe the idle time.
 
     This is the simulator's hot loop (millions of iterations on a full trace): plain floats and
     local names only.
     """
-    end_list = (apps.minute * MINUTE + apps.busy).tolist()
-    idle_list = idle_array.tolist()
+    arrive_list = apps.arrive.tolist()
+    end_list = apps.end.tolist()
+    gaps_list = apps.gaps.tolist()
+    gap_list = apps.gap.tolist()
     bounds = apps.starts.tolist()
     memory = apps.memory_mb.tolist()
+    trace_end = apps.minutes * MINUTE
     cold_out = np.zeros(apps.apps, dtype=np.int64)
     wasted_out = np.zeros(apps.apps, dtype=np.float64)
     decisions: dict[str, int] = {}
@@ -279,30 +447,45 @@ def _replay_learning(
     for a in range(apps.apps):
         state = policy.new_app()
         windows, observe = state.windows, state.observe
+        hybrid = state if isinstance(state, HybridApp) else None
         lo, hi = bounds[a], bounds[a + 1]
         cold = 0
         wasted = 0.0
         mb = memory[a]
+        busy_end = 0.0
         for j in range(lo, hi):
-            end = end_list[j]
-            idle = idle_list[j]
-            p, k, reason, _ = windows(end)
-            if j == hi - 1:
-                gap_wasted = (min(k, idle) - p) if idle > p else 0.0
-            elif idle < 0:
-                # The next arrival came while the app ran: warm, and no idle time to learn.
-                gap_wasted = 0.0
-            elif p <= idle <= k:
-                gap_wasted = idle - p
-                observe(end, end + idle)
-            else:
-                cold += 1
-                cold_reason[reason] = cold_reason.get(reason, 0) + 1
-                gap_wasted = 0.0 if idle < p else k - p
-                observe(end, end + idle)
-            wasted += gap_wasted
-            wasted_reason[reason] = wasted_reason.get(reason, 0.0) + gap_wasted * mb
-            decisions[reason] = decisions.get(reason, 0) + 1
+            arrival = arrive_list[j]
+            inside = (arrival, gap_list[j], gaps_list[j])
+            idle = arrival - busy_end
+            # The idle time before the episode (none before an app's first arrival, or when
+            # the arrival came while the app ran), then its equal idle times inside the minute.
+            runs = ((busy_end, idle, 1), inside) if j > lo and idle >= 0 else (inside,)
+            for since, idle, left in runs:
+                while left:
+                    p, k, reason, _ = windows(since)
+                    # A settled run is all warm: observed at once (see HybridApp.settled).
+                    run = left if hybrid and left > 1 and hybrid.settled(idle) else 1
+                    decisions[reason] = decisions.get(reason, 0) + run
+                    if p <= idle <= k:
+                        spent = run * (idle - p)
+                    else:
+                        cold += 1
+                        cold_reason[reason] = cold_reason.get(reason, 0) + 1
+                        spent = 0.0 if idle < p else k - p
+                    wasted += spent
+                    wasted_reason[reason] = wasted_reason.get(reason, 0.0) + spent * mb
+                    if run == 1:
+                        observe(since, since + idle)
+                    elif hybrid:
+                        hybrid.observe_many(idle, run)
+                    left -= run
+            busy_end = end_list[j]
+        p, k, reason, _ = windows(busy_end)
+        decisions[reason] = decisions.get(reason, 0) + 1
+        remaining = trace_end - busy_end
+        spent = (min(k, remaining) - p) if remaining > p else 0.0
+        wasted += spent
+        wasted_reason[reason] = wasted_reason.get(reason, 0.0) + spent * mb
         cold_out[a] = cold
         wasted_out[a] = wasted
         if progress is not None and (a % step == 0 or a == apps.apps - 1):
