@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -29,8 +29,19 @@ from faasd_py.errors import BadRequest
 from faasd_py.loadgen._report import default_out_dir
 from faasd_py.scheduler import POLICY_FORMS, HybridConfig, Policy, parse_policy
 from faasd_py.scheduler import _report as report
-from faasd_py.traces import load_memory, synthetic_memory
+from faasd_py.scheduler._arrivals import ARRIVALS, DEFAULT_ARRIVALS, Arrivals
+from faasd_py.traces import (
+    TraceFunction,
+    attach_durations,
+    load_durations,
+    load_invocations,
+    load_memory,
+    synthetic_memory,
+)
 from faasd_py.units import parse_duration
+
+if TYPE_CHECKING:
+    from faasd_py.scheduler import TraceApps
 
 SIM_INSTALL_HINT = "pip install 'faasd-py[sim]' (or pip install numpy)"
 # The options of `faasd-py bench` that choose a trace; the replay ones (speedup, spread...)
@@ -182,7 +193,37 @@ def _progress_reporter(progress: RichProgress) -> Callable[[str, int, int], None
     help="Hybrid: fewer idle times than this fall back to keep-alive = range.",
 )
 @click.option(
-    "--seed", type=int, default=1, show_default=True, help="Seed of the synthetic trace and memory."
+    "--arrivals",
+    type=click.Choice(ARRIVALS),
+    default=DEFAULT_ARRIVALS,
+    show_default=True,
+    help="Where a minute's invocations arrive within it: evenly spaced, at seeded random times "
+    "(poisson), or all at its start.",
+)
+@click.option(
+    "--sample-durations",
+    is_flag=True,
+    help="Draw each execution's time from its function's percentiles instead of its average.",
+)
+@click.option(
+    "--default-duration",
+    default="1s",
+    show_default=True,
+    callback=parsed_by(parse_duration),
+    help="How long the executions of a function the durations file does not list run.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse a trace whose functions lack durations or whose apps lack memory, rather than "
+    "warn and use the defaults.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Seed of the synthetic trace and memory, and of poisson arrivals and sampled durations.",
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 def simulate(
@@ -204,6 +245,10 @@ def simulate(
     cv_threshold: float,
     oob_threshold: float,
     min_samples: int,
+    arrivals: Arrivals,
+    sample_durations: bool,
+    default_duration: float,
+    strict: bool,
     seed: int,
     out: Path | None,
 ) -> None:
@@ -266,7 +311,7 @@ def simulate(
         image=TRACE_IMAGE,
     )
     err.print(f"reading the trace ({escape(options.source or '')})")
-    functions = options.functions(seed)
+    functions = _functions(options, seed)
     if memory is not None:
         memory_table = load_memory(memory)
     elif synthetic_trace:
@@ -274,7 +319,15 @@ def simulate(
     else:
         memory_table = {}
     try:
-        trace_apps = scheduler.group_apps(functions, memory_table, default_memory)
+        trace_apps = scheduler.group_apps(
+            functions,
+            memory_table,
+            default_memory,
+            arrivals=arrivals,
+            seed=seed,
+            sample_durations=sample_durations,
+            default_duration_ms=default_duration * 1000.0,
+        )
     except ValueError as exc:
         raise BadRequest(f"the trace ({options.source}): {exc}") from None
     if not trace_apps.apps:
@@ -282,10 +335,9 @@ def simulate(
     loaded = time.monotonic()
     err.print(
         f"{len(functions):,} functions in {trace_apps.apps:,} apps, {trace_apps.minutes:,} "
-        f"minutes, {int(trace_apps.invocations.sum()):,} invocations "
-        f"({loaded - started:.1f} s); memory of {trace_apps.memory_defaulted:,} apps defaulted "
-        f"to {default_memory:g} MB"
+        f"minutes, {int(trace_apps.invocations.sum()):,} invocations ({loaded - started:.1f} s)"
     )
+    _check_defaults(trace_apps, default_memory, default_duration, strict)
     with RichProgress(
         TextColumn("{task.description:>12}"),
         BarColumn(),
@@ -305,6 +357,11 @@ def simulate(
         "memory": memory.name if memory else ("synthetic" if synthetic_trace else None),
         "default_memory_mb": default_memory,
         "memory_defaulted_apps": trace_apps.memory_defaulted,
+        "arrivals": arrivals,
+        "sample_durations": sample_durations,
+        "default_duration_s": default_duration,
+        "durations_missing_functions": trace_apps.durations_missing,
+        "durations_missing_invocations": trace_apps.durations_missing_invocations,
         "seed": seed if synthetic_trace else None,
         "hybrid": {k: v for k, v in vars(config).items()},
         "load_seconds": round(loaded - started, 2),
@@ -329,6 +386,36 @@ def simulate(
         f"relative to fixed:10m. Report in {escape(str(folder))} ({finished - loaded:.1f} s to "
         "simulate)"
     )
+
+
+def _functions(options: TraceOptions, seed: int) -> list[TraceFunction]:
+    """The trace's functions; a trace file's counts as numpy rows (an eighth of the memory)."""
+    if options.path is None:
+        return options.functions(seed)
+    found = load_invocations(options.path, options.limit_functions, arrays=True)
+    if options.durations is not None:
+        found = attach_durations(found, load_durations(options.durations))
+    return found
+
+
+def _check_defaults(apps: TraceApps, memory_mb: float, duration_s: float, strict: bool) -> None:
+    """Say how much of the trace ran on default memory and durations; --strict refuses it."""
+    problems = []
+    if apps.durations_missing:
+        problems.append(
+            f"{apps.durations_missing:,} invoked functions "
+            f"({apps.durations_missing_invocations:,} invocations) have no durations "
+            f"(--durations): they ran {duration_s:g} s each"
+        )
+    if apps.memory_defaulted:
+        problems.append(
+            f"{apps.memory_defaulted:,} of {apps.apps:,} apps have no memory (--memory): "
+            f"{memory_mb:g} MB each"
+        )
+    if problems and strict:
+        raise BadRequest("--strict: " + "; ".join(problems))
+    for problem in problems:
+        err.print(f"[yellow]warning:[/] {escape(problem)}")
 
 
 def write_reports(

@@ -9,10 +9,10 @@ The model:
 
 - functions with the same (owner, app) form one app; an app has one instance, loaded or not,
   that serves all of its executions (overlapping ones too);
-- arrivals inside a minute follow an explicit model (:data:`ARRIVALS`): ``uniform`` spaces the
-  app's c arrivals of the minute evenly (the i-th at (i + 1/2) / c of the minute), ``poisson``
-  places them at sorted uniform random times (a Poisson process given its count; seeded),
-  ``start`` puts them all at the minute's start (the old per-minute model's placement);
+- arrivals inside a minute follow an explicit model (:mod:`faasd_py.scheduler._arrivals`):
+  ``uniform`` (the default) spaces the app's c arrivals of the minute evenly, ``poisson`` places
+  them at seeded random times, ``start`` puts them all at the minute's start (where the old
+  per-minute model put them, though it also kept the app busy for the whole minute);
 - every execution lasts the app's duration in that minute: the average of its functions'
   averages from the durations file, weighted by their counts in the minute (functions the
   file does not list take ``default_duration_ms``); with ``sample_durations`` each execution
@@ -53,11 +53,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from faasd_py.scheduler._arrivals import ARRIVALS, DEFAULT_ARRIVALS, Arrivals
 from faasd_py.scheduler._policy import FixedKeepAlive, HybridApp, Policy
 from faasd_py.traces import DurationPercentiles, MemoryPercentiles, TraceFunction
 
@@ -66,11 +67,6 @@ DEFAULT_MEMORY_MB = 150.0
 DEFAULT_DURATION_MS = 1000.0
 """The execution time of a function the durations file does not list: half of the functions
 of the Azure 2019 trace average under about a second (Shahrad et al., Fig. 7)."""
-Arrivals = Literal["uniform", "poisson", "start"]
-ARRIVALS: tuple[Arrivals, ...] = ("uniform", "poisson", "start")
-DEFAULT_ARRIVALS: Arrivals = "uniform"
-"""Evenly spaced: a timer keeps its exact period (it fires at the same second of its minute
-each time) and a minute's c arrivals are 60/c apart, their mean spacing; deterministic."""
 EXACT_LIMIT = 10
 """Minutes with at most this many arrivals are expanded per arrival (poisson, sampled
 durations)."""

@@ -55,12 +55,45 @@ def test_a_trace_file_is_simulated_and_reported(offline_cli: Cli, tmp_path: Path
     rows = {row["policy"]: row for row in report["policies"]}
     assert set(rows) == {"fixed:10m", "no-unload"}
     assert rows["fixed:10m"]["cold_starts"] == 3
-    assert rows["fixed:10m"]["wasted_mb_s"] == pytest.approx(258_000)
+    assert rows["fixed:10m"]["wasted_mb_s"] == pytest.approx(285_300)
     assert rows["no-unload"]["cold_starts"] == 2
-    assert rows["no-unload"]["wasted_normalized"] == pytest.approx(474_000 / 258_000)
+    assert rows["no-unload"]["wasted_normalized"] == pytest.approx(510_000 / 285_300)
     assert report["settings"]["memory_defaulted_apps"] == 0
+    assert report["settings"]["arrivals"] == "uniform"
+    assert report["settings"]["durations_missing_functions"] == 3
     assert "| fixed:10m |" in (out / "report.md").read_text()
     assert (out / "cdf.png").stat().st_size > 0 and (out / "pareto.png").stat().st_size > 0
+
+
+def test_functions_without_durations_are_counted_and_strict_refuses_them(
+    offline_cli: Cli, tmp_path: Path
+) -> None:
+    trace, memory = write_trace(tmp_path)
+    args = ("simulate", "--trace", trace, "--memory", memory, "--no-sweep")
+    done = offline_cli(*args, "--out", tmp_path / "report")
+    assert done.returncode == 0, done.stderr
+    assert "3 invoked functions (9 invocations) have no durations" in done.stderr
+    assert "they ran 1 s each" in done.stderr
+    failure(offline_cli(*args, "--strict"), 1, "--strict: 3 invoked functions")
+    # Without the memory file: every app is counted too.
+    failure(offline_cli("simulate", "--trace", trace, "--strict"), 1, "2 of 2 apps have no memory")
+
+
+@pytest.mark.parametrize("arrivals", ["poisson", "start"])
+def test_other_arrival_models(offline_cli: Cli, tmp_path: Path, arrivals: str) -> None:
+    trace, memory = write_trace(tmp_path)
+    out = tmp_path / "report"
+    offline_cli.ok(
+        "simulate", "--trace", trace, "--memory", memory, "--no-sweep", "--policy", "fixed:0s",
+        "--arrivals", arrivals, "--default-duration", "100ms", "--sample-durations", "--out", out,
+    )  # fmt: skip
+    report = json.loads((out / "run.json").read_text())
+    rows = {row["policy"]: row for row in report["policies"]}
+    assert report["settings"]["arrivals"] == arrivals
+    # Unloaded as soon as it is idle: all 9 cold, but for arrivals that come while the app runs
+    # (all of a minute's at its start find the first one running: one cold start per minute).
+    expected = 9 if arrivals == "poisson" else 5
+    assert rows["fixed:0h"]["cold_starts"] == expected
 
 
 def test_the_published_format_with_durations(offline_cli: Cli, tmp_path: Path) -> None:
@@ -160,6 +193,9 @@ def test_help_lists_the_options(offline_cli: Cli) -> None:
         "--min-samples",
         "--oob-threshold",
         "--cv-threshold",
+        "--arrivals",
+        "--sample-durations",
+        "--strict",
         "--out",
     ):
         assert option in text

@@ -25,7 +25,7 @@ from faasd_py.scheduler import (
     simulate_policy,
     summary,
 )
-from faasd_py.scheduler._simulate import ARRIVALS, Arrivals
+from faasd_py.scheduler._arrivals import ARRIVALS, Arrivals
 from faasd_py.traces import (
     DurationPercentiles,
     MemoryPercentiles,

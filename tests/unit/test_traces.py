@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from faasd_py import traces
 from faasd_py.errors import BadRequest
 from faasd_py.loadgen import Arrival
 from faasd_py.spec import validate_name
@@ -82,8 +83,32 @@ PERCENTILES = DurationPercentiles(
 
 
 # --- reading the published files -----------------------------------------------------------------
+#
+# The invocations file has two readers: numpy's where it is installed, the csv module's otherwise
+# (and for any file numpy does not read plainly). Reading tests run against both.
 
 
+@pytest.fixture(params=["numpy", "csv"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which reader load_invocations uses by default: "csv" as if numpy were not installed."""
+    if request.param == "csv":
+        monkeypatch.setattr(traces, "numpy_module", lambda: None)
+    return str(request.param)
+
+
+each_reader = pytest.mark.usefixtures("reader")
+
+
+def test_the_numpy_reader_gives_what_the_csv_reader_gives() -> None:
+    by_numpy = load_invocations(INVOCATIONS, reader="numpy")
+    by_csv = load_invocations(INVOCATIONS, reader="csv")
+    assert by_numpy == by_csv
+    rows = load_invocations(INVOCATIONS, reader="numpy", arrays=True)
+    assert [tuple(f.counts) for f in rows] == [f.counts for f in by_csv]
+    assert not rows[0].counts.flags.writeable  # type: ignore[attr-defined]
+
+
+@each_reader
 def test_the_invocations_file_gives_each_function_with_its_counts_per_minute() -> None:
     functions = load_invocations(INVOCATIONS)
     assert [f.trigger for f in functions] == [
@@ -98,6 +123,7 @@ def test_the_invocations_file_gives_each_function_with_its_counts_per_minute() -
     assert all(f.durations is None for f in functions)
 
 
+@each_reader
 def test_function_names_are_dns_labels_unique_within_the_trace() -> None:
     functions = load_invocations(INVOCATIONS)
     names = [f.name for f in functions]
@@ -119,6 +145,7 @@ def test_a_function_listed_twice_in_one_app_still_gets_its_own_name() -> None:
     ]  # fmt: skip
 
 
+@each_reader
 def test_limit_functions_reads_only_the_first_ones(tmp_path: Path) -> None:
     assert [f.function for f in load_invocations(INVOCATIONS, limit_functions=2)] == [F1, F2]
     assert len(load_invocations(INVOCATIONS, limit_functions=100)) == 6
@@ -146,11 +173,13 @@ def test_memory_percentiles_by_app() -> None:
     assert memory[(O1, A1)] == MemoryPercentiles(150.5, 120, 125, 140, 150, 160, 175, 190, 200)
 
 
+@each_reader
 def test_a_file_with_windows_line_endings_and_a_bom_reads_the_same(tmp_path: Path) -> None:
     path = write(tmp_path, "\ufeff" + (SHORT_HEADER + "o,a,f,http,1,2,3\n").replace("\n", "\r\n"))
     assert load_invocations(path)[0].counts == (1, 2, 3)
 
 
+@each_reader
 def test_a_last_line_without_its_newline_is_fine_when_complete(tmp_path: Path) -> None:
     path = write(tmp_path, SHORT_HEADER + "o,a,f,http,1,2,3")
     assert load_invocations(path)[0].counts == (1, 2, 3)
@@ -159,6 +188,7 @@ def test_a_last_line_without_its_newline_is_fine_when_complete(tmp_path: Path) -
 # --- malformed files: the message names the file, the line and the problem ------------------------
 
 
+@each_reader
 @pytest.mark.parametrize(
     ("text", "line", "problem"),
     [
@@ -198,6 +228,7 @@ def test_a_malformed_invocations_file_is_refused_naming_the_line(
     assert (info.value.path, info.value.line) == (path, line)
 
 
+@each_reader
 def test_a_cut_short_real_width_file_names_its_last_line(tmp_path: Path) -> None:
     text = INVOCATIONS.read_text()
     path = write(tmp_path, text[: len(text) * 9 // 10])
@@ -205,6 +236,7 @@ def test_a_cut_short_real_width_file_names_its_last_line(tmp_path: Path) -> None
         load_invocations(path)
 
 
+@each_reader
 def test_an_empty_file_is_refused_saying_what_was_expected(tmp_path: Path) -> None:
     path = write(tmp_path, "")
     with pytest.raises(TraceError) as info:
@@ -215,6 +247,7 @@ def test_an_empty_file_is_refused_saying_what_was_expected(tmp_path: Path) -> No
     )
 
 
+@each_reader
 def test_a_missing_file_and_a_binary_file_are_trace_errors(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match=r"nowhere\.csv: cannot read the file: No such file"):
         load_invocations(tmp_path / "nowhere.csv")
