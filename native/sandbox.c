@@ -745,6 +745,10 @@ static void CHILD_SIDE build_sandbox(struct child_ctx *c)
     rc = drop_capabilities();
     if (rc < 0)
         child_fail(c, -rc, "drop capabilities", NULL);
+    /* The id change made the process non-dumpable, which gives its /proc files to the host's
+     * root; execve would undo that, and a forked child does what execve would. */
+    if (c->fork_mode && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0)
+        child_fail(c, errno, "PR_SET_DUMPABLE", NULL);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         child_fail(c, errno, "PR_SET_NO_NEW_PRIVS", NULL);
     struct sock_fprog program = {c->filter->len, (struct sock_filter *)c->filter->insn};

@@ -36,6 +36,13 @@ The worker's layout, with host paths mirrored so that no argument needs rewritin
 
 `spawn` blocks for the few milliseconds the child needs to build its root (the C call
 releases the GIL): call it from a thread (`asyncio.to_thread`) where that matters.
+
+`fork_sandboxed(spec)` builds the same sandbox by a fork: it returns the child's pid in the
+caller and 0 in the child, which goes on running the caller's Python in its finished sandbox
+(seccomp installed, every descriptor it was not given closed), and never executes anything.
+The base zygote (faasd_py.runtime._base) uses it, from a single-threaded process, so that a
+cold start costs a fork rather than an interpreter's start; a spec travels there as
+`spec_to_wire(spec)` and comes back with `spec_from_wire`.
 """
 
 from __future__ import annotations
@@ -59,7 +66,7 @@ from typing import Any
 
 from faasd_py import native
 from faasd_py.errors import NativeUnavailable
-from faasd_py.isolation.cgroups import Cgroup, detect
+from faasd_py.isolation.cgroups import Cgroup, Hierarchy, detect
 
 __all__ = [
     "DEFAULT_TMP_SIZE",
@@ -72,11 +79,16 @@ __all__ = [
     "SandboxProcess",
     "SandboxSpec",
     "Symlink",
+    "become_subreaper",
+    "fd_pairs",
+    "fork_sandboxed",
     "instance_mounts",
     "prepare_secrets",
     "python_layout",
     "runtime_mounts",
     "spawn",
+    "spec_from_wire",
+    "spec_to_wire",
     "unavailable_reason",
     "write_secret",
 ]
@@ -144,7 +156,8 @@ class SandboxSpec:
     `stderr` are the caller's descriptors for 0-2 (None: /dev/null); `pass_fds` keep their
     numbers. `netns_fd` joins an existing network namespace (the `net` channel mode) instead
     of a new empty one. `die_with_parent` kills the sandbox when the *thread* that spawned it
-    exits: use it only from a thread that lives as long as the worker.
+    exits: use it only from a thread that lives as long as the worker. `moved_fds` are
+    (caller's fd, fd in the sandbox) pairs, for descriptors that take another number inside.
     """
 
     argv: Sequence[str]
@@ -166,6 +179,7 @@ class SandboxSpec:
     uid: int = SANDBOX_UID
     gid: int = SANDBOX_GID
     die_with_parent: bool = False
+    moved_fds: Sequence[tuple[int, int]] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,9 @@ class ExitStatus:
 
     returncode: int
     oom_killed: bool = False  # the OOM killer killed a process of its cgroup
+    # False when no parent was left to tell the status (a base zygote's child whose zygote
+    # died first): `returncode` is then a stand-in.
+    known: bool = True
 
     @property
     def signal(self) -> int | None:
@@ -183,6 +200,8 @@ class ExitStatus:
         """Words for logs and errors: "ran out of memory", "was killed by SIGKILL", ..."""
         if self.oom_killed:
             return "ran out of memory (killed at its memory limit)"
+        if not self.known:
+            return "exited (how is unknown: its base zygote was gone)"
         if self.signal is not None:
             try:
                 return f"was killed by {signal.Signals(self.signal).name}"
@@ -301,6 +320,29 @@ def spawn(spec: SandboxSpec) -> SandboxProcess:
     refused a step (e.g. `[Errno 2] No such file or directory: 'open /missing'`);
     NativeUnavailable without the compiled shim.
     """
+    pid, pidfd = _launch(spec, fork=False)
+    return SandboxProcess(pid, pidfd, spec.cgroup)
+
+
+def fork_sandboxed(spec: SandboxSpec) -> tuple[int, int]:
+    """Fork into a new sandbox: (pid, pidfd) of the child in the caller, once its sandbox is
+    complete; (0, -1) in the child, which runs on from here inside it. `spec.argv`, `env` and
+    `executable` are not used: the child sets what it needs. Only from a single-threaded
+    process. Errors as `spawn`'s, raised in the caller."""
+    return _launch(spec, fork=True)
+
+
+def become_subreaper() -> None:
+    """Adopt the orphans of this process's descendants (the sandboxes its forks fork)."""
+    lib, _ = _native()
+    rc = lib.sandbox_become_subreaper()
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc), "PR_SET_CHILD_SUBREAPER")
+
+
+def _launch(spec: SandboxSpec, *, fork: bool) -> tuple[int, int]:
+    """What `spawn` and `fork_sandboxed` share: the spec as C structs, the cgroups opened,
+    the launcher called; (pid, pidfd)."""
     lib, ffi = _native()
     _validate(spec, lib)
     keep: list[Any] = []  # cffi owners: alive until the call returns
@@ -336,7 +378,7 @@ def spawn(spec: SandboxSpec) -> SandboxProcess:
         links[i].target = cstr(link.target)
     c.symlinks, c.n_symlinks = links, len(spec.symlinks)
 
-    pairs = _fd_pairs(spec)
+    pairs = fd_pairs(spec)
     fds = ffi.new("struct sandbox_fd[]", max(1, len(pairs)))
     for i, (parent_fd, child_fd) in enumerate(pairs):
         fds[i].parent_fd, fds[i].child_fd = parent_fd, child_fd
@@ -362,14 +404,15 @@ def spawn(spec: SandboxSpec) -> SandboxProcess:
             cgroup_fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
         c.cgroup_fds = ffi.new("int[]", cgroup_fds or [-1])
         c.n_cgroup_fds = len(cgroup_fds)
-        rc = lib.sandbox_spawn(c, child)
+        rc = (lib.sandbox_fork if fork else lib.sandbox_spawn)(c, child)
     finally:
-        for fd in cgroup_fds:
-            os.close(fd)
+        if not fork or child.pid != 0:  # the forked child has closed them already
+            for fd in cgroup_fds:
+                os.close(fd)
     if rc < 0:
         step = ffi.string(child.error).decode(errors="replace")
         raise OSError(-rc, os.strerror(-rc), step)
-    return SandboxProcess(child.pid, child.pidfd, spec.cgroup)
+    return child.pid, child.pidfd
 
 
 def _native() -> tuple[Any, Any]:
@@ -380,8 +423,9 @@ def _native() -> tuple[Any, Any]:
     return native.lib, native.ffi
 
 
-def _fd_pairs(spec: SandboxSpec) -> list[tuple[int, int]]:
-    pairs = [(fd, fd) for fd in spec.pass_fds]
+def fd_pairs(spec: SandboxSpec) -> list[tuple[int, int]]:
+    """(caller's fd, fd in the sandbox) of every descriptor `spec` passes."""
+    pairs = [(fd, fd) for fd in spec.pass_fds] + [(fd, to) for fd, to in spec.moved_fds]
     for child_fd, parent_fd in enumerate((spec.stdin, spec.stdout, spec.stderr)):
         if parent_fd is not None:
             pairs.append((parent_fd, child_fd))
@@ -417,7 +461,7 @@ def _validate(spec: SandboxSpec, lib: Any) -> None:
             raise ValueError(f"bad environment variable name {key!r}")
     if any("\0" in part for part in [*spec.argv, *spec.env.values()]):
         raise ValueError("argv and env values cannot contain NUL")
-    children = [child for _, child in _fd_pairs(spec)]
+    children = [child for _, child in fd_pairs(spec)]
     if len(set(children)) != len(children):
         raise ValueError(f"two descriptors for one child fd: {sorted(children)}")
     if spec.tmp_size <= 0:
@@ -432,6 +476,59 @@ def _validate(spec: SandboxSpec, lib: Any) -> None:
     ):
         if count > limit:
             raise ValueError(f"{count} {what}: at most {limit}")
+
+
+# --- a spec on the wire (to the base zygote) ---------------------------------------------
+
+# The fields that travel as they are; descriptors travel apart (SCM_RIGHTS, as moved_fds).
+_PLAIN_FIELDS = ("argv", "env", "executable", "cwd", "hostname", "tmp_size", "uid", "gid")
+
+
+def spec_to_wire(spec: SandboxSpec) -> dict[str, Any]:
+    """`spec` as plain values (msgpack), without its descriptors (stdio, pass_fds, moved_fds,
+    netns_fd), which the receiver gives `spec_from_wire` as its own numbers."""
+    wire: dict[str, Any] = {name: getattr(spec, name) for name in _PLAIN_FIELDS}
+    wire["argv"] = list(spec.argv)
+    wire["env"] = dict(spec.env)
+    wire["root_dir"] = str(spec.root_dir)
+    wire["mounts"] = [
+        [m.target, None if m.source is None else str(m.source), m.writable] for m in spec.mounts
+    ]
+    wire["symlinks"] = [[link.path, link.target] for link in spec.symlinks]
+    wire["rlimits"] = [[which, soft, hard] for which, (soft, hard) in spec.rlimits.items()]
+    cgroup = spec.cgroup
+    wire["cgroup"] = None
+    if cgroup is not None:
+        wire["cgroup"] = {
+            "version": cgroup.version,
+            "roots": {c: str(p) for c, p in cgroup.hierarchy.roots.items()},
+            "paths": {c: str(p) for c, p in cgroup.paths.items()},
+        }
+    return wire
+
+
+def spec_from_wire(wire: Mapping[str, Any], moved_fds: Sequence[tuple[int, int]]) -> SandboxSpec:
+    """The spec that `spec_to_wire` sent, with the receiver's descriptors: (its fd, fd in the
+    sandbox) pairs. KeyError, TypeError or ValueError for a malformed one."""
+    cgroup = None
+    if wire["cgroup"] is not None:
+        facts = wire["cgroup"]
+        roots = {c: Path(p) for c, p in facts["roots"].items()}
+        cgroup = Cgroup(
+            Hierarchy(facts["version"], roots), {c: Path(p) for c, p in facts["paths"].items()}
+        )
+    return SandboxSpec(
+        **{name: wire[name] for name in _PLAIN_FIELDS},
+        root_dir=Path(wire["root_dir"]),
+        mounts=tuple(
+            Mount(target, None if source is None else Path(source), bool(writable))
+            for target, source, writable in wire["mounts"]
+        ),
+        symlinks=tuple(Symlink(path, target) for path, target in wire["symlinks"]),
+        rlimits={int(which): (int(soft), int(hard)) for which, soft, hard in wire["rlimits"]},
+        cgroup=cgroup,
+        moved_fds=tuple(moved_fds),
+    )
 
 
 # --- the Python runtime's layout ----------------------------------------------------------

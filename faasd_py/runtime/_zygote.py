@@ -68,8 +68,8 @@ def run(args: argparse.Namespace, parse: Parse) -> tuple[argparse.Namespace, Loa
         loaded = load_handler(args.function_dir, args.deps_dir)
     except BaseException as exc:
         traceback.print_exc()
-        _send(control, {"op": "load_failed", "error": _describe(exc)})
-        _exit(1)
+        send(control, {"op": "load_failed", "error": _describe(exc)})
+        exit_now(1)
     if loaded[1] or args.max_inflight > 1:
         import asyncio  # noqa: F401  (the instance's loop will need it)
     if threading.active_count() > 1:
@@ -83,8 +83,8 @@ def run(args: argparse.Namespace, parse: Parse) -> tuple[argparse.Namespace, Loa
     # Out of the collector's reach: a collection in a forked child would otherwise write to
     # (and so copy) every page of the zygote's objects. Python's documented recipe for fork.
     gc.freeze()
-    _send(control, {"op": "ready", "pid": os.getpid()})
-    fds = _serve_forks(control)
+    send(control, {"op": "ready", "pid": os.getpid()})
+    _, fds = serve_forks(control)
     return _become_instance(control, fds, args, parse), loaded
 
 
@@ -96,13 +96,18 @@ def _preload() -> None:
         import faasd_py.datapath.shm  # noqa: F401
 
 
-def _serve_forks(control: socket.socket) -> list[int]:
-    """The zygote's loop; returns only in a forked child, with the fds of its request."""
+def serve_forks(control: socket.socket, *, base: bool = False) -> tuple[dict[str, Any], list[int]]:
+    """The zygote's loop; returns only in a forked child, with its request and the fds that
+    came with it. A function's zygote forks on requests with exactly three fds, announces each
+    child ("forked") and reports its exit; at the end of its control socket it kills them.
+    The base zygote (`base`, faasd_py.runtime._base) forks on requests with at least one fd;
+    each child announces itself once sandboxed and exits, leaving its sandbox to the base (a
+    subreaper), which reports the exits of those adopted processes; they outlive it."""
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     # A Python-level handler, so that SIGCHLD writes to the wakeup fd (and is not ignored).
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    children: set[int] = set()
+    children: set[int] = set()  # its own children (base: the intermediates, not reported)
     while True:
         readable, _, _ = select.select([control.fileno(), wake_read], [], [])
         if wake_read in readable:
@@ -111,38 +116,40 @@ def _serve_forks(control: socket.socket) -> list[int]:
                     pass
         # Reap on every turn: as pid 1 of a sandbox, the zygote also inherits the orphans of
         # its instances (a handler's own children) and must reap those too.
-        _reap(control, children)
+        _reap(control, children, base)
         if control.fileno() not in readable:
             continue
-        request, fds = _receive(control)
+        request, fds = receive(control)
         if request is None:  # the worker closed the socket: the function is gone
-            for pid in children:
+            for pid in () if base else children:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-            _exit(0)
-        if request.get("op") != "fork" or len(fds) != 3:
-            _close_all(fds)
+            exit_now(0)
+        if request.get("op") != "fork" or (len(fds) < 1 if base else len(fds) != 3):
+            close_all(fds)
             continue
         sys.stdout.flush()
         sys.stderr.flush()
         try:
             pid = os.fork()
         except OSError as exc:
-            _close_all(fds)
-            _send(control, {"op": "fork_failed", "id": request["id"], "error": _describe(exc)})
+            close_all(fds)
+            send(control, {"op": "fork_failed", "id": request["id"], "error": _describe(exc)})
             continue
         if pid == 0:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             os.close(wake_read)
             os.close(wake_write)
-            return fds
+            return request, fds
         children.add(pid)
-        _close_all(fds)
-        _send(control, {"op": "forked", "id": request["id"], "pid": pid})
+        close_all(fds)
+        if not base:
+            send(control, {"op": "forked", "id": request["id"], "pid": pid})
 
 
-def _reap(control: socket.socket, children: set[int]) -> None:
+def _reap(control: socket.socket, children: set[int], base: bool) -> None:
+    """Reap what exited; report a function zygote's children, or what the base adopted."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -150,11 +157,10 @@ def _reap(control: socket.socket, children: set[int]) -> None:
             return
         if pid == 0:
             return
-        if pid in children:
-            children.discard(pid)
-            _send(
-                control, {"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)}
-            )
+        ours = pid in children
+        children.discard(pid)
+        if ours != base:
+            send(control, {"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
 
 
 def _become_instance(
@@ -175,9 +181,9 @@ def _become_instance(
     with socket.socket(fileno=start_fd) as start:
         # Its credentials travel with this packet: the worker reads the host pid from them.
         start.send(b"hello")
-        assignment, channel_fds = _receive(start)
+        assignment, channel_fds = receive(start)
         if assignment is None:  # the worker dropped this spare: the function is gone
-            _exit(0)
+            exit_now(0)
         argv = [*assignment["argv"], f"--secrets-dir={zygote_args.secrets_dir}"]
         args = parse(argv)
         # Its own flags, as an exec'd instance has them (/proc/self/cmdline keeps showing the
@@ -189,11 +195,11 @@ def _become_instance(
             if value is not None:
                 setattr(args, option, renumber[value])
         if start.recv(1) != b"g":  # the worker gave up on this instance
-            _exit(0)
+            exit_now(0)
     return args
 
 
-def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+def receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     """One message and the fds that came with it; None at end of stream."""
     fds = array.array("i")
     try:
@@ -206,24 +212,24 @@ def _receive(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
     if not data:
-        _close_all(list(fds))
+        close_all(list(fds))
         return None, []
     message = msgpack.unpackb(data)
     return (message if isinstance(message, dict) else {}), list(fds)
 
 
-def _send(control: socket.socket, message: dict[str, Any]) -> None:
+def send(control: socket.socket, message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):  # the worker is gone; its EOF ends the loop
         control.send(msgpack.packb(message))
 
 
-def _close_all(fds: list[int]) -> None:
+def close_all(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
 
 
-def _exit(code: int) -> NoReturn:
+def exit_now(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faasd_py.cache import StorageService, WorkerStorage, answer_storage
 from faasd_py.datapath.channel import Channel, ChannelClosed, prepare_channel, resolve_kind
@@ -40,6 +40,9 @@ from faasd_py.spec import FunctionSpec
 from faasd_py.worker._logs import LogBuffer, pump_output
 from faasd_py.worker._process import InstanceProcess, ProcessPlan
 from faasd_py.worker._process import start as start_process
+
+if TYPE_CHECKING:
+    from faasd_py.worker._base_zygote import BaseZygote
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ class LaunchSettings:
     # Where sandboxed instances' cgroups go: faasd-py/<run id> of this worker's run
     # (faasd_py.runs), so that another run's start leaves them alone.
     cgroup_parent: str = DEFAULT_PARENT
+    # Sandboxes are forked from it where it runs (faasd_py.worker._base_zygote); None: exec'd.
+    base_zygote: BaseZygote | None = None
 
 
 # Starts the process of an instance from its plan: a fresh exec (_process.start) by default,
@@ -172,7 +177,7 @@ class Instance:
         )
         try:
             if start is None:
-                process = await start_process(settings.isolation, plan)
+                process = await start_process(settings.isolation, plan, settings.base_zygote)
             else:
                 process = await start(plan)
         except BaseException:

@@ -8,6 +8,11 @@ the fallback where sandboxes cannot run (no shim, not root, no cgroup controller
 Both give the instance the same view of paths it is told about on its command line. A
 function's zygote (_zygote.py) is started here too, the same way, and forks its instances.
 
+A sandbox is forked from the worker's base zygote (_base_zygote.py) where one runs: the same
+SandboxSpec, built by the child of a process that has the interpreter and the runtime loaded,
+instead of a fresh interpreter's start. Where the base cannot serve (not running, restarting,
+a fork refused) the sandbox starts afresh, and the call does not notice but for the time.
+
 Secrets are one folder per function (`SecretsFolder`), not per instance: every instance and
 the zygote read the same files (a sandbox through a read-only bind mount of the folder), so
 a secret's update, a rename in that folder, reaches them all at once, with no restart.
@@ -25,7 +30,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from faasd_py.errors import NativeUnavailable
 from faasd_py.isolation.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
@@ -43,6 +48,10 @@ from faasd_py.isolation.sandbox import (
     unavailable_reason,
     write_secret,
 )
+from faasd_py.worker._forkserver import ForkedChild, ZygoteFailed
+
+if TYPE_CHECKING:
+    from faasd_py.worker._base_zygote import BaseZygote
 
 logger = logging.getLogger(__name__)
 
@@ -142,26 +151,31 @@ class SecretsFolder:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-async def start(isolation: str, plan: ProcessPlan) -> InstanceProcess:
+async def start(
+    isolation: str, plan: ProcessPlan, base: BaseZygote | None = None
+) -> InstanceProcess:
+    """Start the process of `plan`; sandboxed, forked from `base` where it serves."""
     if isolation == "sandbox":
-        return await _start_sandboxed(plan)
+        return await _start_sandboxed(plan, base)
     return await _start_plain(plan)
+
+
+def interpreter_env(runtime_path: Path) -> dict[str, str]:
+    """What every runtime interpreter's environment holds, the base zygote's included (its
+    flags, like PYTHONSAFEPATH's, are read at its start and hold in its forks)."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "PYTHONPATH": str(runtime_path),
+        "PYTHONSAFEPATH": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def _base_env(plan: ProcessPlan, home: str, secrets_dir: str) -> dict[str, str]:
     env = dict(plan.env)
-    env.update(
-        {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": home,
-            "TMPDIR": home,
-            "PYTHONPATH": str(plan.runtime_path),
-            "PYTHONSAFEPATH": "1",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "FAASD_SECRETS_DIR": secrets_dir,
-        }
-    )
+    env.update(interpreter_env(plan.runtime_path))
+    env.update({"HOME": home, "TMPDIR": home, "FAASD_SECRETS_DIR": secrets_dir})
     return env
 
 
@@ -219,9 +233,11 @@ async def _start_plain(plan: ProcessPlan) -> InstanceProcess:
 
 
 class _SandboxedProcess:
+    """pid 1 of a sandbox: exec'd (SandboxProcess) or forked from the base (ForkedChild)."""
+
     def __init__(
         self,
-        process: SandboxProcess,
+        process: SandboxProcess | ForkedChild,
         cgroup: Cgroup,
         stdout: asyncio.StreamReader,
         stderr: asyncio.StreamReader,
@@ -240,7 +256,8 @@ class _SandboxedProcess:
         self._process.kill()
 
     def resume(self) -> None:
-        pass
+        if isinstance(self._process, ForkedChild):  # it waits for this to run its runtime
+            self._process.resume()
 
     async def release(self) -> None:
         self._process.close()
@@ -249,7 +266,7 @@ class _SandboxedProcess:
             await remove_cgroup(cgroup)
 
 
-async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
+async def _start_sandboxed(plan: ProcessPlan, base: BaseZygote | None) -> InstanceProcess:
     layout = python_layout(plan.python)
     plan.workdir.mkdir(mode=0o700)
     root = plan.workdir.parent / ".root"  # empty: each sandbox mounts its own root over it
@@ -261,16 +278,9 @@ async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
     )
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
+    args = [*plan.runtime_args, f"--secrets-dir={SECRETS_PATH}"]
     spec = SandboxSpec(
-        argv=[
-            layout.executable,
-            "-S",
-            "-s",
-            "-m",
-            "faasd_py.runtime",
-            *plan.runtime_args,
-            f"--secrets-dir={SECRETS_PATH}",
-        ],
+        argv=[layout.executable, "-S", "-s", "-m", "faasd_py.runtime", *args],
         root_dir=root,
         mounts=instance_mounts(
             layout, plan.runtime_path, plan.function_dir, plan.deps_dir, plan.secrets_dir
@@ -284,8 +294,13 @@ async def _start_sandboxed(plan: ProcessPlan) -> InstanceProcess:
         hostname=plan.name[:63],
     )
     try:
-        # The launcher blocks for the few milliseconds the child needs to build its root.
-        process = await _spawn_in_thread(spec)
+        process: SandboxProcess | ForkedChild | None = None
+        if base is not None:
+            with contextlib.suppress(ZygoteFailed):  # base.fork logs why
+                process = await base.fork(spec, args)
+        if process is None:
+            # The launcher blocks for the few milliseconds the child needs to build its root.
+            process = await _spawn_in_thread(spec)
     except BaseException:
         for fd in (out_read, err_read):
             os.close(fd)

@@ -33,12 +33,14 @@ from faasd_py.runs import RUN_LOCKS, RunLock
 from faasd_py.scheduler import Policy
 from faasd_py.spec import ANNOTATION_POLICY, DEFAULT_NAMESPACE, FunctionSpec
 from faasd_py.worker._apps import AppDriver, PolicyStates, decode_state, save_state
+from faasd_py.worker._base_zygote import BaseZygote, BaseZygoteStatistics
+from faasd_py.worker._forkserver import ZygoteFailed
 from faasd_py.worker._instance import FunctionPackage, LaunchSettings
 from faasd_py.worker._lifecycle import LifecycleStatistics
 from faasd_py.worker._limits import AdmissionStatistics, HostLimits, MemoryAdmission
 from faasd_py.worker._logs import LogBudget, LogBudgetStatistics, LogBuffer
 from faasd_py.worker._pool import FunctionPool, Outcome, PoolStatistics
-from faasd_py.worker._process import resolve_isolation
+from faasd_py.worker._process import interpreter_env, resolve_isolation
 from faasd_py.worker._zygote import FunctionLauncher, LauncherStatistics
 
 logger = logging.getLogger(__name__)
@@ -115,12 +117,43 @@ class Worker:
             shutil.rmtree(self._config.run_dir, ignore_errors=True)  # left by an earlier crash
             private_dir(self._config.run_dir)
             _link_runtime(self._settings.runtime_path)
+            if isolation == "sandbox" and self._config.zygote:
+                await self._start_base_zygote()
             if self._policy_states is not None:
                 self._saved_states = await self._policy_states.get_policy_states()
         except BaseException:
+            await self._close_base_zygote()
             await self._end_run()
             raise
         self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def _start_base_zygote(self) -> None:
+        """Sandboxes fork from a base zygote (an unloaded app starts in a fork's time); one
+        that cannot start leaves them to start afresh, with a warning."""
+        settings = self._settings
+        base = BaseZygote(
+            settings.python,
+            settings.runtime_path,
+            interpreter_env(settings.runtime_path),
+            settings.start_timeout,
+        )
+        try:
+            await base.start()
+        except ZygoteFailed as exc:
+            logger.warning("%s; sandboxes start afresh", exc)
+            return
+        self._settings = replace(settings, base_zygote=base)
+
+    async def _close_base_zygote(self) -> None:
+        base = self._settings.base_zygote
+        if base is not None:
+            self._settings = replace(self._settings, base_zygote=None)
+            await base.close()
+
+    def base_zygote_statistics(self) -> BaseZygoteStatistics | None:
+        """The base zygote's pid and forks; None where sandboxes do not fork from one."""
+        base = self._settings.base_zygote
+        return None if base is None else base.statistics()
 
     async def _start_run(self) -> None:
         """Take this run's identity (its sandboxes' cgroups go under its run id), then remove
@@ -455,6 +488,7 @@ class Worker:
         doorbells.close_for(asyncio.get_running_loop())  # every shm channel is closed now
         if self._settings.network is not None:
             await asyncio.to_thread(self._settings.network.close)
+        await self._close_base_zygote()
         await self._end_run()
         # Every instance and zygote is gone: nothing of this run's folder is needed any more
         # (its secrets copies, the runtime links, instances' folders).

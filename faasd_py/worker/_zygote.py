@@ -25,19 +25,16 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import secrets as token
 import shutil
-import signal
 import socket
 import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgpack
 
@@ -45,6 +42,7 @@ from faasd_py.errors import FaasdError
 from faasd_py.isolation.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
 from faasd_py.isolation.sandbox import ExitStatus
 from faasd_py.spec import FunctionSpec
+from faasd_py.worker._forkserver import FORK_TIMEOUT, ForkedChild, ForkServer, ZygoteFailed
 from faasd_py.worker._instance import (
     FunctionPackage,
     Instance,
@@ -61,7 +59,6 @@ from faasd_py.worker._process import (
     ProcessPlan,
     SecretsFolder,
     pipe_reader,
-    remove_cgroup,
 )
 from faasd_py.worker._process import start as start_process
 
@@ -70,20 +67,7 @@ logger = logging.getLogger(__name__)
 # Channels whose ends can be handed to a forked child by SCM_RIGHTS; `net` needs a network
 # namespace per instance, which only a fresh sandbox gets.
 ZYGOTE_CHANNELS = ("shm", "socket")
-_FORK_TIMEOUT = 5.0
-_MAX_PACKET = 64 * 1024
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
-
-
-class ZygoteFailed(Exception):
-    """The zygote could not start or fork: the caller falls back to a fresh exec. `broken`:
-    the zygote itself is at fault (gone, or not answering) and should be replaced; otherwise
-    it still serves (a spare died, a fork or a cgroup was refused for want of resources), and
-    replacing it would kill the function's running instances for nothing."""
-
-    def __init__(self, message: str, *, broken: bool = True) -> None:
-        super().__init__(message)
-        self.broken = broken
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,103 +80,20 @@ class LauncherStatistics:
     unloads: int = 0  # zygotes stopped because the keep-alive policy unloaded the function
 
 
-class _ForkedProcess:
-    """A child of a zygote (the `InstanceProcess` protocol): a spare until `assign` makes it
-    an instance. Its exit status comes from the zygote, its parent; the worker watches it
-    through a pidfd and kills it directly."""
-
-    def __init__(self, cgroup: Cgroup | None) -> None:
-        self.pid = 0  # the host pid, once the child has said hello
-        self.stdout: asyncio.StreamReader
-        self.stderr: asyncio.StreamReader
-        self._cgroup = cgroup
-        self._pidfd = -1
-        self._status: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
-        self._start: socket.socket | None = None  # its flags, fds and go-ahead go here
-
-    @property
-    def alive(self) -> bool:
-        return not self._status.done()
-
-    def assign(self, plan: ProcessPlan) -> None:
-        """Make the spare the instance of `plan`: its flags and its channel's fds (copies,
-        which the child holds once this returns). It opens its channel at `resume`."""
-        if self._start is None or not self.alive:
-            raise ZygoteFailed("the spare is gone", broken=False)
-        message = {"argv": list(plan.runtime_args), "fds": list(plan.pass_fds)}
-        fds = array.array("i", plan.pass_fds).tobytes()
-        try:
-            self._start.sendmsg(
-                [msgpack.packb(message)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)]
-            )
-        except OSError as exc:
-            raise ZygoteFailed(f"the spare is gone: {exc}", broken=False) from exc
-
-    def resume(self) -> None:
-        if self._start is not None:
-            start, self._start = self._start, None
-            with start, contextlib.suppress(OSError):  # gone meanwhile: its exit tells
-                start.send(b"g")
-
-    def attach(self, host_pid: int) -> None:
-        """The child runs (and waits for the go-ahead): join its cgroup, take a pidfd."""
-        self.pid = host_pid
-        self._pidfd = os.pidfd_open(host_pid)
-        if self._cgroup is not None:
-            for procs in self._cgroup.procs_files():
-                procs.write_text(str(host_pid))
-
-    def exited(self, returncode: int) -> None:
-        """The zygote reaped it."""
-        if not self._status.done():
-            oom = False
-            if self._cgroup is not None:
-                with contextlib.suppress(OSError):
-                    oom = self._cgroup.oom_kills() > 0
-            self._status.set_result(ExitStatus(returncode, oom))
-
-    def orphaned(self) -> None:
-        """Its zygote died: it dies too; its status is SIGKILL once it is gone."""
-        self.kill()
-        if self._pidfd < 0:
-            self.exited(-signal.SIGKILL)
-            return
-        loop, pidfd = self._status.get_loop(), self._pidfd
-
-        def gone() -> None:
-            loop.remove_reader(pidfd)
-            self.exited(-signal.SIGKILL)
-
-        loop.add_reader(pidfd, gone)
-
-    async def wait(self) -> ExitStatus:
-        return await asyncio.shield(self._status)
-
-    def kill(self) -> None:
-        if self._status.done() or self._pidfd < 0:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)  # what it forked, in its process group
-        if self._cgroup is not None:
-            self._cgroup.kill()  # and what left the group
-
-    async def release(self) -> None:
-        if self._start is not None:
-            self._start.close()  # never resumed: the child exits on end of stream
-            self._start = None
-        if self._pidfd >= 0:
-            with contextlib.suppress(ValueError, RuntimeError):
-                self._status.get_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
-        if self._cgroup is not None:
-            cgroup, self._cgroup = self._cgroup, None
-            await remove_cgroup(cgroup)
+def assign(child: ForkedChild, plan: ProcessPlan) -> None:
+    """Make the spare `child` the instance of `plan`: its flags and its channel's fds
+    (copies, which the child holds once this returns). It opens its channel at `resume`."""
+    if child.start is None or not child.alive:
+        raise ZygoteFailed("the spare is gone", broken=False)
+    message = {"argv": list(plan.runtime_args), "fds": list(plan.pass_fds)}
+    fds = array.array("i", plan.pass_fds).tobytes()
+    try:
+        child.start.sendmsg([msgpack.packb(message)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+    except OSError as exc:
+        raise ZygoteFailed(f"the spare is gone: {exc}", broken=False) from exc
 
 
-class Zygote:
+class Zygote(ForkServer):
     """A running zygote of one function. Create with `Zygote.start`."""
 
     def __init__(
@@ -204,20 +105,18 @@ class Zygote:
         workdir: Path,
         cgroup_parent: str = DEFAULT_PARENT,
     ) -> None:
-        self.name = name
+        super().__init__(name, control)
         self._workdir = workdir
         self.process = process
-        self._control = control
         self._isolation = isolation
         self._cgroup_parent = cgroup_parent  # where its forks' cgroups go: the run's
-        self._loop = asyncio.get_running_loop()
-        self._ids = itertools.count(1)
-        self._started: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._pending: dict[int, tuple[_ForkedProcess, asyncio.Future[None]]] = {}
-        self._children: dict[int, _ForkedProcess] = {}  # by the zygote's pid of each
         self._tasks: list[asyncio.Task[None]] = []
-        self.alive = True
-        self._loop.add_reader(control, self._on_control)
+        # Gone, or not to be trusted (a malformed message): killed, and replaced next time.
+        self.on_ended = self._kill
+
+    def _kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.kill()
 
     @classmethod
     async def start(
@@ -230,7 +129,8 @@ class Zygote:
     ) -> Zygote:
         """Start a zygote and wait until it has imported the handler. FunctionFailed if the
         handler does not import; ZygoteFailed for anything else. Its forks read the secrets
-        where it does: the function's folder, `secrets_dir`."""
+        where it does: the function's folder, `secrets_dir`. Sandboxed, it is forked from the
+        base zygote where one runs (faasd_py.worker._base_zygote), else started afresh."""
         name = f"{spec.service}-zygote-{token.token_hex(4)}"
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         plan = ProcessPlan(
@@ -249,7 +149,7 @@ class Zygote:
             cgroup_parent=settings.cgroup_parent,
         )
         try:
-            process = await start_process(settings.isolation, plan)
+            process = await start_process(settings.isolation, plan, settings.base_zygote)
         except BaseException as exc:  # a cancelled start too: nothing of it may stay
             parent.close()
             shutil.rmtree(plan.workdir, ignore_errors=True)
@@ -264,9 +164,10 @@ class Zygote:
         )
         for stream in (process.stdout, process.stderr):
             zygote._tasks.append(asyncio.create_task(pump_output(stream, logs, name)))
+        process.resume()  # forked from the base zygote: it waits for this to run
         try:
             async with asyncio.timeout(settings.start_timeout):
-                first = await asyncio.shield(zygote._started)
+                first = await zygote.started()
         except BaseException as exc:
             await zygote.close()
             if isinstance(exc, TimeoutError):
@@ -284,7 +185,7 @@ class Zygote:
 
     # --- forking -------------------------------------------------------------------------------
 
-    async def fork(self, spec: FunctionSpec) -> _ForkedProcess:
+    async def fork(self, spec: FunctionSpec) -> ForkedChild:
         """A spare: a child in a cgroup of its own with the function's limits, waiting for
         `assign`. ZygoteFailed if that cannot be done."""
         if not self.alive:
@@ -299,36 +200,30 @@ class Zygote:
                 cgroup = Cgroup.create(name, limits, parent=self._cgroup_parent)
             except (OSError, RuntimeError) as exc:
                 raise ZygoteFailed(f"cannot make a cgroup for a fork: {exc}", broken=False) from exc
-        child = _ForkedProcess(cgroup)
+        child = ForkedChild(cgroup)
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         start, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Every packet the child sends here carries its pid, translated into our namespace.
         start.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         start.setblocking(False)
-        request_id = next(self._ids)
-        forked: asyncio.Future[None] = self._loop.create_future()
-        self._pending[request_id] = (child, forked)
-        request = {"op": "fork", "id": request_id}
         try:
-            fds = [out_write, err_write, start_child.fileno()]
             try:
-                self._control.sendmsg(
-                    [msgpack.packb(request)],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())],
-                )
-            finally:  # the zygote has its copies now
+                forked = self.request_fork({}, [out_write, err_write, start_child.fileno()], child)
+            finally:  # sent (the zygote has its copies now), or not sent at all
                 for end in (out_write, err_write):
                     os.close(end)
                 start_child.close()
+            await forked
             child.stdout, child.stderr = await pipe_reader(out_read), await pipe_reader(err_read)
             out_read = err_read = -1
-            async with asyncio.timeout(_FORK_TIMEOUT):
-                await forked
-                child.attach(await _hello(start))
+            async with asyncio.timeout(FORK_TIMEOUT):
+                child.watch(await _hello(start))
+            if cgroup is not None:
+                for procs in cgroup.procs_files():
+                    procs.write_text(str(child.pid))
         except BaseException as exc:
             start.close()
-            self._pending.pop(request_id, None)
             child.kill()
             await child.release()
             for fd in (out_read, err_read):
@@ -337,69 +232,14 @@ class Zygote:
             if isinstance(exc, (OSError, TimeoutError)):
                 raise ZygoteFailed(f"cannot fork: {exc or 'timed out'}") from exc
             raise
-        child._start = start
+        child.start = start
         return child
-
-    def _on_control(self) -> None:
-        while True:
-            try:
-                data = self._control.recv(_MAX_PACKET)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._ended()
-                return
-            try:
-                self._dispatch(msgpack.unpackb(data))
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                # The zygote runs the handler's import code: a message that does not parse
-                # (msgpack's errors are ValueErrors) or lacks its fields means it is broken.
-                # Trust none of it: fail what waits on it, kill it; the next start replaces it.
-                logger.warning("zygote %s sent a malformed control message (%r)", self.name, exc)
-                self._ended()
-                with contextlib.suppress(OSError):
-                    self.process.kill()
-                return
-
-    def _dispatch(self, message: dict[str, Any]) -> None:
-        op = message.get("op")
-        if op in ("ready", "load_failed") and not self._started.done():
-            self._started.set_result(message)
-        elif op in ("forked", "fork_failed") and message.get("id") in self._pending:
-            child, forked = self._pending.pop(message["id"])
-            if op == "forked":
-                self._children[message["pid"]] = child
-                forked.set_result(None)
-            else:
-                error = f"cannot fork: {message.get('error')}"
-                forked.set_exception(ZygoteFailed(error, broken=False))
-        elif op == "exited" and message.get("pid") in self._children:
-            self._children.pop(message["pid"]).exited(message["status"])
-
-    def _ended(self) -> None:
-        """The control socket closed: the zygote is gone, and its instances with it."""
-        if not self.alive:
-            return
-        self.alive = False
-        self._loop.remove_reader(self._control)
-        if not self._started.done():
-            self._started.set_result({"op": "exited"})
-        for _, forked in self._pending.values():
-            if not forked.done():
-                forked.set_exception(ZygoteFailed("the zygote exited"))
-        self._pending.clear()
-        for child in self._children.values():
-            child.orphaned()
-        self._children.clear()
 
     # --- the end -------------------------------------------------------------------------------
 
     async def close(self) -> ExitStatus:
         """Kill the zygote (its instances die with it), wait for it and clean up."""
-        self._ended()
-        self._control.close()
+        self.close_control()
         self.process.kill()
         status = await self.process.wait()
         for task in self._tasks:
@@ -449,7 +289,8 @@ class FunctionLauncher:
         self._reserved: set[Zygote] = set()  # zygotes holding their reservation
         self._use_zygote = settings.zygote and channel in ZYGOTE_CHANNELS
         self._zygote: Zygote | None = None
-        self._spare: asyncio.Task[_ForkedProcess] | None = None
+        self._spare: asyncio.Task[ForkedChild] | None = None
+        self._starting: asyncio.Task[Zygote | None] | None = None  # a zygote started after
         self._secrets: SecretsFolder | None = None
         self._lock = asyncio.Lock()
         self._closed = False
@@ -473,20 +314,32 @@ class FunctionLauncher:
                 self._settings.run_dir / "secrets", spec.service, self._settings.isolation, secrets
             )
         secrets_dir = self._secrets.path
-        zygote = await self._running_zygote(spec, secrets_dir, logs) if self._use_zygote else None
+        # With a base zygote to fork from, a cold start with no zygote of the function's own
+        # is forked from the base (the app was unloaded, or this is its first start), and the
+        # function's zygote starts after it, off its clock; without one, the zygote starts now.
+        base = self._settings.base_zygote
+        from_base = base is not None and base.running
+        zygote = None
+        if self._use_zygote:
+            zygote = await self._running_zygote(spec, secrets_dir, logs, start=not from_base)
         if zygote is None:
             self._execs += 1
-            return await Instance.launch(spec, self._package, secrets_dir, self._settings, logs)
+            instance = await Instance.launch(spec, self._package, secrets_dir, self._settings, logs)
+            if self._use_zygote and from_base:
+                self._start_zygote_soon(spec, secrets_dir, logs)
+            return instance
 
         async def fork(plan: ProcessPlan) -> InstanceProcess:
             try:
                 child = await self._take_spare(zygote, spec)
-                child.assign(plan)
+                assign(child, plan)
             except ZygoteFailed as exc:
                 self._fall_back(spec, logs, f"zygote {zygote.name}: {exc}")
                 if exc.broken or not zygote.alive:
                     await self._discard(zygote)
-                return await start_process(self._settings.isolation, plan)
+                return await start_process(
+                    self._settings.isolation, plan, self._settings.base_zygote
+                )
             self._forks += 1
             self._refill(zygote, spec)
             return child
@@ -501,7 +354,7 @@ class FunctionLauncher:
         if self._secrets is not None:  # else the first launch writes the pool's current values
             self._secrets.update(secrets)
 
-    async def _take_spare(self, zygote: Zygote, spec: FunctionSpec) -> _ForkedProcess:
+    async def _take_spare(self, zygote: Zygote, spec: FunctionSpec) -> ForkedChild:
         """The spare forked ahead (or, if it died meanwhile, a new fork)."""
         task, self._spare = self._spare, None
         if task is not None:
@@ -528,9 +381,19 @@ class FunctionLauncher:
             child.kill()
             await child.release()
 
+    def _start_zygote_soon(self, spec: FunctionSpec, secrets_dir: Path, logs: LogBuffer) -> None:
+        """Start the function's zygote in the background, unless one runs or is starting."""
+        if self._closed or (self._zygote is not None and self._zygote.alive):
+            return
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.create_task(self._running_zygote(spec, secrets_dir, logs))
+            # A failure is logged as a fallback; the next cold start tries again.
+            self._starting.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def _running_zygote(
-        self, spec: FunctionSpec, secrets_dir: Path, logs: LogBuffer
+        self, spec: FunctionSpec, secrets_dir: Path, logs: LogBuffer, *, start: bool = True
     ) -> Zygote | None:
+        """The function's zygote; one started now if none runs, unless not `start`."""
         async with self._lock:  # concurrent cold starts share one zygote start
             if self._closed:
                 return None
@@ -541,7 +404,7 @@ class FunctionLauncher:
                 logs.append(LogEntry(time.time(), "worker", message))
                 logger.warning("function %s: %s", spec.service, message)
                 self._zygote = None
-            if self._zygote is None:
+            if self._zygote is None and start:
                 admission = self._admission
                 if admission is not None and not admission.try_reserve_zygote(self._zygote_memory):
                     why = f"no room for its zygote: this host's {admission.describe()}"

@@ -111,8 +111,72 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-async def run(spec: SandboxSpec, seconds: float = TIMEOUT) -> Run:
+# The two ways into a sandbox: `spawn` executes the program in it; `fork` is the base zygote's
+# way (fork_sandboxed), where a single-threaded Python process forks and the child builds the
+# same sandbox around itself and then runs the code. The tests marked with LAUNCHES hold for
+# both.
+LAUNCHES = pytest.mark.parametrize("launch", ["spawn", "fork"])
+
+# A single-threaded process (pytest's has threads) that forks into `spec`'s sandbox and runs
+# its code there as `python -c` would, then exits as the child did.
+_FORKER = """
+import json, os, signal, sys, traceback
+from faasd_py.isolation.sandbox import fork_sandboxed, spec_from_wire
+request = json.loads(sys.stdin.readline())
+pairs = [(1, 1), (2, 2), *[(fd, fd) for fd in request["pass_fds"]]]
+spec = spec_from_wire(request["spec"], pairs)
+pid, pidfd = fork_sandboxed(spec)
+if pid == 0:
+    os.environ.clear()
+    os.environ.update(spec.env)
+    code = 0
+    try:
+        exec(compile(spec.argv[-1], "<sandboxed>", "exec"), {"__name__": "__main__"})
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+info = os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+if info.si_code == os.CLD_EXITED:
+    sys.exit(info.si_status)
+if info.si_status != signal.SIGKILL:  # killed: so is this process, by the same signal
+    signal.signal(info.si_status, signal.SIG_DFL)
+os.kill(os.getpid(), info.si_status)
+"""
+
+
+async def _run_forked(spec: SandboxSpec, seconds: float) -> Run:
+    request = {"spec": sandbox.spec_to_wire(spec), "pass_fds": list(spec.pass_fds)}
+    forker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _FORKER,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=tuple(spec.pass_fds),
+    )
+    try:
+        async with asyncio.timeout(seconds):
+            stdout, stderr = await forker.communicate(json.dumps(request).encode() + b"\n")
+    finally:
+        if forker.returncode is None:
+            forker.kill()  # on timeout (its sandbox: the cgroup's, if any, or the test's)
+            await forker.wait()
+    code = forker.returncode
+    assert code is not None
+    oom = spec.cgroup is not None and spec.cgroup.oom_kills() > 0
+    return Run(ExitStatus(code, oom), stdout.decode(errors="replace"), stderr.decode())
+
+
+async def run(spec: SandboxSpec, seconds: float = TIMEOUT, launch: str = "spawn") -> Run:
     """Start `spec` with stdout and stderr captured; wait for it (killed after `seconds`)."""
+    if launch == "fork":
+        return await _run_forked(spec, seconds)
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
@@ -157,8 +221,9 @@ def python(
 # --- identity and privileges ------------------------------------------------------------------
 
 
+@LAUNCHES
 async def test_root_of_its_own_namespaces_without_privileges(
-    layout: PythonLayout, root_dir: Path
+    layout: PythonLayout, root_dir: Path, launch: str
 ) -> None:
     code = """
         import json, os, socket
@@ -175,7 +240,7 @@ async def test_root_of_its_own_namespaces_without_privileges(
             "session": [os.getsid(0), os.getpgrp()],
         }))
     """
-    report = (await run(python(layout, root_dir, code, hostname="fn-box"))).report()
+    report = (await run(python(layout, root_dir, code, hostname="fn-box"), launch=launch)).report()
     assert report["pid"] == 1
     assert (report["uid"], report["gid"], report["groups"]) == (
         0,
@@ -193,8 +258,11 @@ async def test_root_of_its_own_namespaces_without_privileges(
     assert report["session"] == [1, 1]  # its own session: the worker's signals stay outside
 
 
-async def test_exit_code_is_reported(layout: PythonLayout, root_dir: Path) -> None:
-    assert (await run(python(layout, root_dir, "raise SystemExit(3)"))).status == ExitStatus(3)
+@LAUNCHES
+async def test_exit_code_is_reported(layout: PythonLayout, root_dir: Path, launch: str) -> None:
+    assert (
+        await run(python(layout, root_dir, "raise SystemExit(3)"), launch=launch)
+    ).status == ExitStatus(3)
 
 
 async def test_pid_1_ignores_its_own_fatal_signals(layout: PythonLayout, root_dir: Path) -> None:
@@ -237,8 +305,9 @@ async def test_kill_ends_the_whole_namespace(layout: PythonLayout, root_dir: Pat
 # --- the file system ----------------------------------------------------------------------------
 
 
+@LAUNCHES
 async def test_sees_only_what_is_mounted(
-    layout: PythonLayout, root_dir: Path, tmp_path: Path
+    layout: PythonLayout, root_dir: Path, launch: str, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
     (data / "lib").mkdir(parents=True)
@@ -274,7 +343,7 @@ async def test_sees_only_what_is_mounted(
         }}))
     """
     spec = python(layout, root_dir, code, mounts=[Mount.bind(data / "lib")])
-    report = (await run(spec)).report()
+    report = (await run(spec, launch=launch)).report()
     assert report["visible"] == "public"
     assert report["data"] == ["lib"]  # the credentials next to it do not exist in there
     assert report["seen"] == dict.fromkeys(probes, errno.ENOENT)
@@ -287,8 +356,9 @@ def _sandbox_paths(spec: SandboxSpec) -> list[str]:
     return [m.target for m in spec.mounts] + [s.path for s in spec.symlinks]
 
 
+@LAUNCHES
 async def test_cannot_write_outside_tmp(
-    layout: PythonLayout, root_dir: Path, tmp_path: Path
+    layout: PythonLayout, root_dir: Path, launch: str, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -330,7 +400,7 @@ async def test_cannot_write_outside_tmp(
         }}))
     """
     mounts = [Mount.bind(data), Mount.bind(secrets, SECRETS_PATH)]
-    report = (await run(python(layout, root_dir, code, mounts=mounts))).report()
+    report = (await run(python(layout, root_dir, code, mounts=mounts), launch=launch)).report()
     for path, outcome in report["outcome"].items():
         assert outcome in (errno.EROFS, errno.EACCES, errno.EPERM), (path, outcome)
     assert report["tmp"] == "mine"
@@ -390,7 +460,8 @@ async def test_secrets_belong_to_the_sandbox_root(tmp_path: Path) -> None:
 # --- network and processes --------------------------------------------------------------------
 
 
-async def test_no_network(layout: PythonLayout, root_dir: Path) -> None:
+@LAUNCHES
+async def test_no_network(layout: PythonLayout, root_dir: Path, launch: str) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.setblocking(False)
         port = listener.getsockname()[1]
@@ -410,7 +481,7 @@ async def test_no_network(layout: PythonLayout, root_dir: Path) -> None:
                 "interfaces": [name for _, name in socket.if_nameindex()],
             }}))
         """
-        report = (await run(python(layout, root_dir, code))).report()
+        report = (await run(python(layout, root_dir, code), launch=launch)).report()
         with pytest.raises(BlockingIOError):
             listener.accept()  # nothing reached the test's listener
     assert report["loopback"] == errno.ECONNREFUSED  # its own loopback, where nobody listens
@@ -473,7 +544,10 @@ async def test_joins_a_given_network_namespace(layout: PythonLayout, root_dir: P
     assert "fn0" not in [n for _, n in socket.if_nameindex()]
 
 
-async def test_pid_namespace_hides_other_processes(layout: PythonLayout, root_dir: Path) -> None:
+@LAUNCHES
+async def test_pid_namespace_hides_other_processes(
+    layout: PythonLayout, root_dir: Path, launch: str
+) -> None:
     marker = f"marker-{uuid.uuid4().hex}"
     sleeper = spawn(python(layout, root_dir, f"import time; time.sleep(30)  # {marker}"))
     with sleeper:
@@ -489,7 +563,7 @@ async def test_pid_namespace_hides_other_processes(layout: PythonLayout, root_di
             cmdlines = [open(f"/proc/{p}/cmdline", "rb").read().decode() for p in pids]
             print(json.dumps({"pid": os.getpid(), "pids": pids, "cmdlines": cmdlines}))
         """
-        report = (await run(python(layout, root_dir, code))).report()
+        report = (await run(python(layout, root_dir, code), launch=launch)).report()
         assert sleeper.poll() is None
     assert report["pid"] == 1
     assert report["pids"] == [1]
@@ -521,7 +595,8 @@ _SYSCALLS = {
 # fmt: on
 
 
-async def test_seccomp_denies_escapes(layout: PythonLayout, root_dir: Path) -> None:
+@LAUNCHES
+async def test_seccomp_denies_escapes(layout: PythonLayout, root_dir: Path, launch: str) -> None:
     numbers = _SYSCALLS.get(platform.machine())
     if numbers is None:
         pytest.fail(f"no system call table for {platform.machine()} in this test")
@@ -566,7 +641,7 @@ async def test_seccomp_denies_escapes(layout: PythonLayout, root_dir: Path) -> N
             "fork": os.waitstatus_to_exitcode(status),
         }}))
     """
-    report = (await run(python(layout, root_dir, code))).report()
+    report = (await run(python(layout, root_dir, code), launch=launch)).report()
     outcome = report.pop("outcome")
     assert outcome.pop("clone3") == errno.ENOSYS
     assert outcome == dict.fromkeys(outcome, errno.EPERM)
@@ -581,7 +656,10 @@ async def test_seccomp_denies_escapes(layout: PythonLayout, root_dir: Path) -> N
 # --- descriptors ------------------------------------------------------------------------------
 
 
-async def test_only_passed_descriptors_stay_open(layout: PythonLayout, root_dir: Path) -> None:
+@LAUNCHES
+async def test_only_passed_descriptors_stay_open(
+    layout: PythonLayout, root_dir: Path, launch: str
+) -> None:
     leaked = os.open("/dev/null", os.O_RDONLY)  # inheritable on purpose
     os.set_inheritable(leaked, True)
     read_end, write_end = os.pipe()
@@ -599,7 +677,7 @@ async def test_only_passed_descriptors_stay_open(layout: PythonLayout, root_dir:
             print(json.dumps({{"fds": fds, "leaked": leaked, "stdin": os.read(0, 10).decode()}}))
         """
         spec = python(layout, root_dir, code, pass_fds=[write_end])
-        report = (await run(spec)).report()
+        report = (await run(spec, launch=launch)).report()
         os.close(write_end)
         write_end = -1
         assert os.read(read_end, 100) == b"through the passed fd"
@@ -665,8 +743,9 @@ async def test_fork_bomb_hits_pids_max_and_the_host_survives(
     assert after.stdout.strip() == "alive"
 
 
+@LAUNCHES
 async def test_memory_limit_kills_and_reports_out_of_memory(
-    layout: PythonLayout, root_dir: Path, cgroup_factory: Any
+    layout: PythonLayout, root_dir: Path, launch: str, cgroup_factory: Any
 ) -> None:
     cgroup = cgroup_factory(CgroupLimits(memory_bytes=64 << 20, pids=16))
     code = """
@@ -676,7 +755,7 @@ async def test_memory_limit_kills_and_reports_out_of_memory(
             blocks.append(bytes([1]) * (8 << 20))  # every page written
         print("allocated 512 MiB under a 64 MiB limit", flush=True)
     """
-    result = await run(python(layout, root_dir, code, cgroup=cgroup))
+    result = await run(python(layout, root_dir, code, cgroup=cgroup), launch=launch)
     assert result.status.oom_killed, result
     assert result.status.returncode == -9
     assert "out of memory" in result.status.describe()

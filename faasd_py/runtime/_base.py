@@ -1,0 +1,162 @@
+"""The base zygote: one per worker, never sandboxed, never running any function's code.
+
+`python -S -s -m faasd_py.runtime._base --control=FD` imports the interpreter's and faasd-py's
+runtime modules and the standard library modules that functions commonly use, once, freezes
+them out of the collector's reach (`gc.freeze()`: a forked child's collections then copy none
+of their pages), and forks on request. Each child builds a function's whole sandbox around
+itself before it imports anything of the function (SOCK, ATC'18):
+
+    base (host, root) --fork--> intermediate --sandbox_fork--> instance (pid 1 of its sandbox)
+
+The intermediate exists because the base must stay single-threaded and untouched by what a
+child does, and because a PID namespace has to start at a new process: it forks the instance
+with the native launcher (faasd_py.isolation.sandbox.fork_sandboxed: new user, PID, mount, IPC,
+UTS and network namespaces; the function's private root with its package and secrets; its
+cgroup joined by the launcher before the child runs; rlimits, no capabilities, no_new_privs,
+the seccomp filter last), announces the instance's pid and exits. The base, a subreaper, adopts
+the instance and reports its exit. Only once all of that holds does the instance set its
+environment, wait for the worker's go-ahead and run the runtime's main with its flags, which
+imports the handler: module-level code of a function never runs outside its sandbox.
+
+The control protocol is faasd_py/runtime/_zygote.py's, with these requests and answers:
+
+    base -> worker          {"op": "ready", "pid"}
+    worker -> base          {"op": "fork", "id", "spec", "fds", "runtime_args"} + SCM_RIGHTS:
+                            the start socket, then one fd per entry of "fds" (the number it
+                            takes in the sandbox); "spec": isolation.sandbox.spec_to_wire
+    intermediate -> worker  {"op": "forked", "id", "pid"} | {"op": "fork_failed", "id", "error"}
+    base -> worker          {"op": "exited", "pid", "status"}
+
+Pids are host pids: the base runs in the worker's PID namespace. A function's own zygote
+(`runtime_args` with --zygote) is started this way too, and forks that function's instances
+inside its sandbox as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from faasd_py.isolation.sandbox import become_subreaper, fork_sandboxed, spec_from_wire
+from faasd_py.runtime._serve import describe_error
+from faasd_py.runtime._zygote import exit_now, send, serve_forks
+
+# Imported once here so that no cold start pays for them: the runtime (its channel, the
+# native shim, the loader) and what handlers commonly import. Missing ones are skipped.
+PRELOAD = (
+    "faasd_py.runtime",
+    "faasd_py.runtime.__main__",
+    "faasd_py.runtime._serve",
+    "faasd_py.runtime._zygote",
+    "faasd_py.datapath.shm",
+    "asyncio",
+    "base64",
+    "collections",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "email.utils",
+    "enum",
+    "functools",
+    "gzip",
+    "hashlib",
+    "hmac",
+    "html",
+    "http",
+    "io",
+    "itertools",
+    "json",
+    "logging",
+    "math",
+    "pathlib",
+    "random",
+    "re",
+    "secrets",
+    "statistics",
+    "string",
+    "struct",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "time",
+    "traceback",
+    "typing",
+    "urllib.parse",
+    "uuid",
+    "zlib",
+)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    parser = argparse.ArgumentParser(prog="faasd_py.runtime._base")
+    parser.add_argument("--control", type=int, required=True, metavar="FD")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    control = socket.socket(fileno=args.control)
+    control.setblocking(True)
+    for module in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    become_subreaper()
+    gc.freeze()
+    send(control, {"op": "ready", "pid": os.getpid()})
+    request, fds = serve_forks(control, base=True)
+    _sandbox(control, request, fds)
+
+
+def _sandbox(control: socket.socket, request: dict[str, Any], fds: list[int]) -> NoReturn:
+    """In the intermediate: fork the instance into its sandbox; announce it, or the failure."""
+    start, passed = fds[0], fds[1:]
+    try:
+        targets = [int(fd) for fd in request["fds"]]
+        if len(targets) != len(passed):
+            raise ValueError(f"{len(passed)} descriptors came for {len(targets)} numbers")
+        # The start socket goes above every number the runtime is told about.
+        start_target = max([2, *targets]) + 1
+        spec = spec_from_wire(
+            request["spec"], [(start, start_target), *zip(passed, targets, strict=True)]
+        )
+        runtime_args = [str(arg) for arg in request["runtime_args"]]
+        pid, pidfd = fork_sandboxed(spec)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        send(control, {"op": "fork_failed", "id": request.get("id"), "error": describe_error(exc)})
+        exit_now(0)
+    if pid:
+        os.close(pidfd)
+        send(control, {"op": "forked", "id": request["id"], "pid": pid})
+        exit_now(0)
+    # The instance, in its sandbox: the launcher closed the control socket's descriptor.
+    control.detach()
+    _run_function(spec.env, runtime_args, start_target)
+
+
+def _run_function(env: Mapping[str, str], runtime_args: list[str], start_fd: int) -> NoReturn:
+    """Become what `python -m faasd_py.runtime RUNTIME_ARGS` with `env` would be, once the
+    worker says go (its end of the channel is open)."""
+    os.environ.clear()
+    os.environ.update(env)
+    name = next((a.split("=", 1)[1] for a in runtime_args if a.startswith("--function-name=")), "")
+    if name:
+        # What `ps` and /proc/PID/comm show for it: the function, not the base's command line
+        # (which /proc/PID/cmdline keeps: rewriting it takes CAP_SYS_RESOURCE).
+        with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    with socket.socket(fileno=start_fd) as start:
+        if start.recv(1) != b"g":  # the worker gave up on this instance
+            exit_now(0)
+    from faasd_py.runtime import __main__ as runtime_main
+
+    sys.argv = [runtime_main.__file__ or "faasd_py.runtime", *runtime_args]
+    runtime_main.main(runtime_args)
+    exit_now(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""The base zygote, as the worker runs it: one per sandboxing worker, started with it, never
+sandboxed, never running a function's code (faasd_py/runtime/_base.py is its other side).
+
+A sandboxed instance (or a function's own zygote) is forked from it: `BaseZygote.fork(spec,
+runtime_args)` sends the same SandboxSpec an exec'd sandbox would get, and the base's child
+builds that whole sandbox around itself before it runs the runtime. So an app unloaded by the
+keep-alive policy holds nothing (no zygote, no instance) and still starts in a fork's time.
+
+If the base dies or stops answering, what is forked from it lives on (each in its own
+sandbox); forks fail at once with ZygoteFailed, so that their callers start a sandbox afresh,
+while a new base starts in the background (after a pause that doubles with each failed start,
+up to a few seconds). `close` stops it for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from faasd_py.isolation.sandbox import SandboxSpec, fd_pairs, python_layout, spec_to_wire
+from faasd_py.worker._forkserver import ForkedChild, ForkServer, ZygoteFailed
+
+logger = logging.getLogger(__name__)
+
+_RESTART_PAUSE = 0.05
+_RESTART_PAUSE_MAX = 5.0
+_LOG_LINE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BaseZygoteStatistics:
+    pid: int | None  # the running base's host pid
+    starts: int
+    forks: int  # sandboxes forked from it
+    fallbacks: int  # forks it could not serve (its callers started a sandbox afresh)
+
+
+class BaseZygote:
+    """The worker's handle on its base zygote, across restarts. `start` before use."""
+
+    def __init__(self, python: str, runtime_path: Path, env: dict[str, str], timeout: float):
+        self._python = python
+        self._runtime_path = runtime_path
+        self._env = env
+        self._timeout = timeout
+        self._server: ForkServer | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._restarting: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._closed = False
+        self._starts = self._forks = self._fallbacks = 0
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and self._server.alive
+
+    async def start(self) -> None:
+        """Start the base and wait until it has imported what it preloads; ZygoteFailed if
+        it does not."""
+        executable = (await asyncio.to_thread(python_layout, self._python)).executable
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                executable,
+                "-S",
+                "-s",
+                "-m",
+                "faasd_py.runtime._base",
+                f"--control={child.fileno()}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(child.fileno(),),
+                env=self._env,
+                cwd="/",
+                start_new_session=True,  # the worker's Ctrl-C is the worker's to handle
+                limit=_LOG_LINE,
+            )
+        except OSError as exc:
+            parent.close()
+            raise ZygoteFailed(f"the base zygote cannot start: {exc}") from exc
+        finally:
+            child.close()
+        parent.setblocking(False)
+        server = ForkServer(f"base-{process.pid}", parent)
+        for stream in (process.stdout, process.stderr):
+            assert stream is not None
+            self._spawn(_log_output(stream, process.pid))
+        try:
+            async with asyncio.timeout(self._timeout):
+                first = await server.started()
+        except BaseException:
+            await _stop(server, process)
+            raise
+        if first.get("op") != "ready":
+            code = await _stop(server, process)
+            raise ZygoteFailed(f"the base zygote exited with {code} while loading")
+        self._server, self._process = server, process
+        server.on_ended = self._restart_soon
+        self._starts += 1
+        self._failures = 0
+        logger.info("base zygote %d ready: sandboxes start by a fork", process.pid)
+
+    async def fork(self, spec: SandboxSpec, runtime_args: Sequence[str]) -> ForkedChild:
+        """Fork a sandbox of `spec` that runs `python -m faasd_py.runtime RUNTIME_ARGS`; it
+        waits for `resume`. ZygoteFailed (logged) if the base cannot serve it: start it
+        afresh then."""
+        server = self._server
+        try:
+            if server is None or not server.alive:
+                raise ZygoteFailed("it is not running (restarting)")
+            if spec.netns_fd is not None:
+                raise ZygoteFailed("a network namespace of the worker's is not passed on")
+            return await self._fork(server, spec, runtime_args)
+        except ZygoteFailed as exc:
+            self._fallbacks += 1
+            logger.warning("base zygote: %s; this sandbox starts afresh", exc)
+            if exc.broken and server is not None and server.alive:
+                self._kill()  # not answering: replaced (its forks live on)
+            raise
+
+    async def _fork(
+        self, server: ForkServer, spec: SandboxSpec, runtime_args: Sequence[str]
+    ) -> ForkedChild:
+        child = ForkedChild(spec.cgroup, owns_cgroup=False, survives_server=True)
+        pairs = fd_pairs(spec)
+        start, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        request = {
+            "spec": spec_to_wire(spec),
+            "fds": [target for _, target in pairs],
+            "runtime_args": list(runtime_args),
+        }
+        try:
+            try:
+                forked = server.request_fork(
+                    request, [start_child.fileno(), *(fd for fd, _ in pairs)], child
+                )
+            finally:
+                start_child.close()
+            child.watch(await forked)
+        except BaseException:
+            start.close()  # a child that got this far exits on it, unstarted
+            child.close()
+            raise
+        child.start = start
+        self._forks += 1
+        return child
+
+    def _restart_soon(self) -> None:
+        """The base is gone: start another after a pause (longer after each failed start)."""
+        if self._closed or self._restarting is not None:
+            return
+        logger.warning("base zygote exited; restarting it (sandboxes start afresh meanwhile)")
+        self._restarting = asyncio.get_running_loop().create_task(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            server, process = self._server, self._process
+            self._server = self._process = None
+            if server is not None and process is not None:
+                await _stop(server, process)
+            while not self._closed:
+                pause = min(_RESTART_PAUSE * 2**self._failures, _RESTART_PAUSE_MAX)
+                await asyncio.sleep(pause)
+                try:
+                    await self.start()
+                    return
+                except ZygoteFailed as exc:
+                    self._failures += 1
+                    logger.warning("base zygote: %s", exc)
+        finally:
+            self._restarting = None
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop the base for good (what was forked from it is the worker's to stop)."""
+        self._closed = True
+        if self._restarting is not None:
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._restarting
+        server, process = self._server, self._process
+        self._server = self._process = None
+        if server is not None and process is not None:
+            await _stop(server, process)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def statistics(self) -> BaseZygoteStatistics:
+        process = self._process if self.running else None
+        return BaseZygoteStatistics(
+            pid=None if process is None else process.pid,
+            starts=self._starts,
+            forks=self._forks,
+            fallbacks=self._fallbacks,
+        )
+
+
+async def _stop(server: ForkServer, process: asyncio.subprocess.Process) -> int:
+    """Close the control socket (the base exits at its end), make sure, and reap it."""
+    server.close_control()
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    return await process.wait()
+
+
+async def _log_output(stream: asyncio.StreamReader, pid: int) -> None:
+    """The base runs no function: what it prints is the worker's to log."""
+    while line := await stream.readline():
+        logger.warning("base zygote %d: %s", pid, line.decode(errors="replace").rstrip())
