@@ -122,12 +122,24 @@ def draw_pareto(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     axis.legend()
 
 
-def plot(rows: Sequence[Mapping[str, Any]], path: Path, *draw: Callable[[Any, Any], None]) -> None:
+Drawing = Callable[[Any, Sequence[Mapping[str, Any]]], None]
+
+
+def plot(rows: Sequence[Mapping[str, Any]], path: Path, *draw: Drawing) -> None:
     """A PNG of one panel per drawing function, side by side."""
+    plot_panels([("", rows, drawing) for drawing in draw], path)
+
+
+def plot_panels(
+    panels: Sequence[tuple[str, Sequence[Mapping[str, Any]], Drawing]], path: Path
+) -> None:
+    """A PNG of one panel per (title, rows, drawing function), side by side."""
     plt = _pyplot()
-    figure, axes = plt.subplots(1, len(draw), figsize=(7 * len(draw), 4.5), squeeze=False)
-    for axis, drawing in zip(axes[0], draw, strict=True):
+    figure, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for axis, (title, rows, drawing) in zip(axes[0], panels, strict=True):
         drawing(axis, rows)
+        if title:
+            axis.set_title(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
