@@ -73,9 +73,7 @@ def test_one_function_apps_replay_as_the_definitions_say(
     functions: list[TraceFunction], apps: TraceApps
 ) -> None:
     per_app = Counter((f.owner, f.app) for f in functions)
-    single = [
-        f for f in functions if per_app[(f.owner, f.app)] == 1 and 0 < sum(f.counts) < 20_000
-    ]
+    single = [f for f in functions if per_app[(f.owner, f.app)] == 1 and 0 < sum(f.counts) < 20_000]
     assert len(single) > 150
     trace = group_apps(single, {}, 1.0)
     result = simulate(trace, [FixedKeepAlive(1200.0)])
