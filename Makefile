@@ -18,7 +18,7 @@ NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard nati
 NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: install native-deps run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos bench-async clean
+.PHONY: install native-deps ui run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos bench-async clean
 
 $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
@@ -35,7 +35,8 @@ install: $(STAMP)
 # (Debian's packages), redis-server, which the storage tests start on ports of their own, and
 # iproute2, whose `ip` the net channel's tests read the host's links with, nftables, whose
 # rules keep net-channel functions off the host's services, and openssl, which makes the
-# certificate of the callback tests' TLS receiver. Elsewhere a missing
+# certificate of the callback tests' TLS receiver, and chromium, the browser that the
+# dashboard's tests (tests/browser) drive through Playwright. Elsewhere a missing
 # compiler only means the Python fallback.
 native-deps:
 	@if [ -n "$(IN_CI)" ] && command -v apt-get >/dev/null; then \
@@ -45,6 +46,7 @@ native-deps:
 		command -v ip >/dev/null || missing="$$missing iproute2"; \
 		command -v nft >/dev/null || missing="$$missing nftables"; \
 		command -v openssl >/dev/null || missing="$$missing openssl"; \
+		command -v chromium >/dev/null || missing="$$missing chromium"; \
 		$(PYTHON) -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
 			|| missing="$$missing python3-dev"; \
 		if [ -n "$$missing" ]; then \
@@ -53,7 +55,19 @@ native-deps:
 		fi; \
 	fi
 
-run: install
+# The dashboard (ui/: TypeScript, Vite, uPlot) is built into faasd_py/ui/static, which is
+# committed, so pip install and `make run` need no Node. This rebuilds it when ui/sources.py
+# finds it was built from other sources (npm 11 and Node 20.19+); without npm it says so, and
+# under CI it fails: CI checks that the committed build matches its sources, it does not build.
+ui:
+	@if $(PYTHON) ui/sources.py check >/dev/null; then :; \
+	elif command -v npm >/dev/null; then \
+		echo "==> building the dashboard (ui/ -> faasd_py/ui/static)"; \
+		(cd ui && npm ci --no-audit --no-fund && npm run build) && $(PYTHON) ui/sources.py write; \
+	elif [ -n "$(IN_CI)" ]; then $(PYTHON) ui/sources.py check; exit 1; \
+	else echo "ui: the built dashboard is older than ui/'s sources and npm is missing; kept as built"; fi
+
+run: install ui
 	$(BIN)/faasd-py up --deploy examples/stack.yml
 
 lint: install
@@ -63,13 +77,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck test-native
+test: lint typecheck test-native ui
 	$(BIN)/pytest
 
 # The whole suite once more, with two CPU-bound processes beside it for its whole run (CI runs
 # this instead of `make test`): a test that depends on the machine's speed fails here, not on a
 # busy machine later. The trap stops them however pytest ends (failure, Ctrl-C, SIGTERM).
-test-busy: lint typecheck test-native
+test-busy: lint typecheck test-native ui
 	@$(BIN)/python .ci/busy.py & one=$$!; \
 	$(BIN)/python .ci/busy.py & two=$$!; \
 	trap 'kill $$one $$two 2>/dev/null' EXIT; \
