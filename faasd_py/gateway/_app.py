@@ -12,7 +12,6 @@ from faasd_py.gateway._errors import error_middleware
 from faasd_py.gateway._keys import ASYNC_CALLS, CONFIG, METRICS, REGISTRY, WORKER, AsyncCalls
 from faasd_py.gateway._metrics import CONTENT_TYPE, GatewayMetrics
 from faasd_py.store import Registry
-from faasd_py.ui import add_dashboard
 
 
 def make_app(
@@ -44,7 +43,10 @@ def make_app(
         app.router.add_routes(_async.routes)
         app.router.add_routes(_queue.routes)
     app.router.add_routes(_openapi.routes)
-    add_dashboard(app)  # /ui/: the page, its series and live ticks
+    # Imported here: the dashboard's modules import the gateway's, which import this one.
+    from faasd_py.ui import add_dashboard
+
+    add_dashboard(app)  # /ui/: the page; /system/dashboard/*: its series and live ticks
     return app
 
 
