@@ -3,6 +3,9 @@
 Every test runs under both isolations: `sandbox` (skipped where sandboxes cannot run, but a
 failure under CI=true) and `process`. A handler that records the pid that imported it tells a
 forked instance (imported by its parent, the zygote) from an exec'd one (imported by itself).
+Sandboxed, a function with no zygote of its own starts from the base zygote, which imports
+nothing of it (the instance imports its handler in its own new sandbox), and its own zygote
+starts after that first instance: `_warm_zygote` waits for it where a test needs forks of it.
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ def handle(event, context):
 
 @pytest.fixture(params=["sandbox", "process"])
 async def platform(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Platform]:
-    running = await start_platform(tmp_path, isolation=request.param)
+    # No keep-alive policy: scaled to zero, a function stays loaded and keeps its zygote (an
+    # unload stops it: tests/integration/test_base_zygote.py starts from nothing).
+    running = await start_platform(tmp_path, isolation=request.param, policy="none")
     try:
         yield running
     finally:
@@ -90,6 +95,29 @@ def _zygote_pid(platform: Platform, name: str) -> int | None:
     return platform.worker.launcher_statistics(name).zygote_pid
 
 
+def _from_base(platform: Platform) -> bool:
+    return platform.worker.base_zygote_statistics() is not None
+
+
+async def _scaled_to_zero(platform: Platform, name: str) -> None:
+    platform.worker.scale(name, 0)
+    await _until(lambda: getattr(platform.worker.statistics(name), "available", 1) == 0)
+
+
+async def _warm_zygote(platform: Platform, name: str) -> int:
+    """Once the function's own zygote runs and it has no instance, so that its next cold
+    start forks that zygote; the zygote's pid. (Sandboxed, the first instance comes from the
+    base zygote and the function's own zygote starts after it.)"""
+    stats = platform.worker.launcher_statistics(name)
+    if stats.execs + stats.forks == 0:
+        await _call(platform, name)
+    await _until(lambda: _zygote_pid(platform, name) is not None)
+    await _scaled_to_zero(platform, name)
+    zygote = _zygote_pid(platform, name)
+    assert zygote is not None
+    return zygote
+
+
 async def _until(condition: Callable[[], bool]) -> None:
     """Poll a condition of processes outside this loop (no event to wait on), up to 10 s."""
     for _ in range(500):
@@ -102,21 +130,30 @@ async def _until(condition: Callable[[], bool]) -> None:
 async def test_cold_starts_fork_the_zygote_that_imported_the_handler(platform: Platform) -> None:
     await platform.deploy("imports", IMPORTS, labels={"com.openfaas.scale.min": "0"})
     first = await _call(platform, "imports")
-    # The instance did not import its handler: its parent, the zygote, did, before the fork.
-    assert first["imported_by"] != first["pid"] and first["imported_by"] == first["ppid"]
     stats = platform.worker.launcher_statistics("imports")
-    assert stats.zygote_starts == 1 and stats.forks == 1 and stats.execs == 0
-    zygote = _zygote_pid(platform, "imports")
-    assert zygote is not None and _alive(zygote)
+    if _from_base(platform):
+        # From nothing: forked from the base zygote, the instance imported its own handler,
+        # as pid 1 of its own sandbox; the function's zygote starts after it.
+        assert first["imported_by"] == first["pid"] == 1, first
+        assert stats.execs == 1 and stats.forks == 0
+        zygote = await _warm_zygote(platform, "imports")
+    else:
+        # The instance did not import its handler: its parent, the zygote, did, before the fork.
+        assert first["imported_by"] != first["pid"] and first["imported_by"] == first["ppid"]
+        assert stats.zygote_starts == 1 and stats.forks == 1 and stats.execs == 0
+        zygote = await _warm_zygote(platform, "imports")
+    assert _alive(zygote)
+    forks = platform.worker.launcher_statistics("imports").forks
 
-    # Scale to zero and back: the next cold start forks the same zygote again.
-    platform.worker.scale("imports", 0)
-    await _until(lambda: getattr(platform.worker.statistics("imports"), "available", 1) == 0)
+    # Scaled to zero with the zygote up: each cold start forks the same zygote again.
     second = await _call(platform, "imports")
-    assert second["pid"] != first["pid"]
-    assert second["imported_at"] == first["imported_at"]  # one import, two instances
+    assert second["imported_by"] == second["ppid"] != second["pid"]
+    await _scaled_to_zero(platform, "imports")
+    third = await _call(platform, "imports")
+    assert third["pid"] != second["pid"]
+    assert third["imported_at"] == second["imported_at"]  # one import, two instances
     stats = platform.worker.launcher_statistics("imports")
-    assert stats.zygote_starts == 1 and stats.forks == 2 and stats.fallbacks == 0
+    assert stats.zygote_starts == 1 and stats.forks == forks + 2 and stats.fallbacks == 0
 
 
 ASYNC = """
@@ -131,6 +168,7 @@ async def handle(event, context):
 
 async def test_a_forked_instance_runs_async_handlers_concurrently(platform: Platform) -> None:
     await platform.deploy("waits", ASYNC, env={"max_inflight": "4"})
+    await _warm_zygote(platform, "waits")
     results = await asyncio.gather(*(_call(platform, "waits") for _ in range(4)))
     assert len({r["pid"] for r in results}) == 1  # one instance, four at once
     assert all(r["imported_by"] != r["pid"] for r in results)
@@ -148,6 +186,7 @@ def handle(event, context):
 
 async def test_threads_started_at_import_are_warned_about(platform: Platform) -> None:
     await platform.deploy("threaded", THREADED)
+    await _warm_zygote(platform, "threaded")
     # fork copies only the calling thread: the instance has the Thread object, not the thread.
     assert (await _call(platform, "threaded"))["ticker_alive"] is False
     logs = await platform.logs("threaded")
@@ -170,10 +209,12 @@ async def test_a_zygote_that_cannot_start_costs_a_fresh_exec_not_the_call(
 ) -> None:
     await platform.deploy("hater", ZYGOTE_HATER, labels={"com.openfaas.scale.min": "0"})
     assert "pid" in await _call(platform, "hater")
+    # Sandboxed, the zygote starts (and fails) after the instance that the base served.
+    await _until(lambda: platform.worker.launcher_statistics("hater").fallbacks == 1)
     stats = platform.worker.launcher_statistics("hater")
     assert stats.fallbacks == 1 and stats.forks == 0 and stats.zygote_starts == 0
     logs = await platform.logs("hater")
-    warning = "exited with code 7 while importing the handler; this instance starts by a fresh"
+    warning = "exited with code 7 while importing the handler; this instance starts"
     assert any(warning in line["text"] for line in logs), logs
 
 
@@ -197,13 +238,15 @@ async def test_a_zygote_that_garbles_its_control_socket_is_not_trusted(
 ) -> None:
     await platform.deploy("garbler", ZYGOTE_GARBLER, labels={"com.openfaas.scale.min": "0"})
     assert "pid" in await _call(platform, "garbler")
-    # Its "ready" came after the garbage: it was killed all the same, and a fresh exec served.
+    # Its "ready" came after the garbage: it was killed all the same, and a fresh start served.
+    await _until(lambda: platform.worker.launcher_statistics("garbler").fallbacks == 1)
     stats = platform.worker.launcher_statistics("garbler")
     assert stats.fallbacks == 1 and stats.forks == 0, stats
 
 
 async def test_a_crashed_instance_is_replaced_by_a_fork(platform: Platform) -> None:
     await platform.deploy("crash", CRASH)
+    await _warm_zygote(platform, "crash")
     before = await _call(platform, "crash")
     status, body, _ = await platform.invoke("crash", b"crash")
     assert status == 502 and b"exited with code 3" in body, body
@@ -214,16 +257,17 @@ async def test_a_crashed_instance_is_replaced_by_a_fork(platform: Platform) -> N
 
 async def test_a_killed_zygote_is_replaced_and_cold_starts_go_on(platform: Platform) -> None:
     await platform.deploy("imports", IMPORTS)
+    zygote = await _warm_zygote(platform, "imports")
     first = await _call(platform, "imports")
-    zygote = _zygote_pid(platform, "imports")
-    assert zygote is not None
     os.kill(zygote, signal.SIGKILL)
-    # Its instance dies with it; the next invocation cold-starts through a new zygote.
+    # Its instance dies with it; the next invocation cold-starts (sandboxed: from the base,
+    # and a new zygote starts after it).
     await _until(lambda: _zygote_pid(platform, "imports") is None)
     second = await _call(platform, "imports")
     assert second["imported_at"] > first["imported_at"]
-    assert second["imported_by"] == second["ppid"] != second["pid"]
-    assert _zygote_pid(platform, "imports") not in (None, zygote)
+    await _until(lambda: _zygote_pid(platform, "imports") not in (None, zygote))
+    if not _from_base(platform):
+        assert second["imported_by"] == second["ppid"] != second["pid"]
 
 
 async def test_a_handler_that_fails_to_import_says_so(platform: Platform) -> None:
@@ -252,14 +296,12 @@ async def test_each_forked_instance_has_the_memory_limit(platform: Platform) -> 
 
 async def test_update_and_delete_stop_the_zygote(platform: Platform) -> None:
     await platform.deploy("imports", IMPORTS)
-    await _call(platform, "imports")
-    old = _zygote_pid(platform, "imports")
-    assert old is not None
+    old = await _warm_zygote(platform, "imports")
     spec = FunctionSpec(service="imports", image="imports:latest", env_vars={"changed": "1"})
     assert (await platform.system("PUT", "/system/functions", spec.to_json()))[0] == 200
     await _call(platform, "imports")
+    await _until(lambda: _zygote_pid(platform, "imports") not in (None, old))
     new = _zygote_pid(platform, "imports")
-    assert new not in (None, old)
     await _until(lambda: not _alive(old))
     status, _ = await platform.system("DELETE", "/system/functions", {"functionName": "imports"})
     assert status == 200
@@ -290,18 +332,18 @@ def _alive(pid: int) -> bool:
 
 
 SEES = """
-import os
+import os, sys
 def handle(event, context):
-    def command(pid):
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\\0")
-    mine = [arg for arg in command(os.getpid()) if arg.startswith(b"--function-name=")]
+    def name(pid):  # a base zygote's fork is named after its function
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
     pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
     return {"body": {
         "pid": os.getpid(),
+        "ppid": os.getppid(),
         "visible_pids": pids,
-        "pid1_is_zygote": any(arg.startswith(b"--zygote=") for arg in command(1)),
-        "all_of_this_function": all(mine[0] in command(pid) for pid in pids),
+        "function": [a for a in sys.argv if a.startswith("--function-name=")],
+        "names": sorted({name(pid) for pid in pids}),
     }}
 """
 
@@ -312,11 +354,14 @@ async def test_a_forked_instance_sees_only_its_own_function(platform: Platform) 
     await platform.deploy("one", SEES)
     await platform.deploy("two", SEES)
     for name in ("one", "two"):
+        await _warm_zygote(platform, name)
         seen = await _call(platform, name)
-        # pid 1 of the function's sandbox is its zygote; the others are the zygote's forks
-        # (instances, and the spare forked ahead): no other function's, nor the host's.
-        assert seen["pid"] != 1 and 1 in seen["visible_pids"], seen
-        assert seen["pid1_is_zygote"] and seen["all_of_this_function"], seen
+        # pid 1 of the function's sandbox is its zygote, which forked it; the others are the
+        # zygote's forks (instances, and the spare forked ahead): no other function's, nor
+        # the host's.
+        assert seen["pid"] != 1 and seen["ppid"] == 1 and 1 in seen["visible_pids"], seen
+        assert seen["function"] == [f"--function-name={name}"], seen
+        assert seen["names"] == [name], seen
 
 
 @pytest.mark.parametrize(("setting", "expected"), [("1", True), ("0", False)])
