@@ -170,7 +170,7 @@ class SeriesStore:
         apps: Mapping[str, AppReading],
     ) -> Tick:
         """One tick at time `now` (seconds, wall clock: the browser draws it) of what the
-        gateway's counters say now. A function's first reading only sets its baseline."""
+        gateway's counters say now (counted from zero, as its counters are, since it started)."""
         interval = now - self._last_time if self._last_time is not None else 0.0
         slot = self._next
         self._times[slot] = now
@@ -180,7 +180,11 @@ class SeriesStore:
         for ref, reading in functions.items():
             state = self._functions.get(ref)
             if state is None:
-                state = _Function(_Columns(FUNCTION_COLUMNS, self.capacity), reading)
+                # The gateway's counters start with its process: what a new function already
+                # counts happened since (it was deployed and called within the last tick).
+                zero = FunctionReading(buckets=tuple(0.0 for _ in reading.buckets))
+                state = _Function(_Columns(FUNCTION_COLUMNS, self.capacity), zero)
+                state.marks.append((self._last_time or now, zero.buckets, 0, 0))
                 self._functions[ref] = state
             point, deltas = self._point(state.last, reading, interval)
             state.columns.put(slot, point)

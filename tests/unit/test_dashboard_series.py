@@ -45,12 +45,13 @@ def test_a_point_is_what_the_counters_moved_by_per_second() -> None:
     assert tick.gateway["rate"] == pytest.approx(10.0)
 
 
-def test_the_first_reading_of_a_function_sets_its_baseline() -> None:
+def test_calls_before_a_functions_first_sample_count_in_its_first_point() -> None:
     store = SeriesStore(BOUNDS, capacity=10)
     store.record(1.0, {}, {})
-    store.record(2.0, {"f": reading(1000)}, {})
+    (row,) = store.record(2.0, {"f": reading(4)}, {}).rows  # deployed and called since
     series = store.function_series("f")
-    assert series is not None and series["rate"] == [None, 0.0]
+    assert series is not None and series["rate"] == [None, 4.0]
+    assert row["invocations"] == 4 and row["rate"] == 4.0
 
 
 def test_counters_that_restart_count_from_zero() -> None:
