@@ -44,8 +44,12 @@ The fast paths, and where they are exact:
   durations those minutes use the average;
 - windows that do not learn (fixed keep-alive, no-unload) are asked once per app and applied to
   every idle time at once with numpy; learning ones (hybrid) replay every idle time in order,
-  one at a time, except that a run of equal idle times inside a minute is observed at once
-  when :meth:`~faasd_py.scheduler.HybridApp.settled` proves each of them would be warm.
+  one at a time, except in a settled stretch: once
+  :meth:`~faasd_py.scheduler.HybridApp.settled` proves that idle times in the histogram's first
+  bin are all warm with pre-warm 0, they are counted without asking until a longer one comes
+  (the decisions and waste of the stretch go to the rule that held when it began: the
+  fallback and the histogram rule can take turns inside it, with the same windows for these
+  idle times).
 """
 
 from __future__ import annotations
@@ -444,6 +448,12 @@ def _replay_learning(
         state = policy.new_app()
         windows, observe = state.windows, state.observe
         hybrid = state if isinstance(state, HybridApp) else None
+        width = hybrid.config.bin_width if hybrid else 0.0
+        # A settled stretch (see HybridApp.settled): while idle times stay in the first bin,
+        # each is warm with pre-warm 0, so they are counted without asking, credited to the
+        # rule that held when the stretch began, and given to the histogram at its end.
+        stretch: str | None = None
+        pending = 0
         lo, hi = bounds[a], bounds[a + 1]
         cold = 0
         wasted = 0.0
@@ -458,24 +468,36 @@ def _replay_learning(
             runs = ((busy_end, idle, 1), inside) if j > lo and idle >= 0 else (inside,)
             for since, idle, left in runs:
                 while left:
-                    p, k, reason, _ = windows(since)
-                    # A settled run is all warm: observed at once (see HybridApp.settled).
-                    run = left if hybrid and left > 1 and hybrid.settled(idle) else 1
-                    decisions[reason] = decisions.get(reason, 0) + run
+                    if stretch is None:
+                        p, k, reason, _ = windows(since)
+                        if hybrid and idle < width and hybrid.settled(idle):
+                            stretch = reason
+                    if stretch is not None:
+                        if idle < width:
+                            decisions[stretch] = decisions.get(stretch, 0) + left
+                            spent = left * idle
+                            wasted += spent
+                            wasted_reason[stretch] = wasted_reason.get(stretch, 0.0) + spent * mb
+                            pending += left
+                            break
+                        if hybrid:
+                            hybrid.observe_many(0.0, pending)
+                        stretch, pending = None, 0
+                        continue
+                    decisions[reason] = decisions.get(reason, 0) + 1
                     if p <= idle <= k:
-                        spent = run * (idle - p)
+                        spent = idle - p
                     else:
                         cold += 1
                         cold_reason[reason] = cold_reason.get(reason, 0) + 1
                         spent = 0.0 if idle < p else k - p
                     wasted += spent
                     wasted_reason[reason] = wasted_reason.get(reason, 0.0) + spent * mb
-                    if run == 1:
-                        observe(since, since + idle)
-                    elif hybrid:
-                        hybrid.observe_many(idle, run)
-                    left -= run
+                    observe(since, since + idle)
+                    left -= 1
             busy_end = end_list[j]
+        if pending and hybrid:
+            hybrid.observe_many(0.0, pending)
         p, k, reason, _ = windows(busy_end)
         decisions[reason] = decisions.get(reason, 0) + 1
         remaining = trace_end - busy_end
