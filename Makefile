@@ -18,7 +18,7 @@ NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard nati
 NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: install native-deps ui run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos bench-async clean
+.PHONY: install native-deps ui screenshots run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos bench-async clean
 
 $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
@@ -66,6 +66,10 @@ ui:
 		(cd ui && npm ci --no-audit --no-fund && npm run build) && $(PYTHON) ui/sources.py write; \
 	elif [ -n "$(IN_CI)" ]; then $(PYTHON) ui/sources.py check; exit 1; \
 	else echo "ui: the built dashboard is older than ui/'s sources and npm is missing; kept as built"; fi
+
+# The README's pictures of the dashboard (docs/screenshots), taken by its browser tests.
+screenshots: install ui
+	FAASD_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/browser -q
 
 run: install ui
 	$(BIN)/faasd-py up --deploy examples/stack.yml

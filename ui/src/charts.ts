@@ -71,7 +71,11 @@ export class LiveChart {
 
   set(times: number[], columns: Columns): void {
     this.plot.setData([times, ...this.lines.map((line) => columns[line.key] ?? [])] as uPlot.AlignedData);
-    const now = this.lines.map((line) => `${line.label} ${fmtLatest(latest(columns[line.key]))}`);
+    const now = this.lines.map((line) => {
+      const values = columns[line.key] ?? [];
+      const peak = values.reduce<number | null>((top, v) => (v != null && (top === null || v > top) ? v : top), null);
+      return `${line.label} ${fmtLatest(latest(values))} (peak ${fmtLatest(peak)})`;
+    });
     this.caption.textContent = `latest: ${now.join(", ")}${this.unit ? " " + this.unit : ""}`;
   }
 

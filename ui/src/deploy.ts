@@ -53,7 +53,7 @@ export function deployView(namespaces: string[], deployed: (ref: string) => void
     { class: "panel deploy", "aria-label": "Deploy a function", novalidate: true },
     h("h2", {}, "Deploy a function"),
     h("p", { class: "muted" }, "From a package in the gateway's store (`faasd-py build` puts one there)."),
-    h("div", { class: "row" }, field("Name", service, "service"), field("Package (image)", image, "image"), field("Namespace", namespace, "namespace")),
+    h("div", { class: "row" }, field("Function name", service, "service"), field("Package (image)", image, "image"), field("Namespace", namespace, "namespace")),
     h("div", { class: "row" },
       field("Environment", env, "envVars", "KEY=value, one a line"),
       field("Labels", labels, "labels", "KEY=value, one a line"),

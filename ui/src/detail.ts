@@ -195,7 +195,7 @@ export class FunctionView {
       h("h3", {}, "Invoke"),
       h("div", { class: "row" }, field("Method", method, "invoke-method"), field("Path", path, "invoke-path"), field("Query", query, "invoke-query")),
       field("Headers", headers, "invoke-headers", "One a line: Name: value"),
-      field("Body", body, "invoke-body"),
+      field("Request body", body, "invoke-body"),
       h("button", { type: "submit", class: "primary" }, "Invoke"),
       result,
     );
