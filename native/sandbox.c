@@ -59,6 +59,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/audit.h>
@@ -136,6 +137,7 @@ struct child_ctx {
     int err_read;   /* the parent's end, closed in the child */
     int err_write;  /* close-on-exec: EOF for the parent once execve succeeds */
     int fork_mode;  /* sandbox_fork: the child returns to the caller's program, no execve */
+    unsigned long long *stamps; /* sandbox_child.stamps (the child's copy, in the child) */
 };
 
 /* Device nodes bound from the host into the sandbox's /dev. */
@@ -148,6 +150,15 @@ static const char *const proc_readonly[] = {"proc/sys", "proc/sysrq-trigger", "p
 #define N_PROC_READONLY (sizeof proc_readonly / sizeof proc_readonly[0])
 
 /* --- helpers safe between clone and execve (system calls and the stack only) ------------ */
+
+/* Record CLOCK_MONOTONIC in `stamps[which]` (a vDSO call: safe in the child). */
+static void stamp(unsigned long long *stamps, int which)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    stamps[which] =
+        (unsigned long long)now.tv_sec * 1000000000ull + (unsigned long long)now.tv_nsec;
+}
 
 /* For functions of the child that call noreturn functions: AddressSanitizer's bookkeeping for
  * such calls assumes a stack it allocated, and the child runs on our own mmap'd one. */
@@ -619,6 +630,7 @@ static void CHILD_SIDE build_sandbox(struct child_ctx *c)
     if (n != 1)
         _exit(127); /* the parent gave up on us and reaps us */
     close(c->go_read);
+    stamp(c->stamps, SANDBOX_STAMP_GO);
 
     /* Step 2: private mounts; sources opened while we are still host root. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -731,6 +743,8 @@ static void CHILD_SIDE build_sandbox(struct child_ctx *c)
     if (setsid() < 0)
         child_fail(c, errno, "setsid", NULL);
 
+    stamp(c->stamps, SANDBOX_STAMP_ROOT);
+
     /* Step 6: descriptors, limits, privileges, filter, program. */
     arrange_fds(c);
     if (s->cwd && chdir(s->cwd) < 0)
@@ -754,6 +768,7 @@ static void CHILD_SIDE build_sandbox(struct child_ctx *c)
     struct sock_fprog program = {c->filter->len, (struct sock_filter *)c->filter->insn};
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0) < 0)
         child_fail(c, errno, "install the seccomp filter", NULL);
+    stamp(c->stamps, SANDBOX_STAMP_SEALED);
 }
 
 /* sandbox_spawn's child: build the sandbox, then execve. Never returns. */
@@ -1118,6 +1133,7 @@ static int launch(const struct sandbox_spec *spec, struct sandbox_child *child, 
         .err_read = err[0],
         .err_write = err[1],
         .fork_mode = fork_mode,
+        .stamps = child->stamps,
     };
 
     /* No signal handler of ours may run in the child before it resets them all (sandbox_fork:
@@ -1126,8 +1142,10 @@ static int launch(const struct sandbox_spec *spec, struct sandbox_child *child, 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int pidfd = -1;
+    stamp(child->stamps, SANDBOX_STAMP_CLONE);
     pid_t pid = clone_child(&ctx, stack ? (char *)stack + CHILD_STACK_SIZE : NULL, &pidfd, child);
     if (pid == 0) {
+        stamp(child->stamps, SANDBOX_STAMP_CHILD);
         /* sandbox_fork's child: every step done (or it has exited), seccomp installed. The
          * report pipe's EOF tells the parent so. */
         build_sandbox(&ctx);

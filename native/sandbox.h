@@ -123,11 +123,22 @@ struct sandbox_spec {
     int flags;                   /* SANDBOX_* */
 };
 
+/* sandbox_child.stamps: CLOCK_MONOTONIC nanoseconds at the launcher's steps. The parent sets
+ * CLONE; the child sets the others in its own copy, which only sandbox_fork's child (it goes
+ * on in the same memory) gets to read: a cold start's breakdown. */
+#define SANDBOX_STAMP_CLONE 0  /* the parent, just before the clone */
+#define SANDBOX_STAMP_CHILD 1  /* the child, just after it */
+#define SANDBOX_STAMP_GO 2     /* ids mapped, cgroups joined: the parent's go-ahead read */
+#define SANDBOX_STAMP_ROOT 3   /* the root built and entered (mounts, /proc, pivot_root) */
+#define SANDBOX_STAMP_SEALED 4 /* descriptors, rlimits, capabilities, seccomp: done */
+#define SANDBOX_STAMPS 5
+
 /* The started child. On failure `error` names the step that failed ("bind /usr/lib", ...). */
 struct sandbox_child {
     int pid;
     int pidfd; /* owned by the caller: close it after waiting */
     char error[SANDBOX_ERROR_SIZE];
+    unsigned long long stamps[SANDBOX_STAMPS];
 };
 
 /*

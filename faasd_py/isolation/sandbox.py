@@ -62,7 +62,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 from faasd_py import native
 from faasd_py.errors import NativeUnavailable
@@ -74,6 +74,7 @@ __all__ = [
     "SANDBOX_UID",
     "SECRETS_PATH",
     "ExitStatus",
+    "Forked",
     "Mount",
     "PythonLayout",
     "SandboxProcess",
@@ -320,13 +321,27 @@ def spawn(spec: SandboxSpec) -> SandboxProcess:
     refused a step (e.g. `[Errno 2] No such file or directory: 'open /missing'`);
     NativeUnavailable without the compiled shim.
     """
-    pid, pidfd = _launch(spec, fork=False)
+    pid, pidfd, _ = _launch(spec, fork=False)
     return SandboxProcess(pid, pidfd, spec.cgroup)
 
 
-def fork_sandboxed(spec: SandboxSpec) -> tuple[int, int]:
+class Forked(NamedTuple):
+    """What `fork_sandboxed` returns: in the caller the child's pid and a pidfd; in the child
+    pid 0, pidfd -1 and `stamps`, CLOCK_MONOTONIC (time.monotonic_ns) at each launcher step:
+    "clone" (the caller, before it), "child" (after it), "go" (ids mapped, cgroups joined),
+    "root" (root built and entered), "sealed" (limits, capabilities, seccomp done)."""
+
+    pid: int
+    pidfd: int
+    stamps: dict[str, int]
+
+
+_STAMPS = ("clone", "child", "go", "root", "sealed")  # sandbox.h's SANDBOX_STAMP_* order
+
+
+def fork_sandboxed(spec: SandboxSpec) -> Forked:
     """Fork into a new sandbox: (pid, pidfd) of the child in the caller, once its sandbox is
-    complete; (0, -1) in the child, which runs on from here inside it. `spec.argv`, `env` and
+    complete; pid 0 in the child, which runs on from here inside it. `spec.argv`, `env` and
     `executable` are not used: the child sets what it needs. Only from a single-threaded
     process. Errors as `spawn`'s, raised in the caller."""
     return _launch(spec, fork=True)
@@ -340,7 +355,7 @@ def become_subreaper() -> None:
         raise OSError(-rc, os.strerror(-rc), "PR_SET_CHILD_SUBREAPER")
 
 
-def _launch(spec: SandboxSpec, *, fork: bool) -> tuple[int, int]:
+def _launch(spec: SandboxSpec, *, fork: bool) -> Forked:
     """What `spawn` and `fork_sandboxed` share: the spec as C structs, the cgroups opened,
     the launcher called; (pid, pidfd)."""
     lib, ffi = _native()
@@ -412,7 +427,8 @@ def _launch(spec: SandboxSpec, *, fork: bool) -> tuple[int, int]:
     if rc < 0:
         step = ffi.string(child.error).decode(errors="replace")
         raise OSError(-rc, os.strerror(-rc), step)
-    return child.pid, child.pidfd
+    stamps = dict(zip(_STAMPS, child.stamps, strict=True)) if child.pid == 0 else {}
+    return Forked(child.pid, child.pidfd, stamps)
 
 
 def _native() -> tuple[Any, Any]:

@@ -8,10 +8,13 @@ import resource
 import sys
 from pathlib import Path
 
+from faasd_py.runtime._loader import Handler
 from faasd_py.runtime._serve import serve
 
+Loaded = tuple[Handler, bool]
 
-def _parse(argv: list[str]) -> argparse.Namespace:
+
+def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="faasd_py.runtime")
     parser.add_argument("--channel", choices=("shm", "socket", "net"), default="socket")
     parser.add_argument(
@@ -39,20 +42,21 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parse(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str] | None = None, loaded: Loaded | None = None) -> None:
+    """Serve as the flags say. `loaded`: the handler, already imported (the base zygote's
+    fork imports it before, to time it)."""
+    args = parse(sys.argv[1:] if argv is None else argv)
     if args.memory_limit:
         # Before the handler is imported, so the limit covers everything it allocates. Hard and
         # soft alike, so the handler cannot lift it. (The native sandbox moves this to cgroups.)
         # A zygote's forked instances inherit it.
         resource.setrlimit(resource.RLIMIT_AS, (args.memory_limit, args.memory_limit))
-    loaded = None
     if args.zygote is not None:
         from faasd_py.runtime import _zygote
 
         # Returns only in a forked instance, with its own flags: from here on it runs as an
         # exec'd instance would, minus the import.
-        args, loaded = _zygote.run(args, _parse)
+        args, loaded = _zygote.run(args, parse)
     code = serve(args, loaded)
     sys.stdout.flush()
     sys.stderr.flush()

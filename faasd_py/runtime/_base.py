@@ -41,10 +41,14 @@ import importlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+import msgpack
+
 from faasd_py.isolation.sandbox import become_subreaper, fork_sandboxed, spec_from_wire
+from faasd_py.runtime._loader import load_handler
 from faasd_py.runtime._serve import describe_error
 from faasd_py.runtime._zygote import exit_now, send, serve_forks
 
@@ -113,6 +117,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 def _sandbox(control: socket.socket, request: dict[str, Any], fds: list[int]) -> NoReturn:
     """In the intermediate: fork the instance into its sandbox; announce it, or the failure."""
+    forked_at = time.monotonic_ns()
     start, passed = fds[0], fds[1:]
     try:
         targets = [int(fd) for fd in request["fds"]]
@@ -124,22 +129,26 @@ def _sandbox(control: socket.socket, request: dict[str, Any], fds: list[int]) ->
             request["spec"], [(start, start_target), *zip(passed, targets, strict=True)]
         )
         runtime_args = [str(arg) for arg in request["runtime_args"]]
-        pid, pidfd = fork_sandboxed(spec)
+        forked = fork_sandboxed(spec)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         send(control, {"op": "fork_failed", "id": request.get("id"), "error": describe_error(exc)})
         exit_now(0)
-    if pid:
-        os.close(pidfd)
-        send(control, {"op": "forked", "id": request["id"], "pid": pid})
+    if forked.pid:
+        os.close(forked.pidfd)
+        send(control, {"op": "forked", "id": request["id"], "pid": forked.pid})
         exit_now(0)
     # The instance, in its sandbox: the launcher closed the control socket's descriptor.
     control.detach()
-    _run_function(spec.env, runtime_args, start_target)
+    timeline = {"forked": forked_at, **forked.stamps, "returned": time.monotonic_ns()}
+    _run_function(spec.env, runtime_args, start_target, timeline)
 
 
-def _run_function(env: Mapping[str, str], runtime_args: list[str], start_fd: int) -> NoReturn:
+def _run_function(
+    env: Mapping[str, str], runtime_args: list[str], start_fd: int, timeline: dict[str, int]
+) -> NoReturn:
     """Become what `python -m faasd_py.runtime RUNTIME_ARGS` with `env` would be, once the
-    worker says go (its end of the channel is open)."""
+    worker says go (its end of the channel is open). An instance imports its handler first
+    and tells the worker when each step was done (`timeline`, a cold start's breakdown)."""
     os.environ.clear()
     os.environ.update(env)
     name = next((a.split("=", 1)[1] for a in runtime_args if a.startswith("--function-name=")), "")
@@ -148,13 +157,23 @@ def _run_function(env: Mapping[str, str], runtime_args: list[str], start_fd: int
         # (which /proc/PID/cmdline keeps: rewriting it takes CAP_SYS_RESOURCE).
         with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
             comm.write(name[:15])
-    with socket.socket(fileno=start_fd) as start:
-        if start.recv(1) != b"g":  # the worker gave up on this instance
-            exit_now(0)
     from faasd_py.runtime import __main__ as runtime_main
 
     sys.argv = [runtime_main.__file__ or "faasd_py.runtime", *runtime_args]
-    runtime_main.main(runtime_args)
+    args = runtime_main.parse(runtime_args)
+    with socket.socket(fileno=start_fd) as start:
+        if start.recv(1) != b"g":  # the worker gave up on this instance
+            exit_now(0)
+        timeline["resumed"] = time.monotonic_ns()
+        loaded = None
+        if args.zygote is None:
+            # As serve() would, but timed; a failure is left to serve(), which reports it.
+            with contextlib.suppress(BaseException):
+                loaded = load_handler(args.function_dir, args.deps_dir)
+            timeline["imported"] = time.monotonic_ns()
+        with contextlib.suppress(OSError):
+            start.send(msgpack.packb(timeline))
+    runtime_main.main(runtime_args, loaded)
     exit_now(0)
 
 

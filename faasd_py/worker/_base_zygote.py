@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 _RESTART_PAUSE = 0.05
 _RESTART_PAUSE_MAX = 5.0
 _LOG_LINE = 64 * 1024
+_TIMELINES = 1024  # kept for benchmarks (bench/coldstart.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class BaseZygote:
         self._failures = 0
         self._closed = False
         self._starts = self._forks = self._fallbacks = 0
+        self._timelines: deque[dict[str, int]] = deque(maxlen=_TIMELINES)
 
     @property
     def running(self) -> bool:
@@ -129,6 +133,7 @@ class BaseZygote:
     async def _fork(
         self, server: ForkServer, spec: SandboxSpec, runtime_args: Sequence[str]
     ) -> ForkedChild:
+        requested = time.monotonic_ns()
         child = ForkedChild(spec.cgroup, owns_cgroup=False, survives_server=True)
         pairs = fd_pairs(spec)
         start, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -145,6 +150,12 @@ class BaseZygote:
             finally:
                 start_child.close()
             child.watch(await forked)
+            answered = time.monotonic_ns()
+
+            def record(timeline: dict[str, int]) -> None:
+                self._timelines.append({"requested": requested, "answered": answered, **timeline})
+
+            child.on_timeline = record
         except BaseException:
             start.close()  # a child that got this far exits on it, unstarted
             child.close()
@@ -200,6 +211,14 @@ class BaseZygote:
         if server is not None and process is not None:
             await _stop(server, process)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def timelines(self) -> list[dict[str, int]]:
+        """The latest starts' timelines, oldest first: time.monotonic_ns() at each step, from
+        the worker's request ("requested") through the intermediate's fork ("forked"), the
+        launcher's steps (sandbox.Forked.stamps), the child's return to Python ("returned"),
+        the worker's go-ahead ("resumed") to the handler imported ("imported"); the worker
+        heard of the fork at "answered"."""
+        return list(self._timelines)
 
     def statistics(self) -> BaseZygoteStatistics:
         process = self._process if self.running else None

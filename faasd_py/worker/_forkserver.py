@@ -61,6 +61,9 @@ class ForkedChild:
         self._pidfd = -1
         self._status: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
         self.start: socket.socket | None = None  # its go-ahead (and flags) go here
+        # A base zygote's child answers the go-ahead with its timeline (a cold start's
+        # breakdown, faasd_py.runtime._base): given to this, once, if set.
+        self.on_timeline: Callable[[dict[str, int]], None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -73,10 +76,33 @@ class ForkedChild:
 
     def resume(self) -> None:
         """The go-ahead: the worker's end of its channel is open."""
-        if self.start is not None:
-            start, self.start = self.start, None
-            with start, contextlib.suppress(OSError):  # gone meanwhile: its exit tells
-                start.send(b"g")
+        if self.start is None:
+            return
+        start, self.start = self.start, None
+        try:
+            start.send(b"g")
+        except OSError:  # gone meanwhile: its exit tells
+            start.close()
+            return
+        if self.on_timeline is None:
+            start.close()
+            return
+        loop, report = self._status.get_loop(), self.on_timeline
+
+        def answered() -> None:
+            loop.remove_reader(start)
+            with start:
+                try:
+                    timeline = msgpack.unpackb(start.recv(_MAX_PACKET))
+                except (OSError, ValueError):
+                    return
+            # Sent after the handler's import code ran: statistics only, checked.
+            if isinstance(timeline, dict) and all(
+                isinstance(k, str) and isinstance(v, int) for k, v in timeline.items()
+            ):
+                report(timeline)
+
+        loop.add_reader(start, answered)
 
     def exited(self, returncode: int, *, known: bool = True) -> None:
         """Its server reaped it (or, not `known`, it is gone with nobody to say how)."""

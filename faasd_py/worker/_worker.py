@@ -150,6 +150,11 @@ class Worker:
             self._settings = replace(self._settings, base_zygote=None)
             await base.close()
 
+    @property
+    def base_zygote(self) -> BaseZygote | None:
+        """What sandboxes fork from (None: they start afresh, or are not sandboxes)."""
+        return self._settings.base_zygote
+
     def base_zygote_statistics(self) -> BaseZygoteStatistics | None:
         """The base zygote's pid and forks; None where sandboxes do not fork from one."""
         base = self._settings.base_zygote

@@ -125,7 +125,7 @@ from faasd_py.isolation.sandbox import fork_sandboxed, spec_from_wire
 request = json.loads(sys.stdin.readline())
 pairs = [(1, 1), (2, 2), *[(fd, fd) for fd in request["pass_fds"]]]
 spec = spec_from_wire(request["spec"], pairs)
-pid, pidfd = fork_sandboxed(spec)
+pid, pidfd, _ = fork_sandboxed(spec)
 if pid == 0:
     os.environ.clear()
     os.environ.update(spec.env)
