@@ -197,9 +197,10 @@ MIN_SAMPLES = 5
 """The fewest idle times (in range and OOB together) before an app's histogram is trusted.
 
 Not the paper's number: Shahrad et al. fall back to a fixed keep-alive while an app's histogram
-"is not representative", judged by the CV of its bin counts, and give no count; DESIGN.md says
-"too few samples" without one either. The CV test alone would trust a single idle time (one
-bin in use out of 240 has CV sqrt(239) = 15.5, far above 2) and set both windows around it.
+"is not representative", judged by the CV of its bin counts, and give no count that we found;
+DESIGN.md says "too few samples" without one either. The CV test alone would trust a single
+idle time (one bin in use out of 240 has CV sqrt(239) = 15.5, far above 2) and set both windows
+around it.
 With nearest-rank percentiles the 5th is the smallest time until 20 are seen and the 99th the
 largest until 100, so any small count makes the windows span what was seen; 5 is our choice of
 where "a pattern" starts: a timer has repeated four times past its first gap, and an app seen
