@@ -262,3 +262,14 @@ def test_statistics_say_what_the_windows_are_and_why() -> None:
     assert stats.histogram is not None and stats.histogram.in_range == 20
     fixed = FixedKeepAlive(600.0).new_app().statistics()
     assert (fixed.reason, fixed.keepalive, fixed.histogram) == (Reason.FIXED, 600.0, None)
+
+
+def test_an_idle_time_is_observed_at_least_once_and_not_negative() -> None:
+    histogram = IdleHistogram()
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        histogram.observe(60.0, 0)
+    with pytest.raises(ValueError, match="an idle time must be >= 0"):
+        histogram.observe(-1.0, 3)
+    histogram.observe(5 * HOUR, 40)
+    # Out of bounds many times over: counted in full, the series keeps only its history.
+    assert histogram.oob == 40 and len(histogram.oob_series) == 32

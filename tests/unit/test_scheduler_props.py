@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from faasd_py.scheduler import HybridConfig, HybridPolicy, IdleHistogram, Reason
@@ -91,3 +91,42 @@ def test_a_state_round_trip_keeps_everything(idle: list[float]) -> None:
     histogram = histogram_of(idle)
     restored = IdleHistogram.from_state(histogram.to_state())
     assert restored.statistics() == histogram.statistics()
+
+
+@given(st.lists(idle_times, max_size=100), idle_times, st.integers(1, 50))
+def test_observing_a_time_many_times_at_once_is_observing_it_one_by_one(
+    before: list[float], idle: float, count: int
+) -> None:
+    at_once, one_by_one = histogram_of(before), histogram_of(before)
+    at_once.observe(idle, count)
+    for _ in range(count):
+        one_by_one.observe(idle)
+    assert at_once.to_state() == one_by_one.to_state()
+    assert at_once.cv() == one_by_one.cv()
+
+
+first_bin = st.floats(0, 59.9, allow_nan=False)
+
+
+@given(
+    st.lists(st.one_of(idle_times, first_bin), max_size=120),
+    configs,
+    first_bin,
+    st.integers(1, 200),
+)
+def test_a_settled_app_finds_every_further_first_bin_idle_time_warm(
+    before: list[float], config: HybridConfig, idle: float, count: int
+) -> None:
+    # What the simulator relies on to count a settled stretch without asking (HybridApp.settled).
+    app = HybridPolicy(config).new_app()
+    for value in before:
+        app.observe(0.0, value)
+    settled = app.settled(idle)
+    event(f"settled: {settled}")
+    if not settled:
+        return
+    for _ in range(count):
+        prewarm, keepalive, _, _ = app.windows(0.0)
+        assert prewarm == 0 and idle <= keepalive
+        app.observe(0.0, idle)
+        assert app.settled(idle)
