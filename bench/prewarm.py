@@ -43,14 +43,7 @@ from rich.console import Console
 
 from faasd_py.scheduler import TraceApps, group_apps, parse_policy, simulate, summary
 from faasd_py.scheduler import _report as sim_report
-from faasd_py.traces import (
-    attach_durations,
-    load_durations,
-    load_invocations,
-    load_memory,
-    synthetic_memory,
-    synthetic_trace,
-)
+from faasd_py.traces import load_memory, load_trace, synthetic_memory, synthetic_trace
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -82,8 +75,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def real_sample() -> tuple[TraceApps, int]:
     """The real sample's apps, and how many functions it has."""
-    functions = load_invocations(SAMPLE / "invocations.csv", arrays=True)
-    functions = attach_durations(functions, load_durations(SAMPLE / "durations.csv"))
+    functions = load_trace(SAMPLE / "invocations.csv", SAMPLE / "durations.csv", arrays=True)
     return group_apps(functions, load_memory(SAMPLE / "memory.csv")), len(functions)
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "load_durations",
     "load_invocations",
     "load_memory",
+    "load_trace",
     "numpy_module",
     "synthetic_memory",
     "synthetic_trace",
@@ -490,6 +491,19 @@ def attach_durations(
 ) -> list[TraceFunction]:
     """The functions, each with its durations where the durations file lists it."""
     return [replace(f, durations=durations[f.key]) if f.key in durations else f for f in functions]
+
+
+def load_trace(
+    invocations: Path,
+    durations: Path | None = None,
+    limit_functions: int | None = None,
+    *,
+    arrays: bool = False,
+) -> list[TraceFunction]:
+    """An invocations file's functions (:func:`load_invocations`) with the durations file's
+    percentiles attached where it lists them (:func:`attach_durations`)."""
+    found = load_invocations(invocations, limit_functions, arrays=arrays)
+    return found if durations is None else attach_durations(found, load_durations(durations))
 
 
 def total_invocations(

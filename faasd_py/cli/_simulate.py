@@ -30,14 +30,7 @@ from faasd_py.loadgen._report import default_out_dir
 from faasd_py.scheduler import POLICY_FORMS, HybridConfig, Policy, parse_policy
 from faasd_py.scheduler import _report as report
 from faasd_py.scheduler._arrivals import ARRIVALS, DEFAULT_ARRIVALS, Arrivals
-from faasd_py.traces import (
-    TraceFunction,
-    attach_durations,
-    load_durations,
-    load_invocations,
-    load_memory,
-    synthetic_memory,
-)
+from faasd_py.traces import TraceFunction, load_memory, load_trace, synthetic_memory
 from faasd_py.units import parse_duration
 
 if TYPE_CHECKING:
@@ -392,10 +385,7 @@ def _functions(options: TraceOptions, seed: int) -> list[TraceFunction]:
     """The trace's functions; a trace file's counts as numpy rows (an eighth of the memory)."""
     if options.path is None:
         return options.functions(seed)
-    found = load_invocations(options.path, options.limit_functions, arrays=True)
-    if options.durations is not None:
-        found = attach_durations(found, load_durations(options.durations))
-    return found
+    return load_trace(options.path, options.durations, options.limit_functions, arrays=True)
 
 
 def _check_defaults(apps: TraceApps, memory_mb: float, duration_s: float, strict: bool) -> None:

@@ -16,10 +16,9 @@ from faasd_py.scheduler import FixedKeepAlive, TraceApps, group_apps, parse_poli
 from faasd_py.scheduler import summary as summarize
 from faasd_py.traces import (
     TraceFunction,
-    attach_durations,
-    load_durations,
     load_invocations,
     load_memory,
+    load_trace,
     trace_arrivals,
 )
 
@@ -28,8 +27,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "bench" / "data" / "azure2019-sam
 
 @pytest.fixture(scope="module")
 def functions() -> list[TraceFunction]:
-    found = load_invocations(SAMPLE / "invocations.csv", arrays=True)
-    return attach_durations(found, load_durations(SAMPLE / "durations.csv"))
+    return load_trace(SAMPLE / "invocations.csv", SAMPLE / "durations.csv", arrays=True)
 
 
 @pytest.fixture(scope="module")
