@@ -78,6 +78,7 @@ class LauncherStatistics:
     execs: int
     fallbacks: int  # execs because the zygote failed
     unloads: int = 0  # zygotes stopped because the keep-alive policy unloaded the function
+    zygote_starting: bool = False  # one starts in the background, after a start from the base
 
 
 def assign(child: ForkedChild, plan: ProcessPlan) -> None:
@@ -295,12 +296,14 @@ class FunctionLauncher:
         self._lock = asyncio.Lock()
         self._closed = False
         self._launching = 0  # launches under way: an unload must not kill their zygote
+        self._unloaded = False  # since the last launch: no zygote starts in the background
         self._zygote_starts = self._forks = self._execs = self._fallbacks = self._unloads = 0
 
     async def launch(
         self, spec: FunctionSpec, secrets: Mapping[str, bytes], logs: LogBuffer
     ) -> Instance:
         self._launching += 1
+        self._unloaded = False
         try:
             return await self._launch(spec, secrets, logs)
         finally:
@@ -395,7 +398,7 @@ class FunctionLauncher:
     ) -> Zygote | None:
         """The function's zygote; one started now if none runs, unless not `start`."""
         async with self._lock:  # concurrent cold starts share one zygote start
-            if self._closed:
+            if self._closed or (self._unloaded and not self._launching):
                 return None
             if self._zygote is not None and not self._zygote.alive:
                 await self._drop_spare()
@@ -468,7 +471,11 @@ class FunctionLauncher:
         zygote, unless a launch is under way (its fork would die with the zygote). Unlike
         `close`, the next launch starts a new zygote."""
         async with self._lock:
-            if self._closed or self._launching or self._zygote is None:
+            if self._closed or self._launching:
+                return
+            # A zygote still to start (after the last instance) must not outlive the unload.
+            self._unloaded = True
+            if self._zygote is None:
                 return
             zygote, self._zygote = self._zygote, None
             await self._drop_spare()
@@ -484,6 +491,7 @@ class FunctionLauncher:
             execs=self._execs,
             fallbacks=self._fallbacks,
             unloads=self._unloads,
+            zygote_starting=self._starting is not None and not self._starting.done(),
         )
 
 
