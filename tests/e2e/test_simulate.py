@@ -96,6 +96,20 @@ def test_other_arrival_models(offline_cli: Cli, tmp_path: Path, arrivals: str) -
     assert rows["fixed:0h"]["cold_starts"] == expected
 
 
+def test_the_real_sample_in_the_repository(offline_cli: Cli, tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "bench" / "data" / "azure2019-sample"
+    out = tmp_path / "report"
+    done = offline_cli(
+        "simulate", "--trace", sample / "invocations.csv", "--durations", sample / "durations.csv",
+        "--memory", sample / "memory.csv", "--strict", "--no-sweep", "--out", out,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "252 functions in 242 apps, 480 minutes, 2,329,863 invocations" in done.stderr
+    assert "warning" not in done.stderr
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert (settings["durations_missing_functions"], settings["memory_defaulted_apps"]) == (0, 0)
+
+
 def test_the_published_format_with_durations(offline_cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "report"
     offline_cli.ok(
