@@ -39,8 +39,9 @@ The fast paths, and where they are exact:
   are expanded into one episode per arrival (exact). Busier minutes keep one episode whose first
   and last arrivals are drawn from their exact distributions (the minimum and maximum of c
   uniform times) and whose inner gaps are replaced by their mean; more than 10 arrivals in a
-  minute are gaps under 6 s on average, all in the histogram's first bin, so this changes only
-  the waste inside such minutes (by the spread of the gaps around their mean), and with sampled
+  minute are gaps under 6 s on average, all in the first bin of a histogram of one-minute bins
+  (narrower bins, as tests use, can see the difference), so this changes only the waste inside
+  such minutes (by the spread of the gaps around their mean), and with sampled
   durations those minutes use the average;
 - windows that do not learn (fixed keep-alive, no-unload) are asked once per app and applied to
   every idle time at once with numpy; learning ones (hybrid) replay every idle time in order,
@@ -48,7 +49,7 @@ The fast paths, and where they are exact:
   :meth:`~faasd_py.scheduler.HybridApp.settled` proves that idle times in the histogram's first
   bin are all warm with pre-warm 0, they are counted without asking until a longer one comes
   (the decisions and waste of the stretch go to the rule that held when it began: the
-  fallback and the histogram rule can take turns inside it, with the same windows for these
+  fallback and the histogram rule can take turns inside it, with the same outcome for these
   idle times).
 """
 
