@@ -70,7 +70,7 @@ def handle(event, context):
 # and "result" are the bench's own, the rest BaseZygote.timelines()'.
 STAGES = (
     ("worker before the fork (pool, channel, cgroup, spec)", "invoked", "requested"),
-    ("fork of the base zygote", "requested", "forked"),
+    ("to the base zygote's spare (or a fork of the base)", "requested", "forked"),
     ("clone into new namespaces", "forked", "child"),
     ("uid/gid maps, cgroup joined", "child", "go"),
     ("root: mounts, /proc, pivot_root", "go", "root"),

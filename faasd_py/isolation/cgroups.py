@@ -189,6 +189,24 @@ class Cgroup:
             raise
         return cgroup
 
+    def renamed(self, name: str) -> Cgroup:
+        """This cgroup under another name beside it, with its processes (a spare made ahead
+        and given to an instance). OSError if refused: cgroup v2 does not rename (EPERM)."""
+        if not _NAME.fullmatch(name) or name in (".", ".."):
+            raise ValueError(f"bad cgroup name {name!r}")
+        moved: list[tuple[Path, Path]] = []
+        try:
+            for directory in self.directories:
+                target = directory.with_name(name)
+                os.rename(directory, target)
+                moved.append((directory, target))
+        except OSError:
+            for old, new in reversed(moved):
+                with contextlib.suppress(OSError):
+                    os.rename(new, old)
+            raise
+        return Cgroup(self.hierarchy, {c: p.with_name(name) for c, p in self.paths.items()})
+
     # --- limits ----------------------------------------------------------------------------
 
     def set_limits(self, limits: CgroupLimits) -> None:

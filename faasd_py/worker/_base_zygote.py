@@ -17,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets as token
 import socket
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from faasd_py.isolation.cgroups import DEFAULT_PARENT, Cgroup, CgroupLimits
 from faasd_py.isolation.sandbox import SandboxSpec, fd_pairs, python_layout, spec_to_wire
 from faasd_py.worker._forkserver import ForkedChild, ForkServer, ZygoteFailed
+from faasd_py.worker._process import remove_cgroup
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +37,26 @@ _RESTART_PAUSE = 0.05
 _RESTART_PAUSE_MAX = 5.0
 _LOG_LINE = 64 * 1024
 _TIMELINES = 1024  # kept for benchmarks (bench/coldstart.py)
+# How long after a start the next spare is made: its fork and cgroup move (and the function's
+# own zygote, faasd_py.worker._zygote) stay off the CPU while that start runs its first call.
+_REFILL_DELAY = 0.05
+
+
+@dataclass(frozen=True)
+class _Spare:
+    """An intermediate forked ahead, waiting on `socket` in `cgroup`."""
+
+    socket: socket.socket
+    cgroup: Cgroup
+
+    def drop(self) -> None:
+        self.socket.close()  # it exits on the end of its socket
+        self.cgroup.kill()
+
+
+def _join(cgroup: Cgroup, pid: int) -> None:
+    for procs in cgroup.procs_files():
+        procs.write_text(str(pid))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +70,17 @@ class BaseZygoteStatistics:
 class BaseZygote:
     """The worker's handle on its base zygote, across restarts. `start` before use."""
 
-    def __init__(self, python: str, runtime_path: Path, env: dict[str, str], timeout: float):
+    def __init__(
+        self,
+        python: str,
+        runtime_path: Path,
+        env: dict[str, str],
+        timeout: float,
+        cgroup_parent: str = DEFAULT_PARENT,
+    ):
         self._python = python
+        self._cgroup_parent = cgroup_parent  # where its sandboxes' cgroups go: the run's
+        self._spare: asyncio.Task[_Spare] | None = None
         self._runtime_path = runtime_path
         self._env = env
         self._timeout = timeout
@@ -110,19 +142,23 @@ class BaseZygote:
         server.on_ended = self._restart_soon
         self._starts += 1
         self._failures = 0
+        self._refill(server)
         logger.info("base zygote %d ready: sandboxes start by a fork", process.pid)
 
-    async def fork(self, spec: SandboxSpec, runtime_args: Sequence[str]) -> ForkedChild:
-        """Fork a sandbox of `spec` that runs `python -m faasd_py.runtime RUNTIME_ARGS`; it
-        waits for `resume`. ZygoteFailed (logged) if the base cannot serve it: start it
-        afresh then."""
+    async def fork(
+        self, spec: SandboxSpec, runtime_args: Sequence[str], name: str, limits: CgroupLimits
+    ) -> tuple[ForkedChild, Cgroup]:
+        """Fork a sandbox of `spec` (whose own cgroup is ignored) that runs `python -m
+        faasd_py.runtime RUNTIME_ARGS`, in a cgroup `name` with `limits`; it waits for
+        `resume`. The cgroup is the caller's to remove once the sandbox is gone. ZygoteFailed
+        (logged, nothing left behind) if the base cannot serve it: start it afresh then."""
         server = self._server
         try:
             if server is None or not server.alive:
                 raise ZygoteFailed("it is not running (restarting)")
             if spec.netns_fd is not None:
                 raise ZygoteFailed("a network namespace of the worker's is not passed on")
-            return await self._fork(server, spec, runtime_args)
+            return await self._fork(server, spec, runtime_args, name, limits)
         except ZygoteFailed as exc:
             self._fallbacks += 1
             logger.warning("base zygote: %s; this sandbox starts afresh", exc)
@@ -131,38 +167,116 @@ class BaseZygote:
             raise
 
     async def _fork(
-        self, server: ForkServer, spec: SandboxSpec, runtime_args: Sequence[str]
-    ) -> ForkedChild:
+        self,
+        server: ForkServer,
+        spec: SandboxSpec,
+        runtime_args: Sequence[str],
+        name: str,
+        limits: CgroupLimits,
+    ) -> tuple[ForkedChild, Cgroup]:
         requested = time.monotonic_ns()
-        child = ForkedChild(spec.cgroup, owns_cgroup=False, survives_server=True)
+        # The spare forked ahead, in its cgroup already (so then is the sandbox it forks),
+        # or, if none is ready, the base forks now and the launcher moves the sandbox into
+        # a new cgroup before it runs.
+        spare = self._take_spare()
+        via = None
+        try:
+            if spare is not None:
+                cgroup, via = spare.cgroup, spare.socket
+                cgroup.set_limits(limits)
+                with contextlib.suppress(OSError):  # cgroup v2 keeps the spare's name
+                    cgroup = cgroup.renamed(name)
+            else:
+                cgroup = Cgroup.create(name, limits, parent=self._cgroup_parent)
+                spec = replace(spec, cgroup=cgroup)
+        except (OSError, RuntimeError, ValueError) as exc:
+            if spare is not None:
+                spare.drop()
+            raise ZygoteFailed(f"no cgroup for the sandbox: {exc}", broken=False) from exc
+        finally:
+            self._refill(server, _REFILL_DELAY)
+        child = ForkedChild(cgroup, owns_cgroup=False, survives_server=True)
         pairs = fd_pairs(spec)
         start, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         request = {
-            "spec": spec_to_wire(spec),
+            "spec": spec_to_wire(replace(spec, cgroup=None) if via else spec),
             "fds": [target for _, target in pairs],
             "runtime_args": list(runtime_args),
         }
         try:
             try:
                 forked = server.request_fork(
-                    request, [start_child.fileno(), *(fd for fd, _ in pairs)], child
+                    request, [start_child.fileno(), *(fd for fd, _ in pairs)], child, via=via
                 )
             finally:
                 start_child.close()
+                if via is not None:
+                    via.close()  # the spare has its request: nothing more goes there
             child.watch(await forked)
-            answered = time.monotonic_ns()
-
-            def record(timeline: dict[str, int]) -> None:
-                self._timelines.append({"requested": requested, "answered": answered, **timeline})
-
-            child.on_timeline = record
         except BaseException:
             start.close()  # a child that got this far exits on it, unstarted
             child.close()
+            cgroup.kill()
+            await remove_cgroup(cgroup)
             raise
+        answered = time.monotonic_ns()
+
+        def record(timeline: dict[str, int]) -> None:
+            self._timelines.append({"requested": requested, "answered": answered, **timeline})
+
+        child.on_timeline = record
         child.start = start
         self._forks += 1
-        return child
+        return child, cgroup
+
+    # --- the spare: an intermediate forked ahead and moved into a cgroup ------------------------
+
+    def _take_spare(self) -> _Spare | None:
+        task, self._spare = self._spare, None
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            if task is not None and not task.done():
+                self._spare = task  # still on its way: for the next start
+            return None
+        return task.result()
+
+    def _refill(self, server: ForkServer, delay: float = 0.0) -> None:
+        """Make the next spare, after `delay`: off the CPU of the start that took the last."""
+        if self._spare is None and server.alive and not self._closed:
+            making = self._make_spare(server, delay)
+            self._spare = asyncio.get_running_loop().create_task(making)
+            # A spare that could not be made is retrieved by _take_spare: a start without.
+            self._spare.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _make_spare(self, server: ForkServer, delay: float) -> _Spare:
+        await asyncio.sleep(delay)
+        cgroup = Cgroup.create(
+            f"spare-{token.token_hex(4)}", CgroupLimits(), parent=self._cgroup_parent
+        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            try:
+                forked = server.request_fork({}, [theirs.fileno()], None, op="spare")
+            finally:
+                theirs.close()
+            pid = await forked
+            # The move into a cgroup takes milliseconds on v1 (the kernel waits for an RCU
+            # grace period): in a thread, off the loop and off any start's clock.
+            await asyncio.to_thread(_join, cgroup, pid)
+        except BaseException:
+            ours.close()  # the spare exits at its end
+            cgroup.kill()
+            await remove_cgroup(cgroup)
+            raise
+        return _Spare(ours, cgroup)
+
+    async def _drop_spare(self) -> None:
+        task, self._spare = self._spare, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                spare = await task
+                spare.drop()
+                await remove_cgroup(spare.cgroup)
 
     def _restart_soon(self) -> None:
         """The base is gone: start another after a pause (longer after each failed start)."""
@@ -175,6 +289,7 @@ class BaseZygote:
         try:
             server, process = self._server, self._process
             self._server = self._process = None
+            await self._drop_spare()
             if server is not None and process is not None:
                 await _stop(server, process)
             while not self._closed:
@@ -208,6 +323,7 @@ class BaseZygote:
                 await self._restarting
         server, process = self._server, self._process
         self._server = self._process = None
+        await self._drop_spare()
         if server is not None and process is not None:
             await _stop(server, process)
         await asyncio.gather(*self._tasks, return_exceptions=True)

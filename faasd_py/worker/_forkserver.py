@@ -171,7 +171,7 @@ class ForkServer:
         self._loop = asyncio.get_running_loop()
         self._ids = itertools.count(1)
         self._started: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._pending: dict[int, tuple[ForkedChild, asyncio.Future[int]]] = {}
+        self._pending: dict[int, tuple[ForkedChild | None, asyncio.Future[int]]] = {}
         self._children: dict[int, ForkedChild] = {}  # by the server's pid of each
         self.alive = True
         self.on_ended: Callable[[], None] = lambda: None
@@ -182,19 +182,26 @@ class ForkServer:
         return await asyncio.shield(self._started)
 
     def request_fork(
-        self, request: dict[str, Any], fds: Sequence[int], child: ForkedChild
+        self,
+        request: dict[str, Any],
+        fds: Sequence[int],
+        child: ForkedChild | None,
+        *,
+        op: str = "fork",
+        via: socket.socket | None = None,
     ) -> Coroutine[Any, Any, int]:
-        """Send a fork request with `fds` now (copies: close yours once this returns); await
-        the result for the answer: the server's pid of the child, whose exit is reported to
-        `child` from then on. ZygoteFailed (not broken) if the server could not fork, (broken)
-        if it is gone or did not answer."""
+        """Send a request (`op`) with `fds` now, on the control socket or `via` another one
+        the server's side reads (a spare's); close your copies of `fds` once this returns.
+        Await the result for the answer: the server's pid of the child, whose exit is reported
+        to `child` (if any) from then on. ZygoteFailed (not broken) if the server could not
+        fork, (broken) if it is gone or did not answer."""
         if not self.alive:
             raise ZygoteFailed("the zygote has exited")
         request_id = next(self._ids)
         forked: asyncio.Future[int] = self._loop.create_future()
         try:
-            self._control.sendmsg(
-                [msgpack.packb({**request, "op": "fork", "id": request_id})],
+            (via or self._control).sendmsg(
+                [msgpack.packb({**request, "op": op, "id": request_id})],
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())],
             )
         except OSError as exc:
@@ -239,7 +246,8 @@ class ForkServer:
         elif op in ("forked", "fork_failed") and message.get("id") in self._pending:
             child, forked = self._pending[message["id"]]
             if op == "forked":
-                self._children[message["pid"]] = child
+                if child is not None:
+                    self._children[message["pid"]] = child
                 forked.set_result(message["pid"])
             else:
                 error = f"cannot fork: {message.get('error')}"

@@ -28,7 +28,7 @@ import secrets as token
 import shutil
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -271,11 +271,7 @@ async def _start_sandboxed(plan: ProcessPlan, base: BaseZygote | None) -> Instan
     plan.workdir.mkdir(mode=0o700)
     root = plan.workdir.parent / ".root"  # empty: each sandbox mounts its own root over it
     root.mkdir(mode=0o700, exist_ok=True)
-    cgroup = Cgroup.create(
-        plan.name,
-        CgroupLimits(memory_bytes=plan.memory_bytes, cpu=plan.cpu, pids=PIDS_LIMIT),
-        parent=plan.cgroup_parent,
-    )
+    limits = CgroupLimits(memory_bytes=plan.memory_bytes, cpu=plan.cpu, pids=PIDS_LIMIT)
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
     args = [*plan.runtime_args, f"--secrets-dir={SECRETS_PATH}"]
@@ -290,25 +286,28 @@ async def _start_sandboxed(plan: ProcessPlan, base: BaseZygote | None) -> Instan
         stdout=out_write,
         stderr=err_write,
         pass_fds=tuple(plan.pass_fds),
-        cgroup=cgroup,
         hostname=plan.name[:63],
     )
+    cgroup: Cgroup | None = None
     try:
         process: SandboxProcess | ForkedChild | None = None
         if base is not None:
             with contextlib.suppress(ZygoteFailed):  # base.fork logs why
-                process = await base.fork(spec, args)
+                process, cgroup = await base.fork(spec, args, plan.name, limits)
         if process is None:
+            cgroup = Cgroup.create(plan.name, limits, parent=plan.cgroup_parent)
             # The launcher blocks for the few milliseconds the child needs to build its root.
-            process = await _spawn_in_thread(spec)
+            process = await _spawn_in_thread(replace(spec, cgroup=cgroup))
     except BaseException:
         for fd in (out_read, err_read):
             os.close(fd)
-        await remove_cgroup(cgroup)
+        if cgroup is not None:
+            await remove_cgroup(cgroup)
         raise
     finally:
         os.close(out_write)
         os.close(err_write)
+    assert cgroup is not None  # made, or given by the base with its sandbox
     return _SandboxedProcess(
         process, cgroup, await pipe_reader(out_read), await pipe_reader(err_read)
     )

@@ -136,6 +136,7 @@ class Worker:
             settings.runtime_path,
             interpreter_env(settings.runtime_path),
             settings.start_timeout,
+            settings.cgroup_parent,
         )
         try:
             await base.start()

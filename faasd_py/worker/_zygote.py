@@ -68,6 +68,8 @@ logger = logging.getLogger(__name__)
 # namespace per instance, which only a fresh sandbox gets.
 ZYGOTE_CHANNELS = ("shm", "socket")
 _UCRED = struct.Struct("iII")  # struct ucred: pid, uid, gid
+# How long after a start from the base zygote the function's own zygote starts.
+_ZYGOTE_AFTER = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,9 +391,16 @@ class FunctionLauncher:
         if self._closed or (self._zygote is not None and self._zygote.alive):
             return
         if self._starting is None or self._starting.done():
-            self._starting = asyncio.create_task(self._running_zygote(spec, secrets_dir, logs))
+            self._starting = asyncio.create_task(self._start_later(spec, secrets_dir, logs))
             # A failure is logged as a fallback; the next cold start tries again.
             self._starting.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _start_later(
+        self, spec: FunctionSpec, secrets_dir: Path, logs: LogBuffer
+    ) -> Zygote | None:
+        # After the start that asked for it has run its first invocation: off its CPU.
+        await asyncio.sleep(_ZYGOTE_AFTER)
+        return await self._running_zygote(spec, secrets_dir, logs)
 
     async def _running_zygote(
         self, spec: FunctionSpec, secrets_dir: Path, logs: LogBuffer, *, start: bool = True

@@ -17,6 +17,7 @@ import platform
 import resource
 import select
 import socket
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -805,6 +806,29 @@ async def test_cgroup_kill_ends_the_sandbox(
         async with asyncio.timeout(TIMEOUT):
             assert (await process.wait()).returncode == -9
     assert cgroup.pids() == set()
+
+
+def test_a_renamed_cgroup_keeps_its_processes_and_limits(cgroup_factory: Any) -> None:
+    """The base zygote's spare is moved into a cgroup ahead and renamed for its instance."""
+    cgroup = cgroup_factory(CgroupLimits(pids=8))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for procs in cgroup.procs_files():
+            procs.write_text(str(sleeper.pid))
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        try:
+            renamed = cgroup.renamed(name)
+        except PermissionError:
+            assert cgroup.version == 2
+            pytest.skip("cgroup v2 does not rename cgroups")
+        assert not any(d.exists() for d in cgroup.directories)
+        assert all(d.name == name for d in renamed.directories)
+        assert renamed.pids() == {sleeper.pid}
+        assert (renamed.paths["pids"] / "pids.max").read_text().strip() == "8"
+        cgroup.paths = renamed.paths  # the factory's teardown removes it under its new name
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_cgroup_files_hold_the_limits(cgroup_factory: Any) -> None:
