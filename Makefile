@@ -18,7 +18,7 @@ NATIVE_TESTS := $(patsubst native/tests/%.c,build/native-tests/%,$(wildcard nati
 NATIVE_CFLAGS := -std=gnu11 -O1 -g -Wall -Wextra -Werror -Inative \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: install native-deps ui screenshots run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos bench-async clean
+.PHONY: install native-deps ui screenshots run test test-busy test-native lint typecheck unit bench-warm bench-crosscheck bench-prewarm bench-datapath bench-cache bench-soak bench-chaos bench-async bench-dashboard clean
 
 $(STAMP): pyproject.toml $(NATIVE_SOURCES) | native-deps
 	@echo "==> creating $(VENV) and installing faasd-py with its dev and bench extras (compiles the C shim)"
@@ -137,6 +137,9 @@ bench-chaos: install
 
 bench-async: install
 	$(BIN)/python bench/async.py
+
+bench-dashboard: install
+	$(BIN)/python bench/dashboard_cost.py
 
 .PHONY: bench-cluster
 bench-cluster: install

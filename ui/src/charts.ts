@@ -45,9 +45,13 @@ export class LiveChart {
       width: width(host),
       height: 170,
       cursor: { drag: { x: false, y: false } },
-      legend: { live: true },
+      legend: { live: false },
       scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
-      axes: [{ stroke: "#8a94a6" }, { stroke: "#8a94a6", size: 50, label: unit }],
+      axes: [
+        // One line of clock time: the window is minutes long, its date needs no saying.
+        { stroke: "#8a94a6", values: (_u, splits) => splits.map((t) => new Date(t * 1000).toLocaleTimeString("en-GB")) },
+        { stroke: "#8a94a6", size: 50, label: unit },
+      ],
       series: [
         {},
         ...lines.map((line) => ({
@@ -138,9 +142,11 @@ export class HistogramChart {
         ["keepalive", "#10b981", "keep-alive"],
       ] as const) {
         const value = this.marks[key];
-        if (value === null || !Number.isFinite(value)) continue;
-        const x = u.valToPos(value / 60, "x", true);
-        if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
+        if (value === null) continue;
+        // A window beyond the bins drawn is marked at the right edge, with its value.
+        const right = u.bbox.left + u.bbox.width;
+        const x = Math.min(Number.isFinite(value) ? u.valToPos(value / 60, "x", true) : right, right);
+        const beyond = x >= right;
         ctx.save();
         ctx.strokeStyle = color;
         ctx.lineWidth = 2 * devicePixelRatio;
@@ -151,7 +157,9 @@ export class HistogramChart {
         ctx.stroke();
         ctx.fillStyle = color;
         ctx.font = `${11 * devicePixelRatio}px sans-serif`;
-        ctx.fillText(label, x + 4, u.bbox.top + 12 * devicePixelRatio * (key === "prewarm" ? 1 : 2));
+        const text = beyond ? `${label} ${Number.isFinite(value) ? (value / 60).toFixed(0) + " min" : "∞"} →` : label;
+        ctx.textAlign = beyond ? "right" : "left";
+        ctx.fillText(text, beyond ? x - 4 : x + 4, u.bbox.top + 12 * devicePixelRatio * (key === "prewarm" ? 1 : 2));
         ctx.restore();
       }
     };
@@ -161,6 +169,7 @@ export class HistogramChart {
         width: width(host),
         height: 190,
         cursor: { drag: { x: false, y: false } },
+        legend: { live: false },
         scales: { x: { time: false } },
         axes: [
           { stroke: "#8a94a6", label: "idle time, minutes" },
@@ -198,10 +207,13 @@ export class HistogramChart {
     if (histogram) {
       const width = histogram.binWidthSeconds / 60;
       const used = new Map(histogram.counts);
+      // The bins in use and the pre-warm window, at least ten: a keep-alive window far beyond
+      // them (the whole range, 4 h, until the policy has learnt) is marked at the edge.
       const last = Math.max(
-        ...histogram.counts.map(([i]) => i),
-        keepalive !== null && Number.isFinite(keepalive) ? Math.ceil(keepalive / histogram.binWidthSeconds) : 0,
-        4,
+        ...histogram.counts.map(([i]) => i + 1),
+        prewarm !== null ? Math.ceil(prewarm / histogram.binWidthSeconds) + 1 : 0,
+        keepalive !== null && keepalive <= 60 * histogram.binWidthSeconds ? Math.ceil(keepalive / histogram.binWidthSeconds) + 1 : 0,
+        10,
       );
       for (let i = 0; i <= Math.min(last + 1, histogram.bins); i++) {
         xs.push(i * width);

@@ -34,7 +34,7 @@ export class FunctionView {
   ) {
     const chartGrid = h("div", { class: "charts" });
     const appGrid = h("div", { class: "charts" });
-    const histogramHost = h("div", { class: "chart wide" });
+    const histogramHost = h("div", { class: "chart wide", role: "figure", "aria-label": "Idle times" });
     this.element = h(
       "section",
       { class: "view function-view", "aria-label": `Function ${status.name}` },
@@ -127,7 +127,13 @@ export class FunctionView {
 
   private drawHistogram(series: Series): void {
     const row = this.live.rows.get(this.ref);
-    this.histogram?.set(series.idleHistogram ?? null, row?.prewarmSeconds ?? null, row?.keepaliveSeconds ?? null);
+    const policy = row !== undefined && row.loaded !== null;
+    // A keep-alive of null is "never unloaded" (JSON has no infinity).
+    this.histogram?.set(
+      series.idleHistogram ?? null,
+      policy ? row.prewarmSeconds : null,
+      policy ? (row.keepaliveSeconds ?? Infinity) : null,
+    );
   }
 
   private onTick(tick: Tick | null): void {

@@ -14,8 +14,8 @@ interface Column {
 function keepAlive(row: Row | undefined): string {
   if (!row || row.loaded === null) return "no policy";
   const state = row.loaded ? "loaded" : "unloaded";
-  const windows = `pre-warm ${seconds(row.prewarmSeconds)}, keep-alive ${seconds(row.keepaliveSeconds ?? Infinity)}`;
-  return `${state} · ${windows}${row.rule ? ` (${row.rule})` : ""}`;
+  const windows = `${seconds(row.prewarmSeconds)} / ${seconds(row.keepaliveSeconds ?? Infinity)}`;
+  return `${state} · ${windows}${row.rule ? ` · ${row.rule}` : ""}`;
 }
 
 const COLUMNS: Column[] = [
@@ -41,7 +41,7 @@ const COLUMNS: Column[] = [
   { key: "p50", label: "p50 ms", numeric: true, value: (_s, r) => r?.p50 ?? null, text: (_s, r) => fmt(r?.p50, 2) },
   { key: "p99", label: "p99 ms", numeric: true, value: (_s, r) => r?.p99 ?? null, text: (_s, r) => fmt(r?.p99, 2) },
   { key: "coldStarts", label: "Cold starts", numeric: true, value: (_s, r) => r?.coldStarts ?? 0 },
-  { key: "keepalive", label: "Keep-alive", value: (_s, r) => keepAlive(r) },
+  { key: "keepalive", label: "App: pre-warm / keep-alive", value: (_s, r) => keepAlive(r) },
 ];
 
 interface Line {
