@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import signal
 import subprocess
@@ -194,6 +195,22 @@ class Session:
         self.page.get_by_label("Password").fill(self.gateway.password)
         self.page.get_by_role("button", name="Log in").click()
         expect(self.page.get_by_role("status")).to_have_text("● live")
+
+    @property
+    def screenshots(self) -> bool:
+        return bool(os.environ.get("FAASD_SCREENSHOTS"))
+
+    def traffic(self, function: str, seconds: float) -> None:
+        """For screenshots only: calls at a rate that rises and falls, so that the charts
+        have a shape to show."""
+        end = time.monotonic() + seconds
+        while (now := time.monotonic()) < end:
+            rate = 20 + 18 * math.sin(now / 3)
+            body = json.dumps({"at": round(now, 3)}).encode()
+            request = urllib.request.Request(f"{self.gateway.url}/function/{function}", body)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                response.read()
+            time.sleep(1 / rate)
 
     def screenshot(self, name: str, *, full_page: bool = False) -> None:
         directory = os.environ.get("FAASD_SCREENSHOTS")

@@ -86,7 +86,11 @@ def test_deploy_invoke_and_watch_a_function(session: Session) -> None:
     histogram = page.get_by_role("figure", name="Idle times")
     expect(histogram).to_contain_text(re.compile(r"[1-9]\d* idle times in range"))
     expect(page.get_by_text(re.compile(r"App echo-ui is loaded"))).to_be_visible()
-    session.screenshot("function", full_page=True)
+    if session.screenshots:
+        session.traffic("echo-ui", 45)
+        page.get_by_role("button", name="Invoke").click()
+        expect(page.get_by_label("Response body")).to_contain_text("line-2")
+        session.screenshot("function", full_page=True)
 
     page.get_by_role("link", name="Gateway").click()
     expect(page.get_by_role("figure", name="Requests per second")).to_contain_text("peak")
