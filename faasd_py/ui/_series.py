@@ -25,6 +25,8 @@ FUNCTION_COLUMNS = ("rate", "p50", "p99", "coldStarts", "clientErrors", "serverE
                     "instances", "inflight")  # fmt: skip
 APP_COLUMNS = ("hitRate", "cacheBytes", "prewarmHits")
 NAN = float("nan")
+# A function's point in a second without calls (its gauges added).
+_IDLE = {"rate": 0.0, "coldStarts": 0.0, "clientErrors": 0.0, "serverErrors": 0.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +188,19 @@ class SeriesStore:
                 state = _Function(_Columns(FUNCTION_COLUMNS, self.capacity), zero)
                 state.marks.append((self._last_time or now, zero.buckets, 0, 0))
                 self._functions[ref] = state
+            total["instances"] += reading.available
+            total["inflight"] += reading.inflight
+            if reading == state.last and state.marks[0][2] == reading.invocations and state.row:
+                # Nothing moved, nor within the window: the row stands (most functions, most
+                # seconds; what keeps a tick cheap with hundreds of functions).
+                state.columns.put(slot, {**_IDLE, "instances": reading.available,
+                                         "inflight": reading.inflight})  # fmt: skip
+                continue
             point, deltas = self._point(state.last, reading, interval)
             state.columns.put(slot, point)
             state.last = reading
             for name in ("rate", "coldStarts", "clientErrors", "serverErrors"):
                 total[name] += point[name] if interval > 0 else 0.0
-            total["instances"] += reading.available
-            total["inflight"] += reading.inflight
             for i, delta in enumerate(deltas):
                 total_buckets[i] += delta
             row = self._row(ref, state, now, reading, point)
