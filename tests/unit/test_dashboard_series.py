@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from faasd_py.gateway._metrics import GatewayMetrics
 from faasd_py.ui import AppReading, FunctionReading, SeriesStore, quantile
+from faasd_py.ui._sampler import _CountReader
 
 BOUNDS = (0.001, 0.01, 0.1, 1.0, math.inf)
 
@@ -137,3 +139,21 @@ def test_a_quantile_lies_within_the_bounds_of_its_bucket(counts: list[int], q: f
 def test_a_capacity_below_two_is_refused() -> None:
     with pytest.raises(ValueError, match="capacity"):
         SeriesStore(BOUNDS, capacity=1)
+
+
+def test_the_sampler_reads_what_the_gateways_metrics_count() -> None:
+    metrics = GatewayMetrics(dict)
+    reader = _CountReader(metrics)
+    metrics.observe("f", 200, 0.003)
+    metrics.observe("f", 200, 0.2, cold_start_seconds=0.1)
+    metrics.observe("f", 404, 0.0005)
+    metrics.observe("g.team", 503, 0.02)
+    first = reader.read()
+    assert (first["f"].invocations, first["f"].client_errors, first["f"].cold_starts) == (3, 1, 1)
+    assert first["g.team"].server_errors == 1
+    # Cumulative over BOUNDS, as the registry renders them (le="0.001": 1 call, ... +Inf: 3).
+    assert first["f"].buckets[0] == 1 and first["f"].buckets[-1] == 3
+    metrics.observe("f", 200, 0.003)
+    again = reader.read()  # the moved series read afresh, the others as they were
+    assert again["f"].invocations == 4 and again["f"].buckets[-1] == 4
+    assert again["g.team"].buckets == first["g.team"].buckets
