@@ -48,6 +48,8 @@ interface Line {
   tr: HTMLTableRowElement;
   cells: HTMLTableCellElement[];
   key: string; // what its cells show, to skip unchanged rows
+  status: FunctionStatus | null; // the status its haystack was made from
+  haystack: string; // what the filter searches, lower case
 }
 
 export class FunctionsView {
@@ -71,7 +73,7 @@ export class FunctionsView {
     private readonly live: Live,
     private readonly open: (ref: string) => void,
   ) {
-    this.filter.addEventListener("input", () => this.render(true));
+    this.filter.addEventListener("input", () => this.render(false));
     const head = h(
       "tr",
       {},
@@ -88,12 +90,30 @@ export class FunctionsView {
         h("a", { class: "button primary", href: "#/deploy" }, "Deploy a function")),
       h("div", { class: "table-wrap" }, h("table", { class: "functions" }, h("thead", {}, head), this.body)),
     );
-    this.unsubscribe = live.on(() => this.render(false));
+    // Ticks name the rows that changed; renders wait for the next frame, so that ticks that
+    // arrive together (after a reconnect, or a busy tab) cost one.
+    this.unsubscribe = live.on((tick) => {
+      if (tick) tick.rows.forEach((row) => this.dirty.add(row.ref));
+      else this.everything = true;
+      this.schedule();
+    });
     this.render(true);
+  }
+
+  private dirty = new Set<string>();
+  private everything = true;
+  private frame = 0;
+
+  private schedule(): void {
+    this.frame ||= requestAnimationFrame(() => {
+      this.frame = 0;
+      this.render(false);
+    });
   }
 
   destroy(): void {
     this.unsubscribe();
+    cancelAnimationFrame(this.frame);
   }
 
   private sortBy(key: string): void {
@@ -110,7 +130,13 @@ export class FunctionsView {
         this.lines.delete(ref);
       }
     }
-    for (const [ref, status] of functions) this.update(ref, status, rows.get(ref));
+    const changed = this.everything || force ? functions.keys() : this.dirty.values();
+    for (const ref of changed) {
+      const status = functions.get(ref);
+      if (status) this.update(ref, status, rows.get(ref));
+    }
+    this.dirty.clear();
+    this.everything = false;
     const words = this.filter.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     const column = COLUMNS.find((c) => c.key === this.sortKey)!;
     const refs = [...functions.keys()];
@@ -132,20 +158,17 @@ export class FunctionsView {
     }
     let shown = 0;
     for (const ref of refs) {
-      const status = functions.get(ref)!;
-      const haystack = [status.name, status.namespace, status.image, ...Object.entries(status.labels ?? {}).flat()]
-        .join(" ")
-        .toLowerCase();
-      const visible = words.every((word) => haystack.includes(word));
-      this.lines.get(ref)!.tr.hidden = !visible;
+      const line = this.lines.get(ref)!;
+      const visible = words.every((word) => line.haystack.includes(word));
+      if (line.tr.hidden === visible) line.tr.hidden = !visible;
       shown += visible ? 1 : 0;
     }
-    this.count.textContent = `${shown} of ${functions.size}`;
+    const count = `${shown} of ${functions.size}`;
+    if (this.count.textContent !== count) this.count.textContent = count;
     for (const [key, button] of this.headers) {
-      button.closest("th")!.setAttribute(
-        "aria-sort",
-        key === this.sortKey ? (this.descending ? "descending" : "ascending") : "none",
-      );
+      const sort = key === this.sortKey ? (this.descending ? "descending" : "ascending") : "none";
+      const th = button.closest("th")!;
+      if (th.getAttribute("aria-sort") !== sort) th.setAttribute("aria-sort", sort);
     }
     if (!functions.size) this.body.append(this.empty);
     else this.empty.remove();
@@ -164,8 +187,14 @@ export class FunctionsView {
         this.open(ref);
       });
       cells[0]!.append(link);
-      line = { tr, cells, key: "" };
+      line = { tr, cells, key: "", status: null, haystack: "" };
       this.lines.set(ref, line);
+    }
+    if (line.status !== status) {
+      line.status = status;
+      line.haystack = [status.name, status.namespace, status.image, ...Object.entries(status.labels ?? {}).flat()]
+        .join(" ")
+        .toLowerCase();
     }
     if (line.key === key) return;
     line.key = key;
