@@ -215,7 +215,8 @@ async def test_zygotes_count_against_the_hosts_memory(tmp_path: Path) -> None:
         assert (await platform.invoke("first", b"a"))[:2] == (200, b"hello a")
         zygotes = 1 if platform.worker.zygote else 0
         reserved = 128 * MIB + zygotes * 64 * MIB
-        assert platform.worker.admission_statistics().reserved == reserved
+        # (Sandboxed, the zygote starts just after a first start from the base zygote.)
+        await _until(lambda: platform.worker.admission_statistics().reserved == reserved, "zygote")
         # Room for the second's instance (320Mi of 330Mi), not for its zygote as well.
         await platform.deploy("second", HELLO)
         assert (await platform.invoke("second", b"b"))[:2] == (200, b"hello b")
@@ -223,6 +224,7 @@ async def test_zygotes_count_against_the_hosts_memory(tmp_path: Path) -> None:
         assert (stats.instances, stats.zygotes) == (2, zygotes)
         assert await platform.metric("faasd_admission_zygotes") == zygotes
         if platform.worker.zygote:
+            await _until(lambda: platform.worker.launcher_statistics("second").fallbacks > 0, "no")
             assert platform.worker.launcher_statistics("second").zygote_pid is None
             said = [line["text"] for line in await platform.logs("second")]
             assert any("no room for its zygote" in text for text in said), said
@@ -245,6 +247,8 @@ async def test_a_zygote_that_leaves_no_room_for_instances_gets_a_429(tmp_path: P
     try:
         await platform.deploy("first", HELLO)
         assert (await platform.invoke("first", b"a"))[0] == 200
+        # (Sandboxed, the zygote starts just after a first start from the base zygote.)
+        await _until(lambda: platform.worker.admission_statistics().zygotes == 1, "zygote")
         await platform.deploy("second", HELLO)
         status, body, _ = await platform.invoke("second", b"b")
         assert status == 429, body
