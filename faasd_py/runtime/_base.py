@@ -108,6 +108,8 @@ PRELOAD = (
 def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="faasd_py.runtime._base")
     parser.add_argument("--control", type=int, required=True, metavar="FD")
+    # Its value is only room: each fork writes its own command line over this process's.
+    parser.add_argument("--room", default="")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     control = socket.socket(fileno=args.control)
     control.setblocking(True)
@@ -175,10 +177,11 @@ def _run_function(
     os.environ.update(env)
     name = next((a.split("=", 1)[1] for a in runtime_args if a.startswith("--function-name=")), "")
     if name:
-        # What `ps` and /proc/PID/comm show for it: the function, not the base's command line
-        # (which /proc/PID/cmdline keeps: rewriting it takes CAP_SYS_RESOURCE).
+        # What `ps` and /proc/PID/comm show for it: the function, not the base.
         with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
             comm.write(name[:15])
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        _retitle([sys.executable, "-m", "faasd_py.runtime", *runtime_args])
     from faasd_py.runtime import __main__ as runtime_main
 
     sys.argv = [runtime_main.__file__ or "faasd_py.runtime", *runtime_args]
@@ -197,6 +200,20 @@ def _run_function(
             start.send(msgpack.packb(timeline))
     runtime_main.main(runtime_args, loaded)
     exit_now(0)
+
+
+def _retitle(argv: list[str]) -> None:
+    """Show `argv` as this process's command line (/proc/PID/cmdline, `ps`), as an exec'd
+    instance's would read, in the room the base's own left (--room): the kernel shows what
+    the memory between the process's arg_start and arg_end holds, which the process may
+    rewrite through /proc/self/mem (setproctitle's way; prctl's takes CAP_SYS_RESOURCE)."""
+    with open("/proc/self/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()  # from field 3, the state, on
+    start, end = int(fields[45]), int(fields[46])  # fields 48 and 49: arg_start, arg_end
+    title = b"\0".join(os.fsencode(arg) for arg in argv)[: end - start - 1]
+    with open("/proc/self/mem", "r+b", buffering=0) as memory:
+        memory.seek(start)
+        memory.write(title.ljust(end - start, b"\0"))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ _TIMELINES = 1024  # kept for benchmarks (bench/coldstart.py)
 # How long after a start the next spare is made: its fork and cgroup move (and the function's
 # own zygote, faasd_py.worker._zygote) stay off the CPU while that start runs its first call.
 _REFILL_DELAY = 0.05
+_ROOM = 2048
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class BaseZygote:
                 "-m",
                 "faasd_py.runtime._base",
                 f"--control={child.fileno()}",
+                f"--room={'_' * _ROOM}",  # for its forks' command lines (runtime._base)
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
