@@ -205,7 +205,8 @@ class ForkServer:
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())],
             )
         except OSError as exc:
-            raise ZygoteFailed(f"cannot fork: {exc}") from exc
+            # Refused on another socket: that one's reader is gone (a spare), not the server.
+            raise ZygoteFailed(f"cannot fork: {exc}", broken=via is None) from exc
         self._pending[request_id] = (child, forked)
         return self._answer(request_id, forked)
 
