@@ -21,17 +21,19 @@ imports the handler: module-level code of a function never runs outside its sand
 The control protocol is faasd_py/runtime/_zygote.py's, with these requests and answers:
 
     base -> worker          {"op": "ready", "pid"}
-    worker -> base          {"op": "fork", "id", "spec", "fds", "runtime_args"} + SCM_RIGHTS:
+    worker -> base          {"op": "spare", "id"} + SCM_RIGHTS: the intermediate's socket
+    intermediate -> worker  {"op": "forked", "id", "pid": its own}, then, on its socket:
+    worker -> intermediate  {"op": "fork", "id", "spec", "fds", "runtime_args"} + SCM_RIGHTS:
                             the start socket, then one fd per entry of "fds" (the number it
                             takes in the sandbox); "spec": isolation.sandbox.spec_to_wire
     intermediate -> worker  {"op": "forked", "id", "pid"} | {"op": "fork_failed", "id", "error"}
     base -> worker          {"op": "exited", "pid", "status"}
 
-A spare intermediate is forked ahead: {"op": "spare", "id"} + SCM_RIGHTS: a socket of its
-own, on which it waits, once announced ({"op": "forked", "id", "pid": its own}), for one
-"fork" request as above. The worker moves it into a cgroup meanwhile, and the instance that
-it forks is born there: neither the fork of the base nor the cgroup move (milliseconds on
-cgroup v1) is on the cold start's clock.
+The base itself never receives a function's spec (its environment and paths): what it once
+held would linger in its memory, and so in every later fork of it, another function's
+sandbox. An intermediate is usually forked ahead, a spare, and moved into a cgroup meanwhile,
+where the instance it forks is then born: neither the base's fork nor the cgroup move
+(milliseconds on cgroup v1) is on the cold start's clock.
 
 Pids are host pids: the base runs in the worker's PID namespace. A function's own zygote
 (`runtime_args` with --zygote) is started this way too, and forks that function's instances
@@ -56,7 +58,7 @@ import msgpack
 from faasd_py.isolation.sandbox import become_subreaper, fork_sandboxed, spec_from_wire
 from faasd_py.runtime._loader import load_handler
 from faasd_py.runtime._serve import describe_error
-from faasd_py.runtime._zygote import close_all, exit_now, receive, send, serve_forks
+from faasd_py.runtime._zygote import exit_now, receive, send, serve_forks
 
 # Imported once here so that no cold start pays for them: the runtime (its channel, the
 # native shim, the loader) and what handlers commonly import. Missing ones are skipped.
@@ -120,17 +122,15 @@ def main(argv: list[str] | None = None) -> NoReturn:
     gc.freeze()
     send(control, {"op": "ready", "pid": os.getpid()})
     request, fds = serve_forks(control, base=True)
-    if request.get("op") == "spare":
-        request, fds = _spare(control, request, fds)
+    request, fds = _intermediate(control, request, fds)
     _sandbox(control, request, fds)
 
 
-def _spare(
+def _intermediate(
     control: socket.socket, request: dict[str, Any], fds: list[int]
 ) -> tuple[dict[str, Any], list[int]]:
-    """In a spare intermediate: announce itself (the worker moves it into a cgroup, the
-    slow part of a start on cgroup v1), then wait on its own socket for a fork request."""
-    close_all(fds[1:])
+    """In an intermediate: announce itself (the worker may move it into a cgroup, the slow
+    part of a start on cgroup v1), then wait on its own socket for its request."""
     with socket.socket(fileno=fds[0]) as spare:
         send(control, {"op": "forked", "id": request.get("id"), "pid": os.getpid()})
         assigned, assigned_fds = receive(spare)

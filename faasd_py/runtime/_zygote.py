@@ -100,10 +100,10 @@ def serve_forks(control: socket.socket, *, base: bool = False) -> tuple[dict[str
     """The zygote's loop; returns only in a forked child, with its request and the fds that
     came with it. A function's zygote forks on requests with exactly three fds, announces each
     child ("forked") and reports its exit; at the end of its control socket it kills them.
-    The base zygote (`base`, faasd_py.runtime._base) forks on "fork" and "spare" requests
-    with at least one fd; each child announces itself (a spare at once, a fork once
-    sandboxed) and exits, leaving its sandbox to the base (a subreaper), which reports the
-    exits of those adopted processes; they outlive it."""
+    The base zygote (`base`, faasd_py.runtime._base) forks an intermediate on each "spare"
+    request (one fd: its socket), which announces itself, takes its one request there and
+    exits once it has forked a sandbox, leaving the sandbox to the base (a subreaper), which
+    reports the exits of those adopted processes; they outlive it."""
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_write)
     # A Python-level handler, so that SIGCHLD writes to the wakeup fd (and is not ignored).
@@ -126,8 +126,8 @@ def serve_forks(control: socket.socket, *, base: bool = False) -> tuple[dict[str
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
             exit_now(0)
-        ops = ("fork", "spare") if base else ("fork",)
-        if request.get("op") not in ops or (len(fds) < 1 if base else len(fds) != 3):
+        op, count = ("spare", 1) if base else ("fork", 3)
+        if request.get("op") != op or len(fds) != count:
             close_all(fds)
             continue
         sys.stdout.flush()

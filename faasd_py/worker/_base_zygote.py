@@ -178,10 +178,11 @@ class BaseZygote:
     ) -> tuple[ForkedChild, Cgroup]:
         requested = time.monotonic_ns()
         # The spare forked ahead, in its cgroup already (so then is the sandbox it forks),
-        # or, if none is ready, the base forks now and the launcher moves the sandbox into
-        # a new cgroup before it runs.
+        # or, if none is ready, an intermediate forked now, and the launcher moves the
+        # sandbox into a new cgroup before it runs. Either way the request goes to the
+        # intermediate alone: the base never holds a function's spec (its environment), which
+        # would linger in its memory, and so in every later fork's.
         spare = self._take_spare()
-        via = None
         try:
             if spare is not None:
                 cgroup, via = spare.cgroup, spare.socket
@@ -201,19 +202,20 @@ class BaseZygote:
         pairs = fd_pairs(spec)
         start, start_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         request = {
-            "spec": spec_to_wire(replace(spec, cgroup=None) if via else spec),
+            "spec": spec_to_wire(replace(spec, cgroup=None) if spare else spec),
             "fds": [target for _, target in pairs],
             "runtime_args": list(runtime_args),
         }
         try:
+            if spare is None:
+                via, _ = await self._intermediate(server)
             try:
                 forked = server.request_fork(
                     request, [start_child.fileno(), *(fd for fd, _ in pairs)], child, via=via
                 )
             finally:
                 start_child.close()
-                if via is not None:
-                    via.close()  # the spare has its request: nothing more goes there
+                via.close()  # the intermediate has its request: nothing more goes there
             child.watch(await forked)
         except BaseException:
             start.close()  # a child that got this far exits on it, unstarted
@@ -249,23 +251,34 @@ class BaseZygote:
             # A spare that could not be made is retrieved by _take_spare: a start without.
             self._spare.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _make_spare(self, server: ForkServer, delay: float) -> _Spare:
-        await asyncio.sleep(delay)
-        cgroup = Cgroup.create(
-            f"spare-{token.token_hex(4)}", CgroupLimits(), parent=self._cgroup_parent
-        )
+    async def _intermediate(self, server: ForkServer) -> tuple[socket.socket, int]:
+        """Fork an intermediate of the base: the socket on which it waits for its one
+        request, and its pid."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             try:
                 forked = server.request_fork({}, [theirs.fileno()], None, op="spare")
             finally:
                 theirs.close()
-            pid = await forked
+            return ours, await forked
+        except BaseException:
+            ours.close()  # it exits at its end
+            raise
+
+    async def _make_spare(self, server: ForkServer, delay: float) -> _Spare:
+        await asyncio.sleep(delay)
+        cgroup = Cgroup.create(
+            f"spare-{token.token_hex(4)}", CgroupLimits(), parent=self._cgroup_parent
+        )
+        ours = None
+        try:
+            ours, pid = await self._intermediate(server)
             # The move into a cgroup takes milliseconds on v1 (the kernel waits for an RCU
             # grace period): in a thread, off the loop and off any start's clock.
             await asyncio.to_thread(_join, cgroup, pid)
         except BaseException:
-            ours.close()  # the spare exits at its end
+            if ours is not None:
+                ours.close()  # the spare exits at its end
             cgroup.kill()
             await remove_cgroup(cgroup)
             raise

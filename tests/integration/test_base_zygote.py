@@ -5,9 +5,11 @@ redeploy's secrets, environment and limits hold for the next start from the base
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,34 @@ async def test_an_unloaded_app_holds_nothing_and_starts_from_the_base(platform: 
     package = str(platform.config.packages_dir)
     with open(f"/proc/{_base(platform).pid}/maps") as maps:
         assert package not in maps.read()
+
+
+async def test_the_base_never_holds_a_functions_environment(platform: Platform) -> None:
+    """What the base once held, every later fork of it (another function's sandbox) would
+    hold too: a function's spec goes to the base's intermediate, never to the base."""
+    await _secret(platform, "t")
+    marker = f"only-for-report-{uuid.uuid4().hex}"
+    await platform.deploy("report", REPORT, env={"colour": marker}, secrets=("token",))
+    assert (await _call(platform, "report"))["colour"] == marker
+    await _until(lambda: platform.worker.launcher_statistics("report").zygote_pid is not None)
+    await _unload(platform, "report")
+    assert (await _call(platform, "report"))["colour"] == marker
+    assert marker.encode() not in _writable_memory(_base(platform).pid)
+
+
+def _writable_memory(pid: int) -> bytes:
+    """The contents of the process's writable mappings (heap, stacks, anonymous memory)."""
+    chunks = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "w" not in fields[1]:
+                continue
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            with contextlib.suppress(OSError, ValueError, OverflowError):
+                mem.seek(start)
+                chunks.append(mem.read(end - start))
+    return b"".join(chunks)
 
 
 async def test_a_killed_base_zygote_is_replaced_and_no_call_fails(platform: Platform) -> None:
