@@ -5,9 +5,10 @@ dashboard open and streaming.
     python bench/dashboard_cost.py --duration 3 --runs 1    # a smoke run
 
 One `faasd-py up` with bench/warm.py's `hello` (shm, sandboxed), driven by wrk; runs
-alternate between "quiet" (no dashboard) and "watched": a client does what an open function
-page does for the whole run (follows /system/dashboard/events, follows the function's logs,
-and asks for its series every 5 s). Alternating spreads drift on the machine over both.
+alternate between "quiet" (no dashboard) and "watched", and which of the two goes first
+alternates too. Watched: a client does what an open function page does for the whole run
+(follows /system/dashboard/events, follows the function's logs, and asks for its series every
+5 s). Alternating spreads drift on the machine over both.
 Around each run it reads the CPU `up` spent (with its sandboxes) and what the rest of the
 machine did. The gateway samples its counters once a second whether or not anyone watches:
 both columns carry that; the watched one adds the streams.
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import concurrent.futures
 import contextlib
 import json
 import statistics
@@ -72,7 +72,7 @@ class Watcher:
         self._headers = {"Authorization": authorization}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._task: concurrent.futures.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
         self.events = 0
         self.series_calls = 0
 
@@ -105,19 +105,27 @@ class Watcher:
 
     def __enter__(self) -> Watcher:
         self._thread.start()
-        self._task = asyncio.run_coroutine_threadsafe(self._watch(), self._loop)
+        self._task = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
 
-    def __exit__(self, *_: object) -> None:
+    async def _start(self) -> asyncio.Task[None]:
+        return asyncio.create_task(self._watch())
+
+    async def _stop(self) -> None:
         assert self._task is not None
         if self._task.done():  # it failed: say why
             self._task.result()
-        self._loop.call_soon_threadsafe(self._task.cancel)
-        with contextlib.suppress(concurrent.futures.CancelledError):
-            self._task.result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
 
 
 def authorization(data_dir: Path) -> str:
@@ -139,7 +147,8 @@ def run(args: argparse.Namespace, console: Console) -> None:
             warm.drive(target, args.connections, args.warmup, wrk, script)
         runs: list[dict[str, Any]] = []
         for k in range(1, args.runs + 1):
-            for variant in (QUIET, WATCHED):
+            # Which goes first alternates too: a run right after another differs a little.
+            for variant in (QUIET, WATCHED) if k % 2 else (WATCHED, QUIET):
                 if variant == QUIET:
                     record = warm.measured_run(
                         target, variant, args.connections, k, args, wrk, script
