@@ -1,9 +1,13 @@
 """Zygotes: one per function, which has imported the runtime and the handler and forks the
 function's instances, so that a cold start costs a fork rather than an interpreter's start.
 
-A zygote is started as an instance is (`_process.start`: a sandbox, or a plain process under
---isolation process) with `--zygote=FD` instead of a channel; faasd_py/runtime/_zygote.py
-describes its control protocol. Per *function*, not per app as DESIGN.md first said: the
+A zygote is started as an instance is (`_process.start`: a sandbox, forked from the worker's
+base zygote where one runs, or a plain process under --isolation process) with `--zygote=FD`
+instead of a channel; faasd_py/runtime/_zygote.py describes its control protocol. With a base
+zygote, a function with no zygote of its own starts its instance from the base (a start from
+nothing: the app was unloaded, or never started) and its zygote a moment after, off that
+start's clock and CPU; without one, the first cold start starts the zygote and forks from it.
+Per *function*, not per app as DESIGN.md first said: the
 functions of an app have packages, secrets and limits of their own, and a zygote can only
 fork what it imported, inside the sandbox and limits it was started in.
 
@@ -270,7 +274,8 @@ async def _hello(start: socket.socket) -> int:
 
 class FunctionLauncher:
     """Starts the instances of one function (the pool's `Launcher`): forks of its zygote when
-    the settings and the function's channel allow one, fresh execs otherwise. Starts the
+    the settings and the function's channel allow one, otherwise starts from the base zygote
+    (sandboxes) or fresh execs ("execs" counts both). Starts the
     zygote at the first launch and again after it dies, keeps one spare forked ahead of the
     next cold start, and stops both at `close`. Owns the function's SecretsFolder, which its
     instances and zygote share: made at the first launch, updated by `update_secrets`,
