@@ -56,7 +56,7 @@ def test_deploy_invoke_and_watch_a_function(session: Session) -> None:
     session.log_in()
     page.get_by_role("link", name="Deploy a function").click()
     page.get_by_label("Function name").fill("echo-ui")
-    page.get_by_label("Package (image)").select_option("echo:latest")
+    page.get_by_label("Package (image)").fill("echo:latest")
     page.get_by_label("Environment").fill("greeting=hi")
     page.get_by_role("button", name="Deploy").click()
     expect(page.get_by_role("heading", name="echo-ui")).to_be_visible()
@@ -109,7 +109,7 @@ def test_a_bad_deploy_shows_the_gateways_400_next_to_its_field(session: Session)
     session.log_in()
     page.get_by_role("link", name="Deploy", exact=True).click()
     page.get_by_label("Function name").fill("bad-memory")
-    page.get_by_label("Package (image)").select_option("echo:latest")
+    page.get_by_label("Package (image)").fill("echo:latest")
     page.get_by_label("Memory limit").fill("lots")
     page.get_by_role("button", name="Deploy").click()
     expect(page.get_by_label("Memory limit")).to_have_accessible_description(
@@ -124,6 +124,13 @@ def test_a_bad_deploy_shows_the_gateways_400_next_to_its_field(session: Session)
         re.compile(r"^service: 'Not A Name' is not a valid function name")
     )
     expect(page.get_by_label("Memory limit")).to_have_accessible_description("")
+
+    page.get_by_label("Function name").fill("no-package")
+    page.get_by_label("Package (image)").fill("nowhere:latest")
+    page.get_by_role("button", name="Deploy").click()
+    expect(page.get_by_label("Package (image)")).to_have_accessible_description(
+        re.compile(r"^image 'nowhere:latest' is not in the package store")
+    )
 
 
 def test_create_and_remove_a_secret_and_a_namespace(session: Session) -> None:

@@ -39,7 +39,9 @@ const FIELDS: Record<string, string> = {
 
 export function deployView(namespaces: string[], deployed: (ref: string) => void): HTMLElement {
   const service = h("input", { type: "text", required: true, autocomplete: "off", placeholder: "my-function" });
-  const image = h("select", {});
+  // Any image may be typed; the store's packages are offered as it is.
+  const image = h("input", { type: "text", list: "packages", autocomplete: "off", placeholder: "hello:latest" });
+  const offered = h("datalist", { id: "packages" });
   const namespace = h("select", {}, ...namespaces.map((ns) => h("option", { value: ns, selected: ns === DEFAULT_NAMESPACE }, ns)));
   const env = h("textarea", { rows: 3, placeholder: "greeting=hi", class: "code" });
   const labels = h("textarea", { rows: 2, placeholder: "com.openfaas.scale.min=1", class: "code" });
@@ -64,11 +66,12 @@ export function deployView(namespaces: string[], deployed: (ref: string) => void
       field("CPU limit", cpu, "limits.cpu")),
     message,
     h("button", { type: "submit", class: "primary" }, "Deploy"),
+    offered,
   );
   getJson<Package[]>("/system/dashboard/packages")
     .then((packages) => {
-      image.append(...packages.map((p) => h("option", { value: p.image }, p.image)));
-      image.append(h("option", { value: "" }, "(type another image below)"));
+      offered.append(...packages.map((p) => h("option", { value: p.image })));
+      if (!image.value && packages[0]) image.value = packages[0].image;
     })
     .catch((error: unknown) => (message.textContent = String(error)));
   form.addEventListener("submit", async (event) => {
@@ -78,7 +81,7 @@ export function deployView(namespaces: string[], deployed: (ref: string) => void
     const limits = { memory: memory.value.trim() || undefined, cpu: cpu.value.trim() || undefined };
     const body = {
       service: service.value.trim(),
-      image: image.value,
+      image: image.value.trim(),
       namespace: namespace.value,
       envVars: pairs(env.value),
       labels: pairs(labels.value),
