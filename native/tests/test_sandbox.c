@@ -213,16 +213,55 @@ static int wait_child(struct sandbox_child *child)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
+/* A listening TCP socket on the host's loopback (its address in `addr`), or -1: what a
+ * sandbox must not reach. */
+static int loopback_listener(struct sockaddr_in *addr)
+{
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    memset(addr, 0, sizeof *addr);
+    addr->sin_family = AF_INET;
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof *addr;
+    if (listener < 0 || bind(listener, (struct sockaddr *)addr, sizeof *addr) < 0 ||
+        listen(listener, 1) < 0 || getsockname(listener, (struct sockaddr *)addr, &len) < 0) {
+        if (listener >= 0)
+            close(listener);
+        return -1;
+    }
+    return listener;
+}
+
+/* Give the sandbox `write_fd` at PASSED_FD, and the caller's stderr. */
+static void pass_pipe(struct self_spec *s, struct sandbox_fd fds[2], int write_fd)
+{
+    fds[0] = (struct sandbox_fd){write_fd, PASSED_FD};
+    fds[1] = (struct sandbox_fd){2, 2};
+    s->spec.fds = fds;
+    s->spec.n_fds = 2;
+}
+
+/* The started `child` passes its checks: it exits 0, says "ok" through the passed pipe
+ * (`pipefd`), and nothing of it reaches `listener`. Closes the test's descriptors. */
+static int child_passed(struct sandbox_child *child, int pipefd[2], int leaked, int listener)
+{
+    close(pipefd[1]);
+    CHECK_RC(wait_child(child), 0);
+    char buf[8] = {0};
+    CHECK_RC(read(pipefd[0], buf, sizeof buf), 2);
+    CHECK(memcmp(buf, "ok", 2) == 0);
+    CHECK(accept(listener, NULL, NULL) < 0 && errno == EAGAIN); /* nothing came through */
+    close(pipefd[0]);
+    close(leaked);
+    close(listener);
+    return T_OK;
+}
+
 /* Isolation, privileges, the filter and descriptors, checked by the child itself. */
 static int test_isolation(void)
 {
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
+    struct sockaddr_in addr;
+    int listener = loopback_listener(&addr);
     CHECK(listener >= 0);
-    CHECK(bind(listener, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(listener, 1) == 0);
-    CHECK(getsockname(listener, (struct sockaddr *)&addr, &len) == 0);
     int leaked = open("/dev/null", O_RDONLY); /* inheritable on purpose */
     int pipefd[2];
     CHECK(leaked >= 0 && pipe2(pipefd, O_CLOEXEC) == 0);
@@ -233,20 +272,11 @@ static int test_isolation(void)
     char *argv[] = {self_path, "--inside", port, leaked_arg, NULL};
     struct self_spec s;
     CHECK_RC(self_spec_init(&s, argv), 0);
-    struct sandbox_fd fds[] = {{pipefd[1], PASSED_FD}, {2, 2}};
-    s.spec.fds = fds;
-    s.spec.n_fds = 2;
+    struct sandbox_fd fds[2];
+    pass_pipe(&s, fds, pipefd[1]);
     struct sandbox_child child;
     CHECK_RC(sandbox_spawn(&s.spec, &child), 0);
-    close(pipefd[1]);
-    CHECK_RC(wait_child(&child), 0);
-    char buf[8] = {0};
-    CHECK_RC(read(pipefd[0], buf, sizeof buf), 2);
-    CHECK(memcmp(buf, "ok", 2) == 0);
-    CHECK(accept(listener, NULL, NULL) < 0 && errno == EAGAIN); /* nothing came through */
-    close(pipefd[0]);
-    close(leaked);
-    close(listener);
+    CHECK_RC(child_passed(&child, pipefd, leaked, listener), T_OK);
     CHECK(rmdir(s.root) == 0); /* nothing was written to the host directory */
     return T_OK;
 }
@@ -255,22 +285,17 @@ static int test_isolation(void)
  * exec'd one; a descriptor it was not given is closed, not just close-on-exec. */
 static int test_fork(void)
 {
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    struct sockaddr_in addr = {.sin_family = AF_INET};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
+    struct sockaddr_in addr;
+    int listener = loopback_listener(&addr);
     CHECK(listener >= 0);
-    CHECK(bind(listener, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(listener, 1) == 0);
-    CHECK(getsockname(listener, (struct sockaddr *)&addr, &len) == 0);
     int leaked = open("/dev/null", O_RDONLY | O_CLOEXEC); /* close-on-exec: still closed */
     int pipefd[2];
     CHECK(leaked >= 0 && pipe2(pipefd, O_CLOEXEC) == 0);
     char *argv[] = {self_path, NULL};
     struct self_spec s;
     CHECK_RC(self_spec_init(&s, argv), 0);
-    struct sandbox_fd fds[] = {{pipefd[1], PASSED_FD}, {2, 2}};
-    s.spec.fds = fds;
-    s.spec.n_fds = 2;
+    struct sandbox_fd fds[2];
+    pass_pipe(&s, fds, pipefd[1]);
     struct sandbox_child child;
     int rc = sandbox_fork(&s.spec, &child);
     if (rc == 0 && child.pid == 0) {
@@ -283,15 +308,7 @@ static int test_fork(void)
     }
     CHECK_RC(rc, 0);
     CHECK(child.pid > 0 && child.pidfd >= 0);
-    close(pipefd[1]);
-    CHECK_RC(wait_child(&child), 0);
-    char buf[8] = {0};
-    CHECK_RC(read(pipefd[0], buf, sizeof buf), 2);
-    CHECK(memcmp(buf, "ok", 2) == 0);
-    CHECK(accept(listener, NULL, NULL) < 0 && errno == EAGAIN);
-    close(pipefd[0]);
-    close(leaked);
-    close(listener);
+    CHECK_RC(child_passed(&child, pipefd, leaked, listener), T_OK);
 
     /* A failed step is reported in the parent, as sandbox_spawn's are. */
     struct sandbox_mount missing[] = {{"/no/such/source", "/x", 0}};

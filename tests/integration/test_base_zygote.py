@@ -4,13 +4,12 @@ redeploy's secrets, environment and limits hold for the next start from the base
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from faasd_py.isolation.sandbox import unavailable_reason
 from faasd_py.spec import FunctionSpec, Resources
 from tests._ci import in_ci
+from tests.integration._poll import until as _until
 from tests.integration.conftest import Platform, start_platform, stop_platform
 
 REPORT = """
@@ -52,15 +52,6 @@ async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
         yield running
     finally:
         await stop_platform(running)
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Poll a condition of processes outside this loop, up to 10 s."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met within 10 s")
 
 
 async def _call(platform: Platform, name: str, body: bytes = b"") -> dict[str, Any]:

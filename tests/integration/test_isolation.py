@@ -8,7 +8,6 @@ the handler); `zygote`, forked from the function's own zygote (itself forked fro
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests._ci import in_ci
+from tests.integration._poll import until as _until
 from tests.integration.conftest import HELLO, Platform, start_platform, stop_platform
 
 LAUNCHES = ("base", "zygote", "exec")
@@ -167,15 +167,6 @@ def launched_as(platform: Sandboxed, name: str, forks_before: int) -> None:
 def base_forks(platform: Sandboxed) -> int:
     base = platform.worker.base_zygote_statistics()
     return 0 if base is None else base.forks
-
-
-async def _until(condition: Any) -> None:
-    """Poll a condition of processes outside this loop, up to 10 s."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met within 10 s")
 
 
 async def probe(platform: Sandboxed, name: str) -> dict[str, Any]:

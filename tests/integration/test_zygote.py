@@ -15,7 +15,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 
 from faasd_py.spec import FunctionSpec
 from tests._ci import in_ci
+from tests.integration._poll import until as _until
 from tests.integration.conftest import Platform, start_platform, stop_platform
 
 IMPORTS = """
@@ -116,15 +117,6 @@ async def _warm_zygote(platform: Platform, name: str) -> int:
     zygote = _zygote_pid(platform, name)
     assert zygote is not None
     return zygote
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Poll a condition of processes outside this loop (no event to wait on), up to 10 s."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met within 10 s")
 
 
 async def test_cold_starts_fork_the_zygote_that_imported_the_handler(platform: Platform) -> None:
