@@ -71,7 +71,8 @@ def handle(event, context):
 STAGES = (
     ("worker before the fork (pool, channel, cgroup, spec)", "invoked", "requested"),
     ("to the base zygote's spare (or a fork of the base)", "requested", "forked"),
-    ("clone into new namespaces", "forked", "child"),
+    ("the spec, as C structs", "forked", "clone"),
+    ("clone into new namespaces", "clone", "child"),
     ("uid/gid maps, cgroup joined", "child", "go"),
     ("root: mounts, /proc, pivot_root", "go", "root"),
     ("fds, rlimits, capabilities, seccomp", "root", "sealed"),
