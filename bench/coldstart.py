@@ -76,7 +76,8 @@ STAGES = (
     ("uid/gid maps, cgroup joined", "child", "go"),
     ("root: mounts, /proc, pivot_root", "go", "root"),
     ("fds, rlimits, capabilities, seccomp", "root", "sealed"),
-    ("back in Python, until the go-ahead", "sealed", "resumed"),
+    ("back in Python: environment, name, flags", "sealed", "waiting"),
+    ("waiting for the worker's go-ahead", "waiting", "resumed"),
     ("handler import", "resumed", "imported"),
     ("ready and first invocation", "imported", "result"),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import sys
@@ -15,6 +16,16 @@ Loaded = tuple[Handler, bool]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.fd is None and args.zygote is None and args.listen is None:
+        parser.error("--fd is required (or --zygote, or --listen for net)")
+    return args
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """Built once (the base zygote builds it before it forks: a start from it only parses)."""
     parser = argparse.ArgumentParser(prog="faasd_py.runtime")
     parser.add_argument("--channel", choices=("shm", "socket", "net"), default="socket")
     parser.add_argument(
@@ -36,10 +47,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--zygote", type=int, metavar="CONTROL_FD", help="import, then fork instances on request"
     )
-    args = parser.parse_args(argv)
-    if args.fd is None and args.zygote is None and args.listen is None:
-        parser.error("--fd is required (or --zygote, or --listen for net)")
-    return args
+    return parser
 
 
 def main(argv: list[str] | None = None, loaded: Loaded | None = None) -> None:

@@ -107,6 +107,18 @@ PRELOAD = (
 )
 
 
+# Flags of the runtime's kind, parsed once in the base before it forks.
+_REHEARSAL = [
+    "--channel=shm",
+    "--fd=3",
+    "--function-name=base",
+    "--function-dir=/",
+    "--secrets-dir=/",
+    "--max-frame=1",
+    "--max-body=1",
+]
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="faasd_py.runtime._base")
     parser.add_argument("--control", type=int, required=True, metavar="FD")
@@ -118,6 +130,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
     for module in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+    from faasd_py.runtime import __main__ as runtime_main
+
+    runtime_main.parse(_REHEARSAL)  # its parser built, and what parsing first builds
     become_subreaper()
     gc.freeze()
     send(control, {"op": "ready", "pid": os.getpid()})
@@ -187,6 +202,7 @@ def _run_function(
     sys.argv = [runtime_main.__file__ or "faasd_py.runtime", *runtime_args]
     args = runtime_main.parse(runtime_args)
     with socket.socket(fileno=start_fd) as start:
+        timeline["waiting"] = time.monotonic_ns()
         if start.recv(1) != b"g":  # the worker gave up on this instance
             exit_now(0)
         timeline["resumed"] = time.monotonic_ns()
