@@ -20,11 +20,12 @@ from typing import Any
 from faasd_py.isolation.sandbox import SANDBOX_UID, SECRETS_PATH
 from faasd_py.spec import FunctionSpec
 from tests.integration import test_zygote
+from tests.integration._poll import until
 from tests.integration.conftest import Platform
 
 platform = test_zygote.platform
 _sandboxes_where_asked = test_zygote._sandboxes_where_asked
-_until = test_zygote._until
+_until = until
 
 # Reads the secret's file at every call (as OpenFaaS's docs tell functions to), and says which
 # process answered: a restart would show as a new pid.
