@@ -86,6 +86,11 @@ def test_deploy_invoke_and_watch_a_function(session: Session) -> None:
     histogram = page.get_by_role("figure", name="Idle times")
     expect(histogram).to_contain_text(re.compile(r"[1-9]\d* idle times in range"))
     expect(page.get_by_text(re.compile(r"App echo-ui is loaded"))).to_be_visible()
+    # Its reads through the app's cache: hits, and the bytes it holds.
+    hit_rate = page.get_by_role("figure", name="Cache hit rate")
+    expect(hit_rate).to_contain_text(re.compile(r"peak (0\.\d*[1-9]|1)\)"))
+    cached = page.get_by_role("figure", name="Bytes cached")
+    expect(cached).to_contain_text(re.compile(r"peak [1-9]"))
     if session.screenshots:
         session.traffic("echo-ui", 45)
         page.get_by_role("button", name="Invoke").click()

@@ -46,10 +46,10 @@ export class LiveChart {
       height: 170,
       cursor: { drag: { x: false, y: false } },
       legend: { live: false },
-      scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
+      scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1) * 1.08] } },
       axes: [
         // One line of clock time: the window is minutes long, its date needs no saying.
-        { stroke: "#8a94a6", values: (_u, splits) => splits.map((t) => new Date(t * 1000).toLocaleTimeString("en-GB")) },
+        { stroke: "#8a94a6", space: 80, values: (_u, splits) => splits.map((t) => new Date(t * 1000).toLocaleTimeString("en-GB")) },
         { stroke: "#8a94a6", size: 50, label: unit },
       ],
       series: [

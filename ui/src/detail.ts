@@ -24,6 +24,7 @@ export class FunctionView {
   private readonly summary = h("dl", { class: "summary" });
   private readonly keepAliveText = h("p", { class: "keepalive" });
   private app = "";
+  private appPoint: Record<string, number | null> | null = null;
   private histogramTimer = 0;
 
   constructor(
@@ -115,6 +116,12 @@ export class FunctionView {
     this.app = String(series.app?.name ?? "");
     const { name: _name, ...columns } = series.app ?? {};
     this.appWindow.load(series.t, columns as Record<string, (number | null)[]>);
+    const last = series.t.length - 1;
+    if (last >= 0 && series.app?.name !== undefined) {
+      this.appPoint = Object.fromEntries(
+        Object.entries(columns as Record<string, (number | null)[]>).map(([key, values]) => [key, values[last] ?? null]),
+      );
+    }
     this.draw();
     this.drawHistogram(series);
     // The histogram changes only when the app goes idle and is called again: every 5 s is plenty.
@@ -139,17 +146,12 @@ export class FunctionView {
   private onTick(tick: Tick | null): void {
     this.renderSummary();
     if (!tick) return;
-    const row = tick.rows.find((r) => r.ref === this.ref);
-    const last = this.live.rows.get(this.ref);
-    // An unchanged function is not sent: nothing ran, its gauges are as they were.
-    const point = row?.point ?? {
-      rate: 0, p50: null, p99: null, coldStarts: 0, clientErrors: 0, serverErrors: 0,
-      instances: last?.available ?? null, inflight: last?.inflight ?? null,
-    };
-    this.window.push(tick.t, point);
-    const app = tick.apps[this.app];
-    const cached = this.appWindow.columns.cacheBytes;
-    this.appWindow.push(tick.t, app ?? { hitRate: null, cacheBytes: cached?.[cached.length - 1] ?? null, prewarmHits: 0 });
+    // A tick names only what changed: a function or app it leaves out had the same point as
+    // in the last second (the row the live state holds; the app's point kept here).
+    const point = this.live.rows.get(this.ref)?.point;
+    if (point) this.window.push(tick.t, point);
+    this.appPoint = tick.apps[this.app] ?? this.appPoint;
+    if (this.appPoint) this.appWindow.push(tick.t, this.appPoint);
     this.draw();
   }
 
