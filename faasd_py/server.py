@@ -370,6 +370,7 @@ def _banner(console: Console, platform: Platform) -> None:
     config, user = platform.config, platform.credentials.user
     created = "created now" if platform.credentials_created else "existing"
     console.print(f"[bold green]faasd-py[/] gateway listening on [bold]{platform.url}[/]")
+    console.print(f"  dashboard:    {platform.url}/ui/ (user {user!r}, the password below)")
     console.print(f"  data dir:     {config.data_dir}")
     console.print(
         f"  credentials:  {config.credentials_dir}/basic-auth-password "
@@ -410,11 +411,15 @@ def _policy_line(config: Config) -> str:
 
 
 def _isolation_line(worker: Worker) -> str:
-    starts = (
-        "cold starts fork a zygote per function"
-        if worker.zygote
-        else "each instance a fresh interpreter"
-    )
+    if worker.base_zygote is not None:
+        starts = (
+            "cold starts fork the function's zygote, or from nothing the base zygote "
+            "(the child sandboxes itself before it imports the function)"
+        )
+    elif worker.zygote:
+        starts = "cold starts fork a zygote per function"
+    else:
+        starts = "each instance a fresh interpreter"
     if worker.isolation == "sandbox":
         return (
             "sandbox (namespaces, cgroup limits, seccomp, a root of its own per function, "

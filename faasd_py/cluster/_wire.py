@@ -10,7 +10,8 @@ how an invocation, its outcome and a pool's figures become msgpack maps and back
                         scale    {ref, replicas} -> {}
                         secret   {namespace, name, value} -> {}
                         stats    {} -> {pools {ref: PoolStatistics fields}}
-                        logs     {ref, tail, since, instance} -> {entries [[time, instance, text]]}
+                        logs     {ref, tail, since, instance}
+                                 -> {entries [[time, instance, text, stream]]}
 
 Errors travel as the transport's (status, message): a worker's 400 for a spec it cannot run
 reaches the user as the same 400.
@@ -116,8 +117,12 @@ def sum_statistics(parts: list[PoolStatistics]) -> PoolStatistics:
 
 
 def entries_reply(entries: list[LogEntry]) -> dict[str, Any]:
-    return {"entries": [[e.timestamp, e.instance, e.text] for e in entries]}
+    return {"entries": [[e.timestamp, e.instance, e.text, e.stream] for e in entries]}
 
 
 def entries_of(reply: dict[str, Any]) -> list[LogEntry]:
-    return [LogEntry(float(t), str(i), str(text)) for t, i, text in reply["entries"]]
+    # A worker of an earlier faasd-py sends no stream: its lines read as stdout.
+    return [
+        LogEntry(float(t), str(i), str(text), str(rest[0]) if rest else "stdout")
+        for t, i, text, *rest in reply["entries"]
+    ]

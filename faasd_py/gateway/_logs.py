@@ -50,6 +50,7 @@ def _line(name: str, namespace: str, entry: LogEntry) -> bytes:
         "instance": entry.instance,
         "timestamp": rfc3339(entry.timestamp),
         "text": entry.text,
+        "stream": entry.stream,
     }
     return json.dumps(record).encode() + b"\n"
 

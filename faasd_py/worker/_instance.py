@@ -248,8 +248,9 @@ class Instance:
             )
 
     def _capture_output(self) -> None:
-        for stream in (self._process.stdout, self._process.stderr):
-            self._tasks.append(asyncio.create_task(pump_output(stream, self._logs, self.id)))
+        for stream, name in ((self._process.stdout, "stdout"), (self._process.stderr, "stderr")):
+            pump = pump_output(stream, self._logs, self.id, name)
+            self._tasks.append(asyncio.create_task(pump))
 
     # --- invoke --------------------------------------------------------------------------------
 

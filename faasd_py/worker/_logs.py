@@ -36,11 +36,17 @@ BURST_BUFFERS = 4
 _CHUNK = 64 * 1024
 
 
+# Where a line came from: a process's two output streams, or the worker itself (a start that
+# failed, a zygote that died: notes about the function rather than its output).
+STREAMS = ("stdout", "stderr", "worker")
+
+
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     timestamp: float  # seconds since the epoch
     instance: str
     text: str
+    stream: str = "stdout"  # one of STREAMS
 
 
 def entry_cost(entry: LogEntry) -> int:
@@ -283,9 +289,10 @@ class OutputCapture:
     rate: lines over it are dropped and counted, and a marker line says how many when output is
     taken again (or the stream ends)."""
 
-    def __init__(self, logs: LogBuffer, source: str) -> None:
+    def __init__(self, logs: LogBuffer, source: str, stream: str = "stdout") -> None:
         self._logs = logs
         self._source = source
+        self._stream = stream
         self._splitter = LineSplitter()
         self._dropped = 0
 
@@ -296,7 +303,7 @@ class OutputCapture:
             return
         self._mark(now)
         while (line := self._splitter.next_line()) is not None:
-            self._logs.append(LogEntry(now, self._source, line))
+            self._logs.append(LogEntry(now, self._source, line, self._stream))
             if not self._logs.admits(now):
                 self._drop()
                 return
@@ -306,7 +313,7 @@ class OutputCapture:
             self._mark(now)
             rest = self._splitter.rest()
             if rest is not None:
-                self._logs.append(LogEntry(now, self._source, rest))
+                self._logs.append(LogEntry(now, self._source, rest, self._stream))
         else:
             self._drop()
         self._mark(now)
@@ -333,12 +340,15 @@ class OutputCapture:
                 f"{self._logs.max_bytes // 1024} KiB a second"
             )
             self._dropped = 0
-            self._logs.append(LogEntry(now, self._source, text))
+            self._logs.append(LogEntry(now, self._source, text, self._stream))
 
 
-async def pump_output(stream: asyncio.StreamReader, logs: LogBuffer, source: str) -> None:
-    """Copy a process's output into the function's logs, line by line, until end of stream."""
-    capture = OutputCapture(logs, source)
+async def pump_output(
+    stream: asyncio.StreamReader, logs: LogBuffer, source: str, name: str = "stdout"
+) -> None:
+    """Copy a process's output stream (`name`: stdout or stderr) into the function's logs,
+    line by line, until end of stream."""
+    capture = OutputCapture(logs, source, name)
     while True:
         try:
             async with asyncio.timeout(capture.marker_due_in(time.time())):

@@ -351,7 +351,7 @@ class FunctionPool:
         error = exc if isinstance(exc, FaasdError) else FaasdError(f"cannot start: {exc}")
         self._start_failures += 1
         self._last_start_error = error
-        self._logs.append(LogEntry(time.time(), "worker", error.message))
+        self._logs.append(LogEntry(time.time(), "worker", error.message, "worker"))
         logger.warning("%s", error.message)
         if not self._instances and self._starting == 0:
             # Nothing will serve the queue: tell every waiter why now, not at their timeout.

@@ -169,8 +169,9 @@ class Zygote(ForkServer):
         zygote = cls(
             name, process, parent, settings.isolation, plan.workdir, settings.cgroup_parent
         )
-        for stream in (process.stdout, process.stderr):
-            zygote._tasks.append(asyncio.create_task(pump_output(stream, logs, name)))
+        for stream, stream_name in ((process.stdout, "stdout"), (process.stderr, "stderr")):
+            pump = pump_output(stream, logs, name, stream_name)
+            zygote._tasks.append(asyncio.create_task(pump))
         process.resume()  # forked from the base zygote: it waits for this to run
         try:
             async with asyncio.timeout(settings.start_timeout):
@@ -418,7 +419,7 @@ class FunctionLauncher:
                 await self._drop_spare()
                 status = await self._close(self._zygote)
                 message = f"zygote {self._zygote.name} {status.describe()}; starting a new one"
-                logs.append(LogEntry(time.time(), "worker", message))
+                logs.append(LogEntry(time.time(), "worker", message, "worker"))
                 logger.warning("function %s: %s", spec.service, message)
                 self._zygote = None
             if self._zygote is None and start:
@@ -445,7 +446,7 @@ class FunctionLauncher:
     def _fall_back(self, spec: FunctionSpec, logs: LogBuffer, why: str) -> None:
         self._fallbacks += 1
         message = f"{why}; this instance starts by a fresh exec"
-        logs.append(LogEntry(time.time(), "worker", message))
+        logs.append(LogEntry(time.time(), "worker", message, "worker"))
         logger.warning("function %s: %s", spec.service, message)
 
     async def _discard(self, zygote: Zygote) -> None:

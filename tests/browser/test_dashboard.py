@@ -81,6 +81,11 @@ def test_deploy_invoke_and_watch_a_function(session: Session) -> None:
         expect(page.get_by_label("Response body")).to_contain_text(f"line-{n}")
     expect(invocations).to_have_text("4")
     expect(logs).to_contain_text("echo got line-2")  # a new line, followed live
+    # Filtered by stream: the function printed to stdout only.
+    page.get_by_label("Stream").select_option("stderr")
+    expect(logs.get_by_text("echo got line-2")).to_be_hidden()
+    page.get_by_label("Stream").select_option("stdout")
+    expect(logs.get_by_text("echo got line-2")).to_be_visible()
     # The idle times between those calls, in the app's histogram (as the worker saves it,
     # every 30 s), with the windows the keep-alive policy gives.
     histogram = page.get_by_role("figure", name="Idle times")

@@ -179,7 +179,11 @@ async def test_secrets_crud(platform: Platform) -> None:
 
 async def test_logs_as_ndjson_with_tail_since_and_follow(platform: Platform) -> None:
     await platform.deploy(
-        "talker", "def handle(event, context):\n    print('said', event.body.decode())\n"
+        "talker",
+        "import sys\n\n\ndef handle(event, context):\n"
+        "    print('said', event.body.decode(), flush=True)\n"
+        "    if event.body == b'two':\n"
+        "        print('warned two', file=sys.stderr, flush=True)\n",
     )
     for word in ("one", "two", "three"):
         await platform.invoke("talker", word.encode())
@@ -187,7 +191,10 @@ async def test_logs_as_ndjson_with_tail_since_and_follow(platform: Platform) -> 
     lines = await platform.logs("talker")
     said = [line["text"] for line in lines if line["text"].startswith("said")]
     assert said == ["said one", "said two", "said three"]
-    assert set(lines[0]) == {"name", "namespace", "instance", "timestamp", "text"}
+    # Each line says which stream it came from (faasd-py's extension of OpenFaaS's fields).
+    streams = {line["text"]: line["stream"] for line in lines}
+    assert streams["said two"] == "stdout" and streams["warned two"] == "stderr"
+    assert set(lines[0]) == {"name", "namespace", "instance", "timestamp", "text", "stream"}
     assert lines[0]["name"] == "talker" and lines[0]["instance"].startswith("talker-")
 
     status, tail = await platform.system("GET", "/system/logs?name=talker&tail=1")

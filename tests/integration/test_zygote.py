@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -385,3 +386,4 @@ async def test_up_reads_faasd_zygote_and_says_it(
     banner = b" ".join(banner.split())  # however the console wrapped it
     assert (b"cold starts fork a zygote per function" in banner) is expected, banner
     assert (b"each instance a fresh interpreter" in banner) is not expected, banner
+    assert re.search(rb"dashboard: http://[0-9.]+:[0-9]+/ui/", banner), banner

@@ -7,6 +7,7 @@ import asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from faasd_py.cluster._wire import entries_of, entries_reply
 from faasd_py.worker._logs import (
     MAX_LINE,
     LineSplitter,
@@ -143,3 +144,17 @@ def test_overlong_output_is_cut_into_bounded_entries() -> None:
     splitter.feed(b"x" * (MAX_LINE * 2 + 10) + b"\nend\n")
     assert [len(line) for line in lines] == [MAX_LINE, MAX_LINE, 10, 3]
     assert lines[-1] == "end"
+
+
+def test_captured_lines_and_markers_carry_their_stream() -> None:
+    buffer = LogBuffer(max_bytes=64 * KIB)
+    OutputCapture(buffer, "fn-1", "stderr").feed(b"oops\n", now=0.0)
+    OutputCapture(buffer, "fn-1").feed(b"fine\n", now=0.0)
+    assert [(e.text, e.stream) for e in buffer.recent()] == [("oops", "stderr"), ("fine", "stdout")]
+
+
+def test_log_entries_cross_the_cluster_wire_with_their_stream() -> None:
+    entries = [LogEntry(1.0, "fn-1", "oops", "stderr"), LogEntry(2.0, "worker", "gone", "worker")]
+    assert entries_of(entries_reply(entries)) == entries
+    # A worker of an earlier faasd-py sends three fields: its lines read as stdout.
+    assert entries_of({"entries": [[1.0, "fn-1", "old"]]}) == [LogEntry(1.0, "fn-1", "old")]

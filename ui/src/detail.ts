@@ -258,7 +258,13 @@ export class FunctionView {
   private logsPanel(): HTMLElement {
     const lines = h("ol", { class: "log", "aria-label": "Log lines" });
     const state = h("span", { class: "stream-state muted" }, "");
-    const instance = h("select", {}, h("option", { value: "" }, "every instance"));
+    const instance = h("select", { "aria-label": "Instance" }, h("option", { value: "" }, "every instance"));
+    const stream = h(
+      "select",
+      { "aria-label": "Stream" },
+      h("option", { value: "" }, "every stream"),
+      ...["stdout", "stderr", "worker"].map((name) => h("option", { value: name }, name)),
+    );
     const text = h("input", { type: "search", placeholder: "text", "aria-label": "Filter log lines" });
     const pause = h("button", { type: "button" }, "Pause");
     let paused = false;
@@ -266,9 +272,11 @@ export class FunctionView {
     const instances = new Set<string>();
     const matches = (li: HTMLElement): boolean =>
       (!instance.value || li.dataset.instance === instance.value) &&
+      (!stream.value || li.dataset.stream === stream.value) &&
       (!text.value || (li.textContent ?? "").toLowerCase().includes(text.value.toLowerCase()));
     const refilter = (): void => lines.querySelectorAll("li").forEach((li) => (li.hidden = !matches(li)));
     instance.addEventListener("change", refilter);
+    stream.addEventListener("change", refilter);
     text.addEventListener("input", refilter);
     const add = (items: HTMLElement[]): void => {
       const atBottom = lines.scrollTop + lines.clientHeight >= lines.scrollHeight - 8;
@@ -291,13 +299,15 @@ export class FunctionView {
       "application/x-ndjson",
       (line) => {
         if (!line.trim()) return;
-        const entry = JSON.parse(line) as { instance: string; timestamp: string; text: string };
+        const entry = JSON.parse(line) as { instance: string; timestamp: string; text: string; stream?: string };
         if (!instances.has(entry.instance)) {
           instances.add(entry.instance);
           instance.append(h("option", { value: entry.instance }, entry.instance));
         }
         const li = h("li", {}, h("time", {}, entry.timestamp.slice(11, 23)), h("span", { class: "inst" }, entry.instance.slice(-8)), entry.text);
         li.dataset.instance = entry.instance;
+        li.dataset.stream = entry.stream ?? "stdout";
+        if (entry.stream === "stderr" || entry.stream === "worker") li.classList.add(entry.stream);
         li.hidden = !matches(li);
         if (paused) held.splice(0, Math.max(0, held.length - LOG_LINES), li);
         else add([li]);
@@ -313,7 +323,7 @@ export class FunctionView {
     return h(
       "section",
       { class: "panel", "aria-label": "Logs" },
-      h("div", { class: "toolbar" }, h("h3", {}, "Logs"), state, instance, text, pause),
+      h("div", { class: "toolbar" }, h("h3", {}, "Logs"), state, instance, stream, text, pause),
       lines,
     );
   }
