@@ -43,7 +43,6 @@ import _cpu
 import _platform
 import _report
 import _warm_report as wr
-from _awake import cores_kept_awake
 from _procs import Server, ServerError, free_port, start_server, wait_until_ok
 from _wrk import WrkError, WrkResult, ensure_wrk, run_wrk, write_script, wrk_version
 from rich.console import Console
@@ -122,12 +121,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep the temporary folder (logs, data dir)"
-    )
-    parser.add_argument(
-        "--keep-awake",
-        action="store_true",
-        help="measure with a SCHED_IDLE busy loop on each core, so no vCPU halts between "
-        "requests (bench/_awake.py); the report's stem becomes warm-awake",
     )
     parser.add_argument(
         "--from-json",
@@ -311,18 +304,14 @@ def write_reports(report: dict[str, Any], out: Path, console: Console) -> None:
         "scaling_summary": [c.to_json() for c in scaling],
         "goals": [g.to_json() for g in wr.goals([*cells, *scaling])],
     }
-    awake = report["settings"].get("keep_awake", False)
-    stem = "warm-awake" if awake else "warm"
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "warm.json").write_text(json.dumps(report, indent=2) + "\n")
     title = "Warm invocations: faasd-py against bare aiohttp and the python3-http template"
-    if awake:
-        title += ", cores kept awake"
     header = _report.header(title, report["machine"])
     text = wr.markdown(header, report["settings"], cells, scaling, report["notes"])
-    (out / f"{stem}.md").write_text(text)
-    console.print(f"wrote {out / f'{stem}.json'} and {out / f'{stem}.md'}")
-    if _report.plot(_report.summarize(report["runs"]), title, out / f"{stem}.png"):
-        console.print(f"wrote {out / f'{stem}.png'}")
+    (out / "warm.md").write_text(text)
+    console.print(f"wrote {out / 'warm.json'} and {out / 'warm.md'}")
+    if _report.plot(_report.summarize(report["runs"]), title, out / "warm.png"):
+        console.print(f"wrote {out / 'warm.png'}")
     else:
         console.print(
             "[yellow]no plot[/]: matplotlib is not installed; "
@@ -344,21 +333,8 @@ def rewrite_reports(source: Path, out: Path, console: Console) -> None:
     write_reports(report, out, console)
 
 
-def notes_for(
-    variants: Sequence[str], channels: dict[str, str | None], keep_awake: bool = False
-) -> list[str]:
+def notes_for(variants: Sequence[str], channels: dict[str, str | None]) -> list[str]:
     notes = [
-        (
-            "Cores kept awake (--keep-awake): a busy loop at SCHED_IDLE priority on each core "
-            "kept every vCPU from halting between requests; it gives way at once to any task "
-            "that wakes, and its CPU is in no column but 'other cores' (bench/_awake.py)."
-        )
-        if keep_awake
-        else (
-            "An idle machine: a vCPU with nothing to run halts, and a request that wakes a "
-            "process on it pays for bringing it back (bench/_awake.py; compare "
-            "warm-awake.md, measured with every core kept awake)."
-        ),
         "Server CPU per request: user + system seconds, read from /proc/PID/stat before and "
         "after each run, of the server's process and all its live descendants (for faasd-py: "
         "`up`, its zygotes and sandboxed instances, which /proc of the host lists under their "
@@ -406,14 +382,13 @@ def run(args: argparse.Namespace, console: Console) -> None:
                     targets.append(start_script(tmp, args, console, stack, variant))
             script = write_script(tmp)
             load_before = os.getloadavg()
-            with cores_kept_awake(args.keep_awake):
-                runs = measure(targets, args, wrk, script, console)
-                faasd = next((t for t in targets if t.variant == SUBJECT), None)
-                scaling = (
-                    measure_scaling(faasd, args, wrk, script, console)
-                    if (faasd and args.scaling)
-                    else []
-                )
+            runs = measure(targets, args, wrk, script, console)
+            faasd = next((t for t in targets if t.variant == SUBJECT), None)
+            scaling = (
+                measure_scaling(faasd, args, wrk, script, console)
+                if (faasd and args.scaling)
+                else []
+            )
             load_after = os.getloadavg()
             channels = {
                 t.variant: _platform.banner_value(t.server, "channel")
@@ -428,7 +403,6 @@ def run(args: argparse.Namespace, console: Console) -> None:
             "warmup_s": args.warmup,
             "function": args.function,
             "stack": str(args.stack) if args.stack else "built-in: hello, python3-http",
-            "keep_awake": args.keep_awake,
         }
         # Other work on the machine skews the figures: say how busy it was.
         load = {"before": _rounded(load_before), "after": _rounded(load_after)}
@@ -437,7 +411,7 @@ def run(args: argparse.Namespace, console: Console) -> None:
             "machine": {**_report.machine_info(REPO), "load_average_1_5_15_min": load},
             "settings": settings,
             "tools": {"wrk": wrk_version(wrk), "faasd_py_channels": channels},
-            "notes": notes_for(args.variants, channels, args.keep_awake),
+            "notes": notes_for(args.variants, channels),
             "runs": runs,
             "scaling_runs": scaling,
         }

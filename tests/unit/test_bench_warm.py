@@ -147,23 +147,6 @@ def test_the_report_is_written_again_from_its_json(tmp_path: Path) -> None:
     assert len(written["scaling_summary"]) == 2
 
 
-def test_a_report_measured_with_cores_kept_awake_is_written_apart(tmp_path: Path) -> None:
-    source = tmp_path / "in.json"
-    report = {
-        "benchmark": "warm",
-        "machine": MACHINE,
-        "settings": {"duration_s": 10, "keep_awake": True},
-        "tools": {},
-        "notes": warm.notes_for(["bare"], {}, keep_awake=True),
-        "runs": all_runs(280, 5000),
-    }
-    source.write_text(json.dumps(report))
-    warm.rewrite_reports(source, tmp_path, Console(file=io.StringIO()))
-    assert not (tmp_path / "warm.md").exists()  # the idle machine's report stays as it was
-    text = (tmp_path / "warm-awake.md").read_text()
-    assert "cores kept awake" in text and "SCHED_IDLE" in text
-
-
 def test_a_report_without_runs_is_refused(tmp_path: Path) -> None:
     source = tmp_path / "warm.json"
     source.write_text('{"machine": {}}')
