@@ -205,8 +205,7 @@ def write_reports(report: dict[str, Any], out: Path, console: Console) -> None:
     (out / "dashboard-cost.json").write_text(json.dumps(report, indent=1) + "\n")
     summary, settings = report["summary"], report["settings"]
     lines = [
-        "# The dashboard's cost on warm invocations",
-        "",
+        *_report.header("The dashboard's cost on warm invocations", report["machine"]),
         f"`hello` under wrk at {settings['connections']} connections, {settings['runs']} runs "
         f"of {settings['duration_s']:g} s each way, alternating; medians. Watched: "
         f"{settings['watched']}.",
@@ -226,6 +225,37 @@ def write_reports(report: dict[str, Any], out: Path, console: Console) -> None:
     (out / "dashboard-cost.md").write_text("\n".join(lines) + "\n")
     console.print("\n".join(lines))
     console.print(f"reports: {out / 'dashboard-cost.md'}, {out / 'dashboard-cost.json'}")
+    if plot(report["runs"], out / "dashboard-cost.png"):
+        console.print(f"plot: {out / 'dashboard-cost.png'}")
+
+
+def plot(runs: list[dict[str, Any]], path: Path) -> bool:
+    """Each run's throughput and server CPU per request, quiet beside watched; False without
+    matplotlib."""
+    try:
+        import matplotlib  # type: ignore[import-not-found,unused-ignore]
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for axis, (key, label) in zip(axes, (FIGURES[0], FIGURES[3]), strict=True):
+        for variant, marker in ((QUIET, "o"), (WATCHED, "s")):
+            mine = [r for r in runs if r["variant"] == variant]
+            axis.plot(
+                [r["run"] for r in mine], [r[key] for r in mine], marker=marker, label=variant
+            )
+        axis.set_xticks(sorted({r["run"] for r in runs}))
+        axis.set_xlabel("run")
+        axis.set_ylabel(label)
+        axis.set_ylim(bottom=0)
+        axis.grid(True, alpha=0.25)
+        axis.legend()
+    fig.suptitle("hello under wrk, without and with an open dashboard")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
