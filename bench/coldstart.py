@@ -156,7 +156,13 @@ async def _round(
                 if condition():
                     return
                 await asyncio.sleep(0.005)
-            raise RuntimeError(f"{variant}: the function did not settle after a start")
+            said = "\n".join(
+                f"  {e.instance} ({e.stream}): {e.text}" for e in worker.logs(name).recent(20)
+            )
+            raise RuntimeError(
+                f"{variant}: the function did not settle after a start; "
+                f"{worker.launcher_statistics(name)}; its last log lines:\n{said}"
+            )
 
         def settled() -> bool:
             stats = worker.launcher_statistics(name)

@@ -54,7 +54,6 @@ import json
 import os
 import resource
 import secrets as secrets_token
-import select
 import signal
 import subprocess
 import sys
@@ -66,6 +65,7 @@ from typing import Any, NamedTuple
 
 from faasd_py import native
 from faasd_py.errors import NativeUnavailable
+from faasd_py.fdwait import wait_readable
 from faasd_py.isolation.cgroups import Cgroup, Hierarchy, detect
 
 __all__ = [
@@ -274,7 +274,7 @@ class SandboxProcess:
         """Wait without an event loop; TimeoutError after `timeout` seconds."""
         status = self.poll()
         if status is None:
-            readable, _, _ = select.select([self._pidfd], [], [], timeout)
+            readable = wait_readable([self._pidfd], timeout)
             status = self.poll() if readable else None
         if status is None:
             raise TimeoutError(f"sandbox {self.pid} still running after {timeout}s")

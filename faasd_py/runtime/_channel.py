@@ -196,10 +196,9 @@ def _worker_alive(pidfd: int | None) -> Callable[[], bool]:
     if pidfd is None:
         parent = os.getppid()
         return lambda: os.getppid() == parent
-    import select
+    from faasd_py.fdwait import wait_readable
 
     def alive() -> bool:
-        readable, _, _ = select.select([pidfd], [], [], 0)
-        return not readable
+        return not wait_readable([pidfd], 0)
 
     return alive

@@ -30,13 +30,13 @@ import collections
 import contextlib
 import json
 import os
-import select
 import socket
 import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from faasd_py.fdwait import wait_readable
 from faasd_py.protocol import ChannelClosed, Headers
 
 __all__ = [
@@ -323,7 +323,7 @@ class BlockingHttpChannel:
         if self._pidfd is not None:
             watched.append(self._pidfd)
         while True:
-            readable, _, _ = select.select(watched, [], [])
+            readable = wait_readable(watched)
             if self._wake_r in readable or self._ended:
                 return
             if self._pidfd is not None and self._pidfd in readable:

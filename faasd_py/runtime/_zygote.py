@@ -32,7 +32,6 @@ import array
 import contextlib
 import gc
 import os
-import select
 import signal
 import socket
 import sys
@@ -43,6 +42,7 @@ from typing import Any, NoReturn
 
 import msgpack
 
+from faasd_py.fdwait import wait_readable
 from faasd_py.runtime._loader import Handler, load_handler
 from faasd_py.runtime._serve import describe_error as _describe
 
@@ -110,7 +110,7 @@ def serve_forks(control: socket.socket, *, base: bool = False) -> tuple[dict[str
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: set[int] = set()  # its own children (base: the intermediates, not reported)
     while True:
-        readable, _, _ = select.select([control.fileno(), wake_read], [], [])
+        readable = wait_readable([control.fileno(), wake_read])
         if wake_read in readable:
             with contextlib.suppress(BlockingIOError):
                 while os.read(wake_read, 512):

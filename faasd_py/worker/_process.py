@@ -329,11 +329,27 @@ async def _spawn_in_thread(spec: SandboxSpec) -> SandboxProcess:
         raise
 
 
+class _PipeReaderProtocol(asyncio.StreamReaderProtocol):
+    """Closes the pipe at its end. uvloop's read-pipe transport keeps the descriptor open after
+    the end of the stream (asyncio's closes it), so each instance's stdout and stderr stayed
+    open in the worker for good: two descriptors per cold start, past 1,024 after some
+    hundreds, and on to EMFILE."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._pipe = transport
+        super().connection_made(transport)
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        self._pipe.close()
+        return False
+
+
 async def pipe_reader(fd: int) -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1024 * 1024)
     await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
+        lambda: _PipeReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
     )
     return reader
 
