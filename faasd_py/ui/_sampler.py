@@ -155,9 +155,10 @@ def event(kind: str, data: object) -> bytes:
 class _CountReader:
     """Each function's invocations by status class, latency buckets (cumulative, one per
     BOUNDS) and cold starts, read from the series GatewayMetrics binds once per function and
-    status (its `_bound` and `_bound_cold`): a microsecond a series, where rendering the
-    registry (`collect()`) cost ~150 ms a tick at 500 functions. A series whose count did not
-    move since the last read keeps its buckets from then (one read instead of sixteen)."""
+    status (its invocation_counts, latency_buckets and cold_start_counts): a microsecond a
+    series, where rendering the registry (`collect()`) cost ~150 ms a tick at 500 functions. A
+    series whose count did not move since the last read keeps its buckets from then (one read
+    instead of sixteen)."""
 
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
@@ -166,20 +167,16 @@ class _CountReader:
     def read(self) -> dict[str, _Counts]:
         counts: dict[str, _Counts] = {}
         last, seen_now = self._last, {}
-        for key, (counter, histogram) in list(self._metrics._bound.items()):
-            ref, status = key
+        for ref, status, calls in self._metrics.invocation_counts():
+            key = (ref, status)
             found = counts.get(ref)
             if found is None:
                 found = counts[ref] = _Counts()
-            calls = counter._value.get()
             before = last.get(key)
             if before is not None and before[0] == calls:
                 buckets = before[1]
             else:
-                buckets, running = [], 0.0  # prometheus_client keeps each bucket's own count
-                for bucket in histogram._buckets:
-                    running += bucket.get()
-                    buckets.append(running)
+                buckets = self._metrics.latency_buckets(ref, status)
             seen_now[key] = (calls, buckets)
             found.invocations += int(calls)
             if 400 <= status < 500:
@@ -194,11 +191,11 @@ class _CountReader:
                 found.buckets = parts[0]
             else:
                 found.buckets = [sum(b) for b in zip(*parts, strict=True)]
-        for ref, (counter, _) in list(self._metrics._bound_cold.items()):
+        for ref, cold_starts in self._metrics.cold_start_counts():
             found = counts.get(ref)
             if found is None:
                 found = counts[ref] = _Counts()
-            found.cold_starts = int(counter._value.get())
+            found.cold_starts = int(cold_starts)
         return counts
 
 
