@@ -179,18 +179,25 @@ async def start(config: Config, console: Console | None = None) -> Platform:
     registry = SqliteRegistry(config.registry_path)
     worker = Worker(config, worker_storage(config, registry), policy_states=registry)
     await worker.start()
-    await _restore(registry, worker, console)
-    metrics = GatewayMetrics(worker.all_statistics)
-    add_worker_metrics(metrics, worker)
-    gateway = open_gateway(
-        config,
-        registry,
-        LocalWorker(worker),
-        credentials,
-        metrics,
-        worker.queue_policies,
-        worker.queue_policy,
-    )
+    try:
+        await _restore(registry, worker, console)
+        metrics = GatewayMetrics(worker.all_statistics)
+        add_worker_metrics(metrics, worker)
+        gateway = open_gateway(
+            config,
+            registry,
+            LocalWorker(worker),
+            credentials,
+            metrics,
+            worker.queue_policies,
+            worker.queue_policy,
+        )
+    except BaseException:
+        # A setting refused here (a --queue URL of no known kind, say): what the worker
+        # started (its base zygote, a process) must not outlive the failed start.
+        await worker.close(0)
+        await registry.close()
+        raise
     platform = Platform(config, credentials, created, registry, worker, gateway)
     try:
         await gateway.listen(config.host, config.port)

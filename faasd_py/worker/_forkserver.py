@@ -64,6 +64,9 @@ class ForkedChild:
         # A base zygote's child answers the go-ahead with its timeline (a cold start's
         # breakdown, faasd_py.runtime._base): given to this, once, if set.
         self.on_timeline: Callable[[dict[str, int]], None] | None = None
+        # The start socket after the go-ahead, while the timeline is awaited on it: closed
+        # by `close` if the child never sends one (it exited first, or the worker stops).
+        self._awaiting_timeline: socket.socket | None = None
 
     @property
     def alive(self) -> bool:
@@ -88,9 +91,11 @@ class ForkedChild:
             start.close()
             return
         loop, report = self._status.get_loop(), self.on_timeline
+        self._awaiting_timeline = start
 
         def answered() -> None:
             loop.remove_reader(start)
+            self._awaiting_timeline = None
             with start:
                 try:
                     timeline = msgpack.unpackb(start.recv(_MAX_PACKET))
@@ -147,6 +152,11 @@ class ForkedChild:
         if self.start is not None:
             self.start.close()
             self.start = None
+        if self._awaiting_timeline is not None:
+            awaiting, self._awaiting_timeline = self._awaiting_timeline, None
+            with contextlib.suppress(ValueError, RuntimeError):  # (its loop may be closed)
+                self._status.get_loop().remove_reader(awaiting)
+            awaiting.close()
         if self._pidfd >= 0:
             with contextlib.suppress(ValueError, RuntimeError):
                 self._status.get_loop().remove_reader(self._pidfd)
