@@ -218,6 +218,8 @@ def _read_caches(worker: FunctionWorker) -> dict[str, AppReading]:
 
 
 SAMPLER = web.AppKey("ui_sampler", Sampler)
+# How long a stopping gateway waits for the sampler to end after cancelling it.
+_STOP_WAIT = 2.0
 
 
 async def sampler_context(app: web.Application) -> AsyncIterator[None]:
@@ -225,5 +227,10 @@ async def sampler_context(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(app[SAMPLER].run())
     yield
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # Bounded: a cancel that lands inside a Redis call of the tick (a cluster's registry) was
+    # seen to be swallowed by the client, and the gateway's shutdown then waited for ever.
+    done, _ = await asyncio.wait({task}, timeout=_STOP_WAIT)
+    if not done:
+        logger.warning("the dashboard's sampler did not stop within %gs; left", _STOP_WAIT)
+    elif not task.cancelled() and task.exception() is not None:
+        logger.error("the dashboard's sampler failed", exc_info=task.exception())

@@ -40,6 +40,8 @@ _TIMELINES = 1024  # kept for benchmarks (bench/coldstart.py)
 # How long after a start the next spare is made: its fork and cgroup move (and the function's
 # own zygote, faasd_py.worker._zygote) stay off the CPU while that start runs its first call.
 _REFILL_DELAY = 0.05
+# How long a closing base waits for the end of its output once it has been reaped.
+_OUTPUT_WAIT = 2.0
 _ROOM = 2048
 
 
@@ -341,7 +343,13 @@ class BaseZygote:
         await self._drop_spare()
         if server is not None and process is not None:
             await _stop(server, process)
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Its output ends when the last process holding the pipes does, which a child that
+        # outlives it may delay: a stopping worker waits a moment, not for ever.
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=_OUTPUT_WAIT)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     def timelines(self) -> list[dict[str, int]]:
         """The latest starts' timelines, oldest first: time.monotonic_ns() at each step, from
