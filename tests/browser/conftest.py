@@ -13,7 +13,6 @@ import base64
 import json
 import math
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -27,7 +26,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
 from tests._ci import in_ci
-from tests.e2e.conftest import FAASD_PY, clean_environment, free_port, wait_healthy
+from tests.e2e.conftest import FAASD_PY, clean_environment, free_port, terminate, wait_healthy
 
 CHROMIUM = os.environ.get("FAASD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,7 +39,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 READY_TIMEOUT = 120.0  # seconds for the sample functions to deploy: only catches hangs
-STOP_TIMEOUT = 15.0
 # What Playwright waits for an element at most (ms): generous, only to catch hangs on a busy
 # machine; nothing here waits for a fixed time.
 EXPECT_TIMEOUT = 60_000
@@ -106,12 +104,7 @@ class Gateway:
             return json.loads(response.read())
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
 
 def _basic(user: str, password: str) -> str:

@@ -24,6 +24,18 @@ import pytest
 FAASD_PY = str(Path(sys.executable).with_name("faasd-py"))
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as Ctrl-C stops it; SIGKILL if it has not stopped within STOP_TIMEOUT."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 COMMAND_TIMEOUT = 30.0
 
 

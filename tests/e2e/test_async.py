@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     Cli,
     clean_environment,
     free_port,
+    terminate,
     wait_healthy,
 )
 from tests.integration._redis import RedisServer
@@ -236,9 +237,4 @@ class running_up:
 
     def __exit__(self, *exc: object) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
 import subprocess
 import time
 from collections import Counter
@@ -24,10 +23,10 @@ from aiohttp import web
 
 from tests.e2e.conftest import (
     FAASD_PY,
-    STOP_TIMEOUT,
     Cli,
     clean_environment,
     free_port,
+    terminate,
     wait_healthy,
 )
 from tests.integration._redis import RedisServer
@@ -123,12 +122,7 @@ class Process:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process)
 
 
 async def enqueue(session: aiohttp.ClientSession, url: str, call_id: str, callback: str) -> str:
