@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,11 +19,11 @@ from faasd_py.cli._templates import FPROCESS
 from faasd_py.spec import parse_yaml
 from tests.e2e.conftest import (
     FAASD_PY,
-    STOP_TIMEOUT,
     Cli,
     Platform,
     clean_environment,
     free_port,
+    terminate,
     wait_healthy,
 )
 
@@ -151,12 +150,7 @@ def up_with_env_data_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         wait_healthy(url, process, log)
         yield url, data_dir
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 def test_build_and_up_share_the_store_named_by_faasd_data_dir(
