@@ -25,6 +25,7 @@ from _async_tally import Tally
 
 from faasd_py.http1 import ConnectFailed, Disconnected, Pool, ProtocolError, build_request
 from faasd_py.loadgen._engine import USER_AGENT
+from faasd_py.pacing import Pacer
 from faasd_py.runtime._http import (
     MAX_HEAD,
     HttpError,
@@ -367,14 +368,13 @@ async def open_loop(
         calls = _Calls(client, receiver, path, prefix)
     data = client.request(path)
     inflight: set[asyncio.Task[str]] = set()
+    # Not asyncio.sleep: uvloop's millisecond timers would spin a core at these rates.
+    pacer = Pacer()
     for n in itertools.count():
         due = origin + n / rate
         if due >= end:
             break
-        # uvloop's timers may fire early: sleep again for what is left.
-        while (left := due - clock()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(left)
-        now = clock()
+        now = await pacer.until(due)
         tally.late_by(now, due)
         if len(inflight) >= INFLIGHT_CAP:
             tally.answer("generator overloaded", due, now)
@@ -387,6 +387,7 @@ async def open_loop(
         task.add_done_callback(inflight.discard)
         if n % CATCH_UP_BATCH == 0:
             await asyncio.sleep(0)
+    pacer.close()
     if inflight:
         await asyncio.wait(inflight)
     if receiver is not None:

@@ -33,6 +33,7 @@ from faasd_py.loadgen._outcome import OVERLOADED, describe, exception_kind, pars
 from faasd_py.loadgen._plan import Plan
 from faasd_py.loadgen._schedule import Arrival
 from faasd_py.loadgen._stats import RunStats
+from faasd_py.pacing import Pacer
 
 PROGRESS_EVERY = 0.5
 # What the generator's requests say they come from.
@@ -98,6 +99,7 @@ class _Engine:
         self.last_second = max(0, math.ceil(plan.seconds) - 1)
         self.method = plan.request.method
         self.pool = Pool(plan.gateway, plan.request.timeout)
+        self.pacer = Pacer()
         # The gateway's own path, if any, comes before /function/...
         self.prefix = urllib.parse.urlsplit(plan.gateway).path.rstrip("/")
         self.prepared: dict[str, bytes] = {}
@@ -119,6 +121,7 @@ class _Engine:
         finally:
             ticker.cancel()
             self.pool.close()
+            self.pacer.close()
         self._progress()
         self.link.messages.put(("result", self.index, self.stats.to_json()))
 
@@ -166,12 +169,12 @@ class _Engine:
         """Sleep until `due`, or until a stop; the time on waking. Never early: a request sent
         before its time would have its latency understated."""
         if due - _clock() > STOP_POLL:
-            await self._wait_for_stop(due - _clock())
-        # uvloop's timers have millisecond resolution and often fire up to 1.3 ms early: sleep
-        # again for what is left.
-        while (left := due - _clock()) > 0 and self.stop_requested is None:  # noqa: ASYNC110
-            await asyncio.sleep(left)
-        return _clock()
+            # The loop's timers (millisecond resolution, may fire early) for the long part.
+            await self._wait_for_stop(due - _clock() - STOP_POLL)
+        if self.stop_requested is not None:
+            return _clock()
+        # The last STOP_POLL at the pacer's precision, without spinning.
+        return await self.pacer.until(due)
 
     async def _wait_for_stop(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
