@@ -9,13 +9,21 @@ full queue is a 429, a queue that cannot be reached a 503.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from yarl import URL
 
-from faasd_py.errors import BadRequest
-from faasd_py.gateway._invoke import call_trace, function_not_found, function_request
+from faasd_py.errors import BadRequest, FaasdError
+from faasd_py.gateway._errors import faasd_error_response
+from faasd_py.gateway._invoke import (
+    Reply,
+    call_trace,
+    function_not_found,
+    function_request,
+)
 from faasd_py.gateway._keys import ASYNC_CALLS
+from faasd_py.protocol import Request
 from faasd_py.queue import QueuedCall
 from faasd_py.spec import function_ref, split_ref
 
@@ -24,22 +32,60 @@ routes = web.RouteTableDef()
 CALLBACK_HEADER = "X-Callback-Url"
 
 
+class Enqueues:
+    """What both fronts (the aiohttp route below and the lean front of gateway/_front.py) run
+    for an async call: the checks, in order (a function deployed here: 404; X-Callback-Url:
+    400; the body: 413), the enqueue (a full queue: 429; one that cannot be reached: 503), and
+    the answer, 202 with the call's trace headers or the error as every route gives it."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    async def accept(
+        self,
+        name: str,
+        namespace: str,
+        accepted_at: float,
+        trace: dict[str, str],
+        callback: str | None,
+        call: Callable[[], Awaitable[Request]],
+    ) -> Reply | web.Response:
+        """Store the call that `call` reads (it may raise PayloadTooLarge) in NAME.NAMESPACE's
+        queue. `accepted_at`: time.time() when the request's head was read. `callback`: the
+        X-Callback-Url header, if any."""
+        ref = function_ref(name, namespace)
+        calls = self._app[ASYNC_CALLS]
+        try:
+            policy = calls.policy(ref)
+            if policy is None:
+                raise await function_not_found(self._app, name, namespace)
+            url = callback_url(callback)
+            queued = QueuedCall(ref, await call(), url, accepted_at)
+            await calls.queue.enqueue(queued, policy.limits.max_depth)
+        except FaasdError as exc:
+            return faasd_error_response(exc)
+        return Reply(202, list(trace.items()), b"")
+
+
 @routes.route("*", "/async-function/{name}")
 @routes.route("*", "/async-function/{name}/{path:.*}")
 async def invoke_async(request: web.Request) -> web.Response:
     accepted_at = time.time()
     name, namespace = split_ref(request.match_info["name"])
-    ref = function_ref(name, namespace)
-    calls = request.app[ASYNC_CALLS]
-    policy = calls.policy(ref)
-    if policy is None:
-        raise await function_not_found(request, name, namespace)
-    callback = callback_url(request.headers.get(CALLBACK_HEADER))
     trace = call_trace(request, accepted_at)
-    call = await function_request(request, trace)  # PayloadTooLarge over --max-body
-    # QueueFull (429) and QueueUnavailable (503) leave through the error middleware.
-    await calls.queue.enqueue(QueuedCall(ref, call, callback, accepted_at), policy.limits.max_depth)
-    return web.Response(status=202, headers=trace)
+    reply = await Enqueues(request.app).accept(
+        name,
+        namespace,
+        accepted_at,
+        trace,
+        request.headers.get(CALLBACK_HEADER),
+        lambda: function_request(request, trace),
+    )
+    if isinstance(reply, web.Response):
+        return reply
+    return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 
 
 def callback_url(value: str | None) -> str | None:

@@ -1,12 +1,15 @@
-"""The gateway's listening socket: a lean HTTP/1.1 front for /function/, aiohttp for the rest.
+"""The gateway's listening socket: a lean HTTP/1.1 front for the invocations (/function/ and
+/async-function/), aiohttp for the rest.
 
 aiohttp's request machinery (its parser's objects, the router, the middlewares, a task per
 connection, StreamResponse) costs several times what a warm invocation costs everywhere else,
-so plain requests to /function/NAME[.NS][/path] are read and answered here (uvicorn's
-httptools Protocol is the model): the head parsed by the project's one request-head parser
+so plain requests to /function/NAME[.NS][/path] and, where the gateway takes async calls, to
+/async-function/NAME[.NS][/path] are read and answered here (uvicorn's httptools Protocol is
+the model): the head parsed by the project's one request-head parser
 (faasd_py.runtime._http.parse_head), the body by Content-Length or chunked, the call run by
-gateway/_invoke's `Invocations` (the same code as the aiohttp route), the answer written as
-bytes with the headers aiohttp would send (Date, Server, Content-Type, Content-Length).
+gateway/_invoke's `Invocations` or enqueued by gateway/_async's `Enqueues` (the same code as
+the aiohttp routes), the answer written as bytes with the headers aiohttp would send (Date,
+Server, Content-Type, Content-Length).
 
 Everything else goes to aiohttp unchanged: another path, an `Expect`, `Upgrade`, a framing or
 a target this front does not take as it is (percent-escapes, dot segments), or anything the
@@ -28,21 +31,27 @@ import asyncio
 import email.utils
 import re
 import time
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
+from faasd_py.gateway._async import CALLBACK_HEADER, Enqueues
 from faasd_py.gateway._connections import ConnectionLimits, GuardedRunner
 from faasd_py.gateway._errors import bug_response
 from faasd_py.gateway._invoke import Invocations, Reply, forward, new_trace
+from faasd_py.gateway._keys import ASYNC_CALLS
 from faasd_py.protocol import Headers, Request
 from faasd_py.runtime._http import HttpError, parse_head
 from faasd_py.spec import split_ref
 
 MAX_HEAD = 64 * 1024  # longer heads go to aiohttp, which refuses them
 _PREFIX = b"/function/"
+_ASYNC_PREFIX = b"/async-function/"
+_PREFIXES = (_PREFIX, _ASYNC_PREFIX)
+_CALLBACK = CALLBACK_HEADER.lower()
 _METHOD = re.compile(r"[A-Z]+")
 # A head's text with a control character other than HTAB, CR and LF: aiohttp's to judge.
 _ODD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -84,7 +93,9 @@ class _Lean:
     """A request this front answers itself: what the head said."""
 
     __slots__ = (
+        "asynchronous",
         "body_at",
+        "callback",
         "chunked",
         "close",
         "head",
@@ -101,6 +112,8 @@ class _Lean:
 
     def __init__(self) -> None:
         self.head: Headers = []
+        self.asynchronous = False  # /async-function/
+        self.callback: str | None = None  # its X-Callback-Url
         self.method = ""
         self.name = ""
         self.path = ""
@@ -115,6 +128,10 @@ class _Lean:
         self.started_wall = 0.0
         self.started = 0.0
 
+    @property
+    def prefix(self) -> str:
+        return "/async-function/" if self.asynchronous else "/function/"
+
     def trace(self) -> dict[str, str]:
         """The call's X-Call-Id and X-Start-Time (gateway/_invoke's)."""
         call_id = None
@@ -125,16 +142,19 @@ class _Lean:
         return new_trace(call_id, self.started_wall)
 
 
-def read_head(buffer: bytearray, end: int) -> _Lean | None:
+def read_head(buffer: bytearray, end: int, *, with_async: bool) -> _Lean | None:
     """The request whose head is buffer[:end], when this front takes it as it is; None: it is
-    aiohttp's to answer."""
+    aiohttp's to answer. `with_async`: the gateway takes async calls (else aiohttp's 404)."""
     raw = bytes(buffer[:end])
     first = raw.find(b"\r\n")
     line = raw if first < 0 else raw[:first]
     parts = line.split(b" ")
-    if len(parts) != 3 or not parts[1].startswith(_PREFIX):
+    if len(parts) != 3:
         return None
     target = parts[1]
+    asynchronous = with_async and target.startswith(_ASYNC_PREFIX)
+    if not asynchronous and not target.startswith(_PREFIX):
+        return None
     if b"%" in target or b"#" in target or b"/." in target or b"//" in target:
         return None  # aiohttp decodes and normalizes such a path
     try:
@@ -146,7 +166,8 @@ def read_head(buffer: bytearray, end: int) -> _Lean | None:
     if _ODD_TEXT.search(raw.decode("latin-1")) is not None or "\r" in target_text:
         return None
     lean = _Lean()
-    path, _, query = target_text[len(_PREFIX) :].partition("?")
+    lean.asynchronous = asynchronous
+    path, _, query = target_text[len(_ASYNC_PREFIX if asynchronous else _PREFIX) :].partition("?")
     if "+" in query:
         return None  # aiohttp's query_string turns it into a space
     name, _, rest = path.partition("/")
@@ -180,6 +201,8 @@ def read_head(buffer: bytearray, end: int) -> _Lean | None:
             keep_alive_asked = keep_alive_asked or "keep-alive" in tokens
         elif lower in _FOR_AIOHTTP:
             return None
+        elif asynchronous and lower == _CALLBACK and lean.callback is None:
+            lean.callback = value  # the first, as the aiohttp route reads it
     if lean.host is None or (lean.chunked and length is not None):
         return None
     if lean.http10 and not keep_alive_asked:
@@ -240,6 +263,8 @@ class Front:
         self.runner = runner
         self.limits: ConnectionLimits = runner.limits
         self.invocations = Invocations(runner.app)
+        # Async calls: where the app takes them (`up`'s queue; else aiohttp answers 404).
+        self.enqueues = Enqueues(runner.app) if ASYNC_CALLS in runner.app else None
         self.connections: set[FrontProtocol] = set()
         self.date = _Date()
         self.closing = False
@@ -336,8 +361,9 @@ class FrontProtocol(asyncio.Protocol):
         if lean is not None:
             # Closed in the middle of a body: counted as the aiohttp route counts it (499).
             self._lean = None
-            name, namespace = split_ref(lean.name)
-            self._front.invocations.observe_bug(name, namespace, 499, lean.started)
+            if not lean.asynchronous:
+                name, namespace = split_ref(lean.name)
+                self._front.invocations.observe_bug(name, namespace, 499, lean.started)
         self._forget()
         self._transport = None
 
@@ -396,7 +422,7 @@ class FrontProtocol(asyncio.Protocol):
                         self._head_started()
                     return
                 self._head_deadline = 0.0
-                lean = read_head(buffer, end)
+                lean = read_head(buffer, end, with_async=self._front.enqueues is not None)
                 if lean is None:
                     self._hand_over()
                     return
@@ -478,21 +504,32 @@ class FrontProtocol(asyncio.Protocol):
         self._loop.create_task(self._call(lean, body))
 
     async def _call(self, lean: _Lean, body: bytes) -> None:
-        started = lean.started
-        name, namespace = split_ref(lean.name)
         trace = lean.trace()
 
         async def request() -> Request:
             headers = forward(lean.head, lean.host, self._remote, trace)
             return Request(trace["X-Call-Id"], lean.method, lean.path, lean.query, headers, body)
 
-        invocations = self._front.invocations
+        self._respond(lean, await self._answer(lean, trace, request))
+
+    async def _answer(
+        self, lean: _Lean, trace: dict[str, str], request: Callable[[], Awaitable[Request]]
+    ) -> Reply | web.Response:
+        """Run (or enqueue) the call that `request` reads, as the aiohttp routes would."""
+        front = self._front
+        name, namespace = split_ref(lean.name)
         try:
-            reply = await invocations.answer(name, namespace, started, trace, request)
+            if lean.asynchronous:
+                assert front.enqueues is not None
+                return await front.enqueues.accept(
+                    name, namespace, lean.started_wall, trace, lean.callback, request
+                )
+            return await front.invocations.answer(name, namespace, lean.started, trace, request)
         except Exception:
             reply = _bug(lean, trace)
-            invocations.observe_bug(name, namespace, reply.status, started)
-        self._respond(lean, reply)
+            if not lean.asynchronous:
+                front.invocations.observe_bug(name, namespace, reply.status, lean.started)
+            return reply
 
     def _answer_too_large(self, lean: _Lean) -> None:
         """413 over --max-body, counted as the aiohttp route counts it. The rest of a body of
@@ -511,11 +548,7 @@ class FrontProtocol(asyncio.Protocol):
             raise self._front.invocations.too_large()
 
         async def answer() -> None:
-            name, namespace = split_ref(lean.name)
-            reply = await self._front.invocations.answer(
-                name, namespace, lean.started, lean.trace(), too_large
-            )
-            self._respond(lean, reply)
+            self._respond(lean, await self._answer(lean, lean.trace(), too_large))
 
         self._loop.create_task(answer())
 
@@ -554,7 +587,7 @@ class FrontProtocol(asyncio.Protocol):
         if status < 200 or status in _NO_BODY:
             body = b""
         else:
-            if not has_type:
+            if not has_type and body:  # (aiohttp names no type for an empty body)
                 lines.append("Content-Type: application/octet-stream")
             lines.append(f"Content-Length: {len(body)}")
         if lean.method == "HEAD":
@@ -614,19 +647,20 @@ class FrontProtocol(asyncio.Protocol):
 
 
 def _may_be_lean(buffer: bytearray) -> bool:
-    """Whether the start of a head could still be a request to /function/ (else it is
-    aiohttp's at once, so that its own rules time the rest)."""
+    """Whether the start of a head could still be a request to /function/ or /async-function/
+    (else it is aiohttp's at once, so that its own rules time the rest)."""
     space = buffer.find(b" ", 0, 32)
     if space < 0:
         return len(buffer) < 32
-    target = buffer[space + 1 : space + 1 + len(_PREFIX)]
-    return _PREFIX.startswith(target)
+    return any(
+        prefix.startswith(buffer[space + 1 : space + 1 + len(prefix)]) for prefix in _PREFIXES
+    )
 
 
 def _bug(lean: _Lean, trace: dict[str, str]) -> web.Response:
     """What gateway/_errors.internal_error_response answers, for a request of this front."""
     path = lean.path if lean.path != "/" else ""
-    return bug_response(f"{lean.method} /function/{lean.name}{path}", trace)
+    return bug_response(f"{lean.method} {lean.prefix}{lean.name}{path}", trace)
 
 
 class FrontSite(web.BaseSite):

@@ -254,27 +254,92 @@ async def test_binary_and_large_answers_arrive_whole(platform: Platform, size: i
         assert body == expected
 
 
-async def test_the_same_headers_as_the_aiohttp_route(platform: Platform) -> None:
-    """A connection that began with another route stays with aiohttp: its /function/ answers
-    are the aiohttp route's, to compare with the lean front's."""
+Answer = tuple[str, list[str], bytes, dict[str, str]]
+
+
+async def lean_and_aiohttp(platform: Platform, requests: list[bytes]) -> list[list[Answer]]:
+    """The answers to `requests` from the lean front, then from the aiohttp routes: a
+    connection that began with another route stays with aiohttp. Each answer: status line,
+    sorted header names, body, headers."""
     lean = await Raw.open(platform)
     framework = await Raw.open(platform)
     try:
         framework.send(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
         await framework.response()
-        answers = []
-        for raw in (lean, framework):
-            for request in (
-                post("/function/echo", b"x", "X-Call-Id: same\r\n"),
-                post("/function/nope", b""),
-                post("/function/nope.ghost", b""),
-            ):
+        answers: list[list[Answer]] = [[], []]
+        for raw, into in zip((lean, framework), answers, strict=True):
+            for request in requests:
                 raw.send(request)
                 status, headers, body = await raw.response()
-                answers.append((status, sorted(headers), body, headers.get("content-type")))
+                into.append((status, sorted(headers), body, headers))
     finally:
         lean.close()
         framework.close()
-    assert answers[:3] == answers[3:]
-    assert answers[0][0] == "HTTP/1.1 200 OK" and answers[1][0] == "HTTP/1.1 404 Not Found"
-    assert "ghost" in json.loads(answers[2][2])["error"]
+    return answers
+
+
+async def test_the_same_headers_as_the_aiohttp_route(platform: Platform) -> None:
+    lean, framework = await lean_and_aiohttp(
+        platform,
+        [
+            post("/function/echo", b"x", "X-Call-Id: same\r\n"),
+            post("/function/echo", b"", "X-Call-Id: empty\r\n"),
+            post("/function/nope", b""),
+            post("/function/nope.ghost", b""),
+        ],
+    )
+    assert [a[:3] for a in lean] == [a[:3] for a in framework]
+    assert [a[3].get("content-type") for a in lean] == [a[3].get("content-type") for a in framework]
+    assert lean[0][0] == "HTTP/1.1 200 OK" and lean[2][0] == "HTTP/1.1 404 Not Found"
+    assert "ghost" in json.loads(lean[3][2])["error"]
+
+
+async def test_async_calls_get_the_same_answers_as_from_the_aiohttp_route(
+    platform: Platform,
+) -> None:
+    """/async-function/ is the lean front's too: the 202 and every refusal (unknown function
+    or namespace, a callback that is no http URL, a body over --max-body) as aiohttp's route
+    answers them."""
+    big = platform.config.max_body + 1
+    lean, framework = await lean_and_aiohttp(
+        platform,
+        [
+            post("/async-function/echo/p?q=1", b"x", "X-Call-Id: queued-1\r\n"),
+            post("/async-function/nope", b""),
+            post("/async-function/echo.ghost", b""),
+            post("/async-function/echo", b"x", "X-Callback-Url: ftp://h/x\r\n"),
+            post("/async-function/echo", b"x" * big),
+        ],
+    )
+    assert [a[:3] for a in lean] == [a[:3] for a in framework]
+    statuses = [status.split(" ")[1] for status, _, _, _ in lean]
+    assert statuses == ["202", "404", "404", "400", "413"]
+    accepted = lean[0]
+    assert accepted[3]["x-call-id"] == "queued-1" and accepted[2] == b""
+    assert "content-type" not in accepted[3]
+    assert "X-Callback-Url" in json.loads(lean[3][2])["error"]
+    assert "--max-body" in json.loads(lean[4][2])["error"]
+
+
+async def test_async_and_sync_calls_pipelined_on_one_connection(platform: Platform) -> None:
+    raw = await Raw.open(platform)
+    try:
+        raw.send(
+            post("/async-function/echo", b"a", "X-Call-Id: pipelined-a\r\n")
+            + post("/function/echo", b"b")
+            + b"POST /async-function/echo HTTP/1.1\r\nHost: gw\r\n"
+            + b"Transfer-Encoding: chunked\r\nX-Call-Id: pipelined-c\r\n\r\n1\r\nc\r\n0\r\n\r\n"
+        )
+        answers = [await raw.response() for _ in range(3)]
+    finally:
+        raw.close()
+    assert [status for status, _, _ in answers] == [
+        "HTTP/1.1 202 Accepted",
+        "HTTP/1.1 200 OK",
+        "HTTP/1.1 202 Accepted",
+    ]
+    assert [headers["x-call-id"] for _, headers, _ in (answers[0], answers[2])] == [
+        "pipelined-a",
+        "pipelined-c",
+    ]
+    assert answers[1][2] == b"b"
