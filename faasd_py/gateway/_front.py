@@ -130,7 +130,7 @@ class _Lean:
 
     @property
     def prefix(self) -> str:
-        return "/async-function/" if self.asynchronous else "/function/"
+        return (_ASYNC_PREFIX if self.asynchronous else _PREFIX).decode()
 
     def trace(self) -> dict[str, str]:
         """The call's X-Call-Id and X-Start-Time (gateway/_invoke's)."""
@@ -167,7 +167,7 @@ def read_head(buffer: bytearray, end: int, *, with_async: bool) -> _Lean | None:
         return None
     lean = _Lean()
     lean.asynchronous = asynchronous
-    path, _, query = target_text[len(_ASYNC_PREFIX if asynchronous else _PREFIX) :].partition("?")
+    path, _, query = target_text[len(lean.prefix) :].partition("?")
     if "+" in query:
         return None  # aiohttp's query_string turns it into a space
     name, _, rest = path.partition("/")
@@ -359,7 +359,8 @@ class FrontProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         lean = self._lean
         if lean is not None:
-            # Closed in the middle of a body: counted as the aiohttp route counts it (499).
+            # Closed in the middle of a body: counted as the aiohttp route counts it (499; an
+            # async call, which is no invocation yet, is not).
             self._lean = None
             if not lean.asynchronous:
                 name, namespace = split_ref(lean.name)
