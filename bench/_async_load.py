@@ -369,25 +369,24 @@ async def open_loop(
     data = client.request(path)
     inflight: set[asyncio.Task[str]] = set()
     # Not asyncio.sleep: uvloop's millisecond timers would spin a core at these rates.
-    pacer = Pacer()
-    for n in itertools.count():
-        due = origin + n / rate
-        if due >= end:
-            break
-        now = await pacer.until(due)
-        tally.late_by(now, due)
-        if len(inflight) >= INFLIGHT_CAP:
-            tally.answer("generator overloaded", due, now)
-            continue
-        if receiver is not None:
-            task = asyncio.create_task(calls.enqueue(tally, calls.next_id(), due))
-        else:
-            task = asyncio.create_task(_timed(client, data, tally, due))
-        inflight.add(task)
-        task.add_done_callback(inflight.discard)
-        if n % CATCH_UP_BATCH == 0:
-            await asyncio.sleep(0)
-    pacer.close()
+    with Pacer() as pacer:
+        for n in itertools.count():
+            due = origin + n / rate
+            if due >= end:
+                break
+            now = await pacer.until(due)
+            tally.late_by(now, due)
+            if len(inflight) >= INFLIGHT_CAP:
+                tally.answer("generator overloaded", due, now)
+                continue
+            if receiver is not None:
+                task = asyncio.create_task(calls.enqueue(tally, calls.next_id(), due))
+            else:
+                task = asyncio.create_task(_timed(client, data, tally, due))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+            if n % CATCH_UP_BATCH == 0:
+                await asyncio.sleep(0)
     if inflight:
         await asyncio.wait(inflight)
     if receiver is not None:

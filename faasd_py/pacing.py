@@ -29,7 +29,8 @@ COARSE_TICK = 0.001
 
 class Pacer:
     """Sleeps until due times on `time.monotonic()`'s clock, one at a time, in one event loop.
-    Never returns before the due time. `close()` releases the timer."""
+    Never returns before the due time. `close()` (or leaving a `with` block) releases the
+    timer."""
 
     def __init__(self, *, native_timer: bool = True) -> None:
         self._fd: int | None = None
@@ -86,6 +87,12 @@ class Pacer:
         if self._loop is not None and self._fd is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
         self._loop = None
+
+    def __enter__(self) -> Pacer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
         self._unregister()

@@ -159,3 +159,20 @@ def test_close_releases_the_timer() -> None:
     with pytest.raises(OSError):
         os.fstat(fd)
     pacer.close()  # a second close is harmless
+
+
+def test_leaving_a_with_block_releases_the_timer() -> None:
+    if native.lib is None:
+        pytest.skip(f"native shim {native.REASON}")
+
+    async def main() -> int | None:
+        with Pacer() as pacer:
+            fd = pacer._fd
+            await pacer.until(time.monotonic() + 0.001)
+        assert not pacer.precise
+        return fd
+
+    fd = run("uvloop", main)
+    assert fd is not None
+    with pytest.raises(OSError):
+        os.fstat(fd)
